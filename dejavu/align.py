@@ -1,0 +1,87 @@
+"""align_matches(histogram) -> best offset per song, and its significance."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .params import MatchParams
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+    """The best time alignment of a query against one song."""
+
+    song_id: int
+    offset_frames: int   # song frame at which the query starts (may be < 0 near the start)
+    aligned: int         # matches within +-tolerance frames of that offset
+    matched: int         # matches of this song at any offset
+
+
+def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
+                  tolerance_frames: int = 1) -> list[Alignment]:
+    """Find each song's best offset in a histogram of offset differences.
+
+    Parameters
+    ----------
+    song_ids, deltas, counts : np.ndarray [shape=(n,)], int
+        One row per ``(song, delta)`` bin with its number of matching hashes;
+        ``delta`` is the song frame minus the query frame of a matching hash.
+        Each ``(song, delta)`` appears at most once.
+    tolerance_frames : int
+        Matches within this many frames of the offset also count (onset jitter).
+
+    Returns
+    -------
+    list of Alignment, best ``aligned`` first (ties: more ``matched`` first).
+    """
+    if len(song_ids) == 0:
+        return []
+    song_ids = np.asarray(song_ids, np.int64)
+    deltas = np.asarray(deltas, np.int64)
+    counts = np.asarray(counts, np.int64)
+    key = (song_ids << 32) + (deltas + (1 << 31))
+    order = np.argsort(key, kind="stable")
+    key, counts, song_ids, deltas = key[order], counts[order], song_ids[order], deltas[order]
+    window = counts.copy()
+    for shift in range(-tolerance_frames, tolerance_frames + 1):
+        if shift:
+            window += _count_at(key, counts, key + shift)
+    songs, first = np.unique(song_ids, return_index=True)
+    matched = np.add.reduceat(counts, first)
+    best = _argmax_per_group(window, first)
+    result = [Alignment(int(s), int(deltas[b]), int(window[b]), int(m))
+              for s, b, m in zip(songs, best, matched)]
+    result.sort(key=lambda a: (-a.aligned, -a.matched, a.song_id))
+    return result
+
+
+def _count_at(sorted_key: np.ndarray, counts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    pos = np.clip(np.searchsorted(sorted_key, wanted), 0, sorted_key.size - 1)
+    return np.where(sorted_key[pos] == wanted, counts[pos], 0)
+
+
+def _argmax_per_group(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    ends = np.r_[first[1:], values.size]
+    return np.array([f + int(np.argmax(values[f:e])) for f, e in zip(first, ends)], dtype=np.int64)
+
+
+def match_margin(aligned: int, matched: int, runner_up: int, params: MatchParams) -> float:
+    """Aligned hashes above the no-match bar (>= 0: a match), see :class:`MatchParams`.
+
+    Parameters
+    ----------
+    aligned : int, distinct hashes at the best offset (tolerance window included)
+    matched : int, hashes of the song that match at any offset
+    runner_up : int, ``aligned`` of the best other song (0 if none)
+    params : MatchParams
+    """
+    bar = (params.min_aligned + params.matched_weight * math.sqrt(matched)
+           + params.runner_up_weight * runner_up)
+    return aligned - bar
+
+
+def margin_to_confidence(margin: float, params: MatchParams) -> float:
+    """Map a margin to [0, 1]: 0.5 at the no-match bar, rising with the margin."""
+    return 1.0 / (1.0 + math.exp(-margin / params.confidence_scale))

@@ -1,0 +1,98 @@
+"""generate_hashes(peaks, params, fanout) -> integer pair hashes and anchor frames."""
+from __future__ import annotations
+
+import numpy as np
+
+from .params import DF_BITS, DT_BITS, FREQ_BITS, FingerprintParams
+
+_DF_BIAS = 1 << (DF_BITS - 1)
+_DT_MASK = (1 << DT_BITS) - 1
+_DF_MASK = (1 << DF_BITS) - 1
+_FREQ_MASK = (1 << FREQ_BITS) - 1
+
+
+def pack_hashes(anchor_bins: np.ndarray, df_bins: np.ndarray, dt_frames: np.ndarray) -> np.ndarray:
+    """Pack pair landmarks into ``FREQ_BITS + DF_BITS + DT_BITS``-bit integers.
+
+    Parameters
+    ----------
+    anchor_bins : np.ndarray [shape=(n,)], int, FFT bins in ``[0, 2**FREQ_BITS)``
+    df_bins : np.ndarray [shape=(n,)], int, target bin minus anchor bin, ``|df| < 2**(DF_BITS-1)``
+    dt_frames : np.ndarray [shape=(n,)], int, target frame minus anchor frame, ``[1, 2**DT_BITS)``
+
+    Returns
+    -------
+    hashes : np.ndarray [shape=(n,)], uint32
+    """
+    anchor = anchor_bins.astype(np.uint32)
+    df = (df_bins.astype(np.int64) + _DF_BIAS).astype(np.uint32)
+    dt = dt_frames.astype(np.uint32)
+    return (anchor << (DF_BITS + DT_BITS)) | (df << DT_BITS) | dt
+
+
+def unpack_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_hashes`: ``(anchor_bins, df_bins, dt_frames)``, int32 each."""
+    hashes = hashes.astype(np.int64)
+    dt = hashes & _DT_MASK
+    df = ((hashes >> DT_BITS) & _DF_MASK) - _DF_BIAS
+    anchor = (hashes >> (DF_BITS + DT_BITS)) & _FREQ_MASK
+    return anchor.astype(np.int32), df.astype(np.int32), dt.astype(np.int32)
+
+
+def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
+                    params: FingerprintParams, fanout: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair every peak with the next ``fanout`` peaks of its target zone.
+
+    The target zone of an anchor is ``1 <= dt <= max_dt_frames`` frames later and
+    ``|df| <= max_df_bins`` bins away; the nearest targets in time are taken first.
+
+    Parameters
+    ----------
+    freq_bins, frame_indices : np.ndarray [shape=(n_peaks,)], int
+        Peaks sorted by frame, as returned by :func:`dejavu.peaks.find_peaks`.
+    params : FingerprintParams
+    fanout : int
+        Targets per anchor (``ref_fanout`` or ``query_fanout``).
+
+    Returns
+    -------
+    hashes : np.ndarray [shape=(n_hashes,)], uint32
+    offsets : np.ndarray [shape=(n_hashes,)], int32, anchor frame of each hash
+        Unique ``(hash, offset)`` pairs, sorted by offset then hash.
+    """
+    n = freq_bins.shape[0]
+    if n < 2:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    table = _target_table(frame_indices, freq_bins, params, fanout)
+    anchors, rank = np.nonzero(table >= 0)
+    targets = table[anchors, rank]
+    hashes = pack_hashes(freq_bins[anchors], freq_bins[targets] - freq_bins[anchors],
+                         frame_indices[targets] - frame_indices[anchors])
+    return _unique_pairs(hashes, frame_indices[anchors])
+
+
+def _target_table(frame_indices: np.ndarray, freq_bins: np.ndarray,
+                  params: FingerprintParams, fanout: int) -> np.ndarray:
+    """``table[i, r]`` is the index of anchor ``i``'s ``r``-th target, or -1."""
+    n = freq_bins.shape[0]
+    ends = np.searchsorted(frame_indices, frame_indices + params.max_dt_frames, side="right")
+    taken = np.zeros(n, dtype=np.int32)
+    table = np.full((n, fanout), -1, dtype=np.int64)
+    for step in range(1, int((ends - np.arange(n)).max()) + 1):
+        anchors = np.flatnonzero((np.arange(n) + step < ends) & (taken < fanout))
+        if anchors.size == 0:
+            break
+        targets = anchors + step
+        dt = frame_indices[targets] - frame_indices[anchors]
+        df = freq_bins[targets] - freq_bins[anchors]
+        ok = (dt >= 1) & (np.abs(df) <= params.max_df_bins)
+        anchors, targets = anchors[ok], targets[ok]
+        table[anchors, taken[anchors]] = targets
+        taken[anchors] += 1
+    return table
+
+
+def _unique_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    key = (offsets.astype(np.int64) << 32) | hashes.astype(np.int64)
+    key = np.unique(key)
+    return (key & 0xFFFFFFFF).astype(np.uint32), (key >> 32).astype(np.int32)

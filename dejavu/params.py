@@ -1,0 +1,111 @@
+"""FingerprintParams: every knob that changes the hashes, frozen, with a digest."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from .errors import ParameterError
+
+
+@dataclasses.dataclass(frozen=True)
+class FingerprintParams:
+    """All settings of spectrogram, peak picking and hashing.
+
+    The reference side (what is stored) and the query side (what a clip is
+    turned into) share the spectrogram and hash layout, but the query side
+    extracts denser peaks and pairs each anchor with every target in the zone,
+    so that a sparse index is still found by a noisy or short clip.
+    """
+
+    sample_rate_hz: int = 11025
+    n_fft: int = 1024
+    hop_length: int = 256
+    min_freq_bin: int = 6            # ~65 Hz at 11025 Hz / 1024
+    max_freq_bin: int = 372          # ~4 kHz: phone band and MP3 keep it
+    peak_freq_radius: int = 8        # local maximum over +-bins ...
+    peak_time_radius: int = 4        # ... and +-frames
+    whiten_freq_radius: int = 24     # bins of the local floor a peak is measured against
+    block_frames: int = 43           # ~1 s: peaks are rationed per block
+    ref_peaks_per_block: int = 8
+    query_peaks_per_block: int = 32
+    ref_fanout: int = 3              # targets per anchor stored in the index
+    query_fanout: int = 12           # targets per anchor tried by a query
+    max_dt_frames: int = 40          # target zone: 1..max_dt_frames after the anchor
+    max_df_bins: int = 100           # and within +-max_df_bins of it
+
+    def validate(self) -> "FingerprintParams":
+        """Check ranges and the hash layout; return self.
+
+        Raises
+        ------
+        ParameterError
+            If a value is out of range or does not fit the hash bit fields.
+        """
+        if not 0 < self.hop_length <= self.n_fft:
+            raise ParameterError("hop_length must be in (0, n_fft]")
+        if not 0 <= self.min_freq_bin < self.max_freq_bin <= self.n_fft // 2:
+            raise ParameterError("need 0 <= min_freq_bin < max_freq_bin <= n_fft // 2")
+        if self.max_freq_bin >= 1 << FREQ_BITS:
+            raise ParameterError(f"max_freq_bin must be < {1 << FREQ_BITS}")
+        if not 1 <= self.max_dt_frames < 1 << DT_BITS:
+            raise ParameterError(f"max_dt_frames must be in [1, {(1 << DT_BITS) - 1}]")
+        if not 0 < self.max_df_bins < 1 << (DF_BITS - 1):
+            raise ParameterError(f"max_df_bins must be in (0, {1 << (DF_BITS - 1)})")
+        for name in ("ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",
+                     "query_fanout", "block_frames", "peak_freq_radius", "peak_time_radius",
+                     "whiten_freq_radius"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} must be >= 1")
+        return self
+
+    def digest(self) -> str:
+        """Return a short stable digest; an index built with other params has another."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha1(b"dejavu-v1:" + blob).hexdigest()[:16]
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between two spectrogram frames."""
+        return self.hop_length / self.sample_rate_hz
+
+
+# Hash layout (see hashing.pack_hashes): anchor bin | df + 2**(DF_BITS-1) | dt.
+FREQ_BITS = 9
+DF_BITS = 8
+DT_BITS = 6
+
+DEFAULT_PARAMS = FingerprintParams().validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchParams:
+    """The no-match decision: how many aligned hashes a real match needs.
+
+    A song passes when ``aligned >= min_aligned + matched_weight * sqrt(matched)
+    + runner_up_weight * runner_up``: the bar rises with the number of hashes the
+    song shares with the query at any offset (a busy song collects chance
+    alignments) and with the best other song (a background that also aligns).
+    Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
+    """
+
+    tolerance_frames: int = 1
+    min_aligned: float = 6.0
+    matched_weight: float = 0.4
+    runner_up_weight: float = 0.0
+    confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
+    candidates: int = 20             # songs each instance returns
+
+    def validate(self) -> "MatchParams":
+        """Check ranges; return self.
+
+        Raises
+        ------
+        ParameterError
+        """
+        if self.tolerance_frames < 0 or self.candidates < 1 or self.confidence_scale <= 0:
+            raise ParameterError("tolerance_frames >= 0, candidates >= 1, confidence_scale > 0")
+        return self
+
+
+DEFAULT_MATCH = MatchParams().validate()

@@ -1,0 +1,4 @@
+"""python -m tunescout: the tunescout command."""
+from .cli import main
+
+main()

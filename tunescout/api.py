@@ -1,0 +1,82 @@
+"""Blueprint "api": parse the request, call one engine method, shape the JSON."""
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from flask import Blueprint, current_app, jsonify, request
+
+from .auth import bearer_matches
+from .engine import Engine, safe_song_name
+from .errors import (BadRequestError, ForbiddenError, PayloadTooLargeError, UnauthorizedError)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+MB = 1024 * 1024
+
+
+def current_engine() -> Engine:
+    return current_app.extensions["tunescout"]
+
+
+def require_file(max_bytes: int):
+    """The multipart ``file`` of the request, its size checked before the body is read.
+
+    Raises:
+        PayloadTooLargeError: the declared body is larger than max_bytes.
+        BadRequestError: there is no file part.
+    """
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise PayloadTooLargeError(limit_bytes=max_bytes, received_bytes=declared)
+    request.max_content_length = max_bytes   # bodies of unknown length are cut here
+    upload = request.files.get("file")
+    if upload is None:
+        raise BadRequestError("No file part in the request")
+    return upload
+
+
+def form_seconds(name: str) -> float | None:
+    """An optional form field in seconds.
+
+    Raises:
+        BadRequestError: present but not a finite number.
+    """
+    value = request.form.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequestError(f"'{name}' must be a number of seconds") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise BadRequestError(f"'{name}' must be a number of seconds")
+    return seconds
+
+
+@bp.post("/recognize")
+def recognize():
+    engine = current_engine()
+    upload = require_file(int(engine.config.recognizing.max_file_size_mb * MB))
+    start, duration = form_seconds("start"), form_seconds("duration")
+    return jsonify(engine.recognize(upload.read(), start or 0.0, duration))
+
+
+@bp.get("/fetch/<token>")
+def fetch(token: str):
+    return jsonify(current_engine().fetch(token))
+
+
+@bp.post("/fingerprint")
+def fingerprint():
+    engine = current_engine()
+    if not engine.config.fingerprinting.allow:
+        raise ForbiddenError()
+    if not bearer_matches(request.headers.get("Authorization"), current_app.config["WRITE_TOKEN"]):
+        raise UnauthorizedError()
+    upload = require_file(int(engine.config.fingerprinting.max_file_size_mb * MB))
+    name = request.form.get("name") or PurePath(upload.filename or "").stem
+    return jsonify(engine.fingerprint(upload.stream, safe_song_name(name)))
+
+
+@bp.get("/health")
+def health():
+    return jsonify(current_engine().health())

@@ -1,0 +1,21 @@
+"""create_app(config=None) -> the Flask WSGI app."""
+from __future__ import annotations
+
+from flask import Flask
+
+from . import api, errors
+from .auth import resolve_write_token
+from .config import Config, load_config
+from .engine import Engine
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the WSGI app; tests pass a Config, `tunescout serve` loads one."""
+    config = config or load_config()
+    app = Flask(__name__)
+    app.config["WRITE_TOKEN"] = resolve_write_token(config)
+    app.json.sort_keys = False
+    app.extensions["tunescout"] = Engine.from_config(config)
+    app.register_blueprint(api.bp)
+    errors.register(app)
+    return app

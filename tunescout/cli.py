@@ -1,0 +1,120 @@
+"""The tunescout command: serve, ingest, recognize, check-config."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from .config import ConfigError, load_config, masked
+from .errors import DuplicateSongError, TuneScoutError
+
+AUDIO_EXTENSIONS = {".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".m4a", ".aac", ".wma",
+                    ".aif", ".aiff", ".mp4", ".mkv", ".webm", ".mov", ".avi"}
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             help="config.json to use (default: $TUNESCOUT_CONFIG or ./config.json).")
+
+
+def _config(config_path):
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _engine(config_path):
+    from .engine import Engine
+    try:
+        return Engine.from_config(_config(config_path))
+    except TuneScoutError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@click.group()
+def main():
+    """TuneScout: recognise songs from short clips."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=lambda: int(os.environ.get("TUNESCOUT_PORT", 5000)),
+              help="Port (default: $TUNESCOUT_PORT or 5000).")
+def serve(config_path, host, port):
+    """Serve the HTTP API (development server; see the README for production)."""
+    from .app import create_app
+    try:
+        app = create_app(_config(config_path))
+    except TuneScoutError as exc:
+        raise click.ClickException(exc.message) from exc
+    app.run(host=host, port=port, threaded=True)
+
+
+def find_audio(paths) -> list[Path]:
+    """Audio files under the given files and folders, recursively, sorted."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
+        else:
+            found.append(path)
+    return sorted(set(found))
+
+
+@main.command()
+@config_option
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--workers", default=2, show_default=True, help="Files fingerprinted in parallel.")
+def ingest(config_path, paths, workers):
+    """Fingerprint audio files and folders into the catalogue (already stored audio is skipped)."""
+    engine = _engine(config_path)
+    files = find_audio(paths)
+    outcome = {"stored": 0, "already there": 0, "failed": 0}
+    failures = []
+
+    def one(path: Path):
+        with path.open("rb") as f:
+            return engine.fingerprint(f, path.stem)
+
+    with cf.ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(files), unit="file") as bar:
+        for path, future in [(p, pool.submit(one, p)) for p in files]:
+            try:
+                future.result()
+                outcome["stored"] += 1
+            except DuplicateSongError:
+                outcome["already there"] += 1
+            except TuneScoutError as exc:
+                outcome["failed"] += 1
+                failures.append(f"{path}: {exc.message}")
+            bar.update(1)
+    engine.close()
+    for line in failures:
+        click.echo(f"failed: {line}", err=True)
+    click.echo(", ".join(f"{v} {k}" for k, v in outcome.items()))
+    if outcome["failed"]:
+        raise SystemExit(1)
+
+
+@main.command()
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def recognize(config_path, file):
+    """Recognise an audio file and print the JSON result."""
+    engine = _engine(config_path)
+    try:
+        body = engine.recognize(Path(file).read_bytes())
+    except TuneScoutError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        engine.close()
+    click.echo(json.dumps(body, indent=2))
+
+
+@main.command("check-config")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+def check_config(path):
+    """Validate a config file and print it with secrets masked."""
+    click.echo(json.dumps(masked(_config(path)), indent=2))

@@ -1,0 +1,227 @@
+"""Config tree (frozen dataclasses) and load_config(): the only reader of config.json."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from pathlib import Path
+
+DATABASE_TYPES = ("clickhouse", "mysql", "sqlite")  # implemented in tunescout.storage
+DEFAULT_PORTS = {"clickhouse": 9000, "mysql": 3306}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key path."""
+
+
+def _field(default, help_text: str, **kw):
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: default, metadata={"help": help_text}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help_text}, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseConfig:
+    host: str = _field("127.0.0.1", "Database server host (mysql, clickhouse).")
+    port: int = _field(0, "Server port; 0 means the type's default (mysql 3306, clickhouse 9000).")
+    user: str = _field("", "Database user.")
+    password: str = _field("", "Database password (masked by check-config).")
+    database: str = _field("", "Database name; for sqlite, the file name under data_dir.")
+    path: str = _field("", "sqlite only: file path; overrides database and data_dir.")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceConfig:
+    database_type: str = _field("sqlite", "One of: clickhouse, mysql, sqlite.")
+    database: DatabaseConfig = _field(DatabaseConfig(), "Connection settings.")
+    redis_db_index: int = _field(0, "Redis database of this instance's lookup cache.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FingerprintingConfig:
+    allow: bool = _field(True, "Whether POST /api/fingerprint accepts writes at all.")
+    token: str = _field("", "Bearer token for writes; TUNESCOUT_TOKEN overrides; empty: generated under data_dir.")
+    max_file_size_mb: float = _field(200.0, "Largest upload accepted by /api/fingerprint, in MB.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecognizingConfig:
+    max_duration: float = _field(10.0, "Seconds of a query that are analysed at most.")
+    max_file_size_mb: float = _field(20.0, "Largest upload accepted by /api/recognize, in MB.")
+    instance_timeout_s: float = _field(5.0, "A fingerprint instance slower than this is skipped.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisConfig:
+    host: str = _field("", "Redis host; empty disables the cache and shared rate limits.")
+    port: int = _field(6379, "Redis port.")
+    password: str = _field("", "Redis password.")
+    prefix: str = _field("tunescout", "Key prefix of every key TuneScout writes.")
+    ttl_s: int = _field(3600, "Lifetime of a cached lookup, in seconds.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimitConfig:
+    enabled: bool = _field(True, "Apply the per-endpoint limits below.")
+    recognizing: str = _field("10 per second", "Limit of POST /api/recognize per client.")
+    fetching_results: str = _field("50 per second", "Limit of GET /api/fetch per client.")
+    fingerprinting: str = _field("10 per second", "Limit of POST /api/fingerprint per client.")
+    redis_db_index: int = _field(15, "Redis database holding the counters.")
+    trust_proxy: bool = _field(False, "Take the client address from X-Forwarded-For (behind a proxy).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data_dir: str = _field("data", "Folder of the SQLite files and the generated token.")
+    fingerprinting: FingerprintingConfig = _field(FingerprintingConfig(), "Writes.")
+    recognizing: RecognizingConfig = _field(RecognizingConfig(), "Queries.")
+    redis: RedisConfig = _field(RedisConfig(), "Redis cache and rate-limit storage.")
+    rate_limit: RateLimitConfig = _field(RateLimitConfig(), "Per-endpoint rate limits.")
+    allowed_origin: list = _field([], "CORS origins allowed to call the API; \"*\" allows all.")
+    instances: list = _field([], "Fingerprint instances; empty: one SQLite file.")
+    results: list = _field([], "Result-store shards; empty: one SQLite file.")
+
+    def __post_init__(self):
+        object.__setattr__(self, "instances", tuple(self.instances or (_sqlite("fingerprints.sqlite"),)))
+        object.__setattr__(self, "results", tuple(self.results or (_sqlite("results.sqlite"),)))
+        object.__setattr__(self, "allowed_origin", tuple(self.allowed_origin))
+
+
+def _sqlite(name: str) -> InstanceConfig:
+    return InstanceConfig("sqlite", DatabaseConfig(database=name))
+
+
+_LIST_ITEMS = {"instances": InstanceConfig, "results": InstanceConfig, "allowed_origin": str}
+# TuneScout's own config.json keeps each limit beside its endpoint; accept it there too.
+_LEGACY_LIMITS = {"recognizing": "recognizing", "fingerprinting": "fingerprinting",
+                  "fetching_results": "fetching_results"}
+
+
+def load_config(path: str | os.PathLike | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, validate and freeze the configuration.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or a value is invalid.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("TUNESCOUT_CONFIG")
+    raw: dict = {}
+    if path:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    elif Path("config.json").exists():
+        raw = json.loads(Path("config.json").read_text())
+    return config_from_dict(raw, env)
+
+
+def config_from_dict(raw: dict, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Build a Config from a parsed config.json and TUNESCOUT_* overrides.
+
+    Raises:
+        ConfigError: a key is unknown or a value has the wrong type or range.
+    """
+    raw = _move_legacy_limits(json.loads(json.dumps(raw)))
+    env = env or {}
+    if env.get("TUNESCOUT_TOKEN"):
+        raw.setdefault("fingerprinting", {})["token"] = env["TUNESCOUT_TOKEN"]
+    if env.get("TUNESCOUT_DATA_DIR"):
+        raw["data_dir"] = env["TUNESCOUT_DATA_DIR"]
+    config = _build(Config, raw, "")
+    _validate(config)
+    return config
+
+
+def _move_legacy_limits(raw: dict) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError("config: must be a JSON object")
+    for section, limit in _LEGACY_LIMITS.items():
+        if isinstance(raw.get(section), dict) and "rate_limit" in raw[section]:
+            raw.setdefault("rate_limit", {}).setdefault(limit, raw[section].pop("rate_limit"))
+    if isinstance(raw.get("allowed_origin"), str):
+        raw["allowed_origin"] = [raw["allowed_origin"]]
+    return raw
+
+
+def _build(cls, raw, key_path: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key_path or 'config'}: must be an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_join(key_path, unknown[0])}: unknown key (known: {', '.join(fields)})")
+    values = {name: _convert(fields[name], value, _join(key_path, name)) for name, value in raw.items()}
+    return cls(**values)
+
+
+def _convert(field: dataclasses.Field, value, key_path: str):
+    hint = field.type
+    if field.name in _LIST_ITEMS and key_path.count(".") == 0:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key_path}: must be a list")
+        item = _LIST_ITEMS[field.name]
+        if item is str:
+            return [_scalar(str, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
+        return [_build(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
+    nested = {"DatabaseConfig": DatabaseConfig, "FingerprintingConfig": FingerprintingConfig,
+              "RecognizingConfig": RecognizingConfig, "RedisConfig": RedisConfig,
+              "RateLimitConfig": RateLimitConfig}
+    if hint in nested:
+        return _build(nested[hint], value, key_path)
+    return _scalar({"str": str, "int": int, "float": float, "bool": bool}[hint], value, key_path)
+
+
+def _scalar(kind, value, key_path: str):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key_path}: {value!r} is not a {kind.__name__}")
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _validate(config: Config) -> None:
+    for name in ("instances", "results"):
+        for i, inst in enumerate(getattr(config, name)):
+            if inst.database_type not in DATABASE_TYPES:
+                raise ConfigError(f"{name}[{i}].database_type: {inst.database_type!r} is not one of "
+                                  f"{', '.join(DATABASE_TYPES)}")
+            if inst.database_type != "sqlite" and not inst.database.database:
+                raise ConfigError(f"{name}[{i}].database.database: required for {inst.database_type}")
+            if not 0 <= inst.redis_db_index <= 15:
+                raise ConfigError(f"{name}[{i}].redis_db_index: {inst.redis_db_index} is not in 0..15")
+    for key in ("max_duration", "max_file_size_mb", "instance_timeout_s"):
+        if getattr(config.recognizing, key) <= 0:
+            raise ConfigError(f"recognizing.{key}: must be > 0")
+    if config.fingerprinting.max_file_size_mb <= 0:
+        raise ConfigError("fingerprinting.max_file_size_mb: must be > 0")
+    if len(config.instances) > 256:
+        raise ConfigError("instances: at most 256 instances")
+
+
+def sqlite_path(config: Config, db: DatabaseConfig) -> Path:
+    """Where a sqlite instance's file lives."""
+    return Path(db.path) if db.path else Path(config.data_dir) / (db.database or "fingerprints.sqlite")
+
+
+def port_of(instance: InstanceConfig) -> int:
+    """The instance's port, or its type's default."""
+    return instance.database.port or DEFAULT_PORTS.get(instance.database_type, 0)
+
+
+def masked(config: Config) -> dict:
+    """The config as a dict with every password and token replaced by '***'."""
+    def mask(obj):
+        if isinstance(obj, dict):
+            return {k: ("***" if k in ("password", "token") and v else mask(v)) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [mask(v) for v in obj]
+        return obj
+    return mask(dataclasses.asdict(config))

@@ -1,0 +1,180 @@
+"""Engine: the only module that wires dejavu, storage, results and audio together."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from pathlib import PurePath
+
+import numpy as np
+
+import dejavu
+from dejavu import Alignment, FingerprintParams, MatchParams
+
+from .audio import Decoded, decode_audio, decode_query
+from .config import Config
+from .errors import BadRequestError, DuplicateSongError, StorageError
+from .results import ResultShards
+from .storage import open_result_store, open_store
+from .storage.base import NewSong, Song
+from .storage.sharded import ShardedStore
+
+TOP_RESULTS = 3
+_UNSAFE = re.compile(r"[^\w\s.,()&'+-]+")
+
+
+def safe_song_name(name: str) -> str:
+    """A display name without path parts or control characters (at most 200 chars)."""
+    name = PurePath(name.replace("\\", "/")).name if name else ""
+    name = _UNSAFE.sub("_", name).strip(" ._")
+    return name[:200] or "untitled"
+
+
+class Engine:
+    """Fingerprint songs, recognise clips, keep results."""
+
+    def __init__(self, config: Config, store: ShardedStore, results: ResultShards,
+                 params: FingerprintParams = dejavu.DEFAULT_PARAMS,
+                 match: MatchParams = dejavu.DEFAULT_MATCH):
+        self.config = config
+        self.store = store
+        self.results = results
+        self.params = params
+        self.match = match
+        store.ensure_schema(params.digest())
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Engine":
+        """Open every configured instance and result shard."""
+        stores = [open_store(config, i) for i in range(len(config.instances))]
+        shards = [open_result_store(config, i) for i in range(len(config.results))]
+        return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s),
+                   ResultShards(shards))
+
+    def fingerprint(self, source, name: str) -> dict:
+        """Decode, fingerprint and store one song.
+
+        Raises:
+            BadAudioError: undecodable input.
+            DuplicateSongError: the same audio is already stored.
+            StorageError: no instance can take it.
+        """
+        decoded = decode_audio(source, self.params.sample_rate_hz)
+        existing = self.store.find_sha1(decoded.pcm_sha1)
+        if existing:
+            raise DuplicateSongError(blob_sha1=existing.blob_sha1)
+        hashes, offsets = dejavu.fingerprint_reference(decoded.samples, self.params)
+        song = NewSong(safe_song_name(name), decoded.pcm_sha1, round(decoded.duration_seconds, 3),
+                       hashes, offsets)
+        song_id = self.store.add_song(song)
+        return {"status": "success", "song_id": song_id, "song_name": song.song_name,
+                "blob_sha1": song.blob_sha1, "total_hashes": int(hashes.size)}
+
+    def recognize(self, data: bytes, start_seconds: float = 0.0,
+                  duration_seconds: float | None = None) -> dict:
+        """Recognise a clip, store the result, and return it with its token.
+
+        Raises:
+            BadRequestError: start or duration out of range.
+            BadAudioError: undecodable input.
+            StorageError: no result shard can store the result.
+        """
+        max_duration = self.config.recognizing.max_duration
+        if start_seconds < 0 or (duration_seconds is not None and duration_seconds <= 0):
+            raise BadRequestError("start must be >= 0 and duration > 0")
+        duration = min(duration_seconds or max_duration, max_duration)
+        clock = _Stopwatch()
+        decoded = decode_query(data, self.params.sample_rate_hz, start_seconds, duration)
+        clock.lap("decode")
+        body = self.match_samples(decoded, clock)
+        token = self.results.save(lambda t: json.dumps({**body, "token": t}))
+        return {"status": "success", "token": token, **body}
+
+    def match_samples(self, decoded: Decoded, clock: "_Stopwatch | None" = None) -> dict:
+        """The result fields for decoded query audio (no result stored)."""
+        clock = clock or _Stopwatch()
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params)
+        clock.lap("fingerprint")
+        lookup = self.store.lookup(hashes, offsets, self.match.candidates)
+        clock.lap("query")
+        query_frames = decoded.samples.shape[0] // self.params.hop_length
+        results = self._rank(lookup.histograms, int(hashes.size), query_frames)
+        clock.lap("align")
+        body = {"results": results, "timings": clock.laps}
+        if lookup.unanswered:
+            body.update(degraded=True, instances_unanswered=lookup.unanswered)
+        return body
+
+    def fetch(self, token: str) -> dict:
+        """The stored result of a token.
+
+        Raises:
+            NotFoundError: malformed or unknown token.
+        """
+        return {"status": "success", **json.loads(self.results.load(token))}
+
+    def health(self) -> dict:
+        """Status of every fingerprint instance and result shard.
+
+        Raises:
+            StorageError: no fingerprint instance answers.
+        """
+        instances = self.store.check_all()
+        shards = self.results.check_all()
+        if not any(instances) or not any(shards):
+            raise StorageError("No storage answers", instances=instances, results=shards)
+        body = {"status": "ok", "instances": instances, "results": shards}
+        if not all(instances) or not all(shards):
+            body["degraded"] = True
+        return body
+
+    def close(self) -> None:
+        self.store.close()
+        self.results.close()
+
+    def _rank(self, histograms, n_query: int, query_frames: int) -> list[dict]:
+        if not histograms:
+            return []
+        song_ids = np.concatenate([np.full(h.deltas.size, h.song_id) for h in histograms])
+        deltas = np.concatenate([h.deltas for h in histograms])
+        counts = np.concatenate([h.counts for h in histograms])
+        alignments = dejavu.align_matches(song_ids, deltas, counts, self.match.tolerance_frames)
+        passing = []
+        for rank, a in enumerate(alignments):
+            runner_up = alignments[1 if rank == 0 else 0].aligned if len(alignments) > 1 else 0
+            margin = dejavu.match_margin(a.aligned, a.matched, runner_up, self.match)
+            if margin >= 0:
+                passing.append((margin, a))
+            if len(passing) == TOP_RESULTS:
+                break
+        songs = self.store.get_songs([a.song_id for _, a in passing])
+        return [self._result(a, margin, songs[a.song_id], n_query, query_frames)
+                for margin, a in passing if a.song_id in songs]
+
+    def _result(self, a: Alignment, margin: float, song: Song, n_query: int,
+                query_frames: int) -> dict:
+        aligned = min(a.aligned, n_query)
+        frame_s = self.params.frame_seconds
+        song_frames = max(song.duration_seconds / frame_s, 1.0)
+        # Hashes the index holds for the span the clip covers (an estimate: uniform density).
+        expected = max(song.total_hashes * min(query_frames / song_frames, 1.0), 1.0)
+        return {"song_id": song.song_id, "song_name": song.song_name,
+                "input_total_hashes": n_query, "fingerprinted_hashes_in_db": song.total_hashes,
+                "hashes_matched_in_input": aligned,
+                "input_confidence": round(aligned / max(n_query, 1), 4),
+                "fingerprinted_confidence": round(min(aligned / expected, 1.0), 4),
+                "offset": a.offset_frames, "offset_seconds": round(a.offset_frames * frame_s, 3),
+                "blob_sha1": song.blob_sha1,
+                "confidence": round(dejavu.margin_to_confidence(margin, self.match), 4)}
+
+
+@dataclasses.dataclass
+class _Stopwatch:
+    laps: dict = dataclasses.field(default_factory=dict)
+    last: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self.last) * 1000, 2)
+        self.last = now

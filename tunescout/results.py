@@ -1,0 +1,78 @@
+"""ResultShards: tokens that name their shard, and results stored on exactly one shard."""
+from __future__ import annotations
+
+import re
+import secrets
+
+from .errors import NotFoundError, StorageError
+from .storage.base import ResultStore
+
+# 32 hex digits (128 random bits), then 2 hex digits naming the result shard.
+_TOKEN = re.compile(r"\A[0-9a-f]{32}([0-9a-f]{2})\Z")
+
+
+def new_token(shard: int) -> str:
+    """A fresh token routed to result shard ``shard``."""
+    return f"{secrets.token_hex(16)}{shard:02x}"
+
+
+def shard_of_token(token: str, n_shards: int) -> int:
+    """The shard a token routes to.
+
+    Raises:
+        NotFoundError: the token is malformed or names no configured shard.
+    """
+    match = _TOKEN.match(token)
+    if not match or int(match.group(1), 16) >= n_shards:
+        raise NotFoundError()
+    return int(match.group(1), 16)
+
+
+class ResultShards:
+    """Store each result on one shard, chosen at random; fall back to the others."""
+
+    def __init__(self, shards: list[ResultStore]):
+        self.shards = shards
+
+    def save(self, body_for_token) -> str:
+        """Store ``body_for_token(token)`` and return the token.
+
+        Raises:
+            StorageError: no shard could store it (the result is not lost silently).
+        """
+        first = secrets.randbelow(len(self.shards))
+        for step in range(len(self.shards)):
+            shard = (first + step) % len(self.shards)
+            token = new_token(shard)
+            try:
+                self.shards[shard].put_result(token, body_for_token(token))
+                return token
+            except StorageError:
+                continue
+        raise StorageError("No result store can take the result")
+
+    def load(self, token: str) -> str:
+        """The stored body of a token.
+
+        Raises:
+            NotFoundError: malformed or unknown token.
+        """
+        body = self.shards[shard_of_token(token, len(self.shards))].get_result(token)
+        if body is None:
+            raise NotFoundError()
+        return body
+
+    def check_all(self) -> list[bool]:
+        """True for each shard that answers a read."""
+        alive = []
+        for shard in self.shards:
+            try:
+                shard.get_result("0" * 34)
+                alive.append(True)
+            except StorageError:
+                alive.append(False)
+        return alive
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()

@@ -1,0 +1,40 @@
+"""BACKENDS registry: open_store / open_result_store by database_type (the only place naming them)."""
+from __future__ import annotations
+
+import importlib
+
+from ..config import Config, InstanceConfig, sqlite_path
+from .base import FingerprintStore, IdSlot, ResultStore
+
+# database_type -> (fingerprint store, result store), imported lazily so that a
+# SQLite deployment never needs a database driver.
+BACKENDS = {
+    "sqlite": ("tunescout.storage.sqlite:SQLiteStore", "tunescout.storage.sqlite:SQLiteResultStore"),
+    "mysql": ("tunescout.storage.mysql:MySQLStore", "tunescout.storage.mysql:MySQLResultStore"),
+    "clickhouse": ("tunescout.storage.clickhouse:ClickHouseStore",
+                   "tunescout.storage.clickhouse:ClickHouseResultStore"),
+}
+
+
+def _load(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _location(config: Config, instance: InstanceConfig):
+    if instance.database_type == "sqlite":
+        return sqlite_path(config, instance.database)
+    return instance
+
+
+def open_store(config: Config, index: int) -> FingerprintStore:
+    """Open fingerprint instance ``index`` of the config (no connection made yet)."""
+    instance = config.instances[index]
+    cls = _load(BACKENDS[instance.database_type][0])
+    return cls(_location(config, instance), IdSlot(index, len(config.instances)))
+
+
+def open_result_store(config: Config, index: int) -> ResultStore:
+    """Open result shard ``index`` of the config."""
+    instance = config.results[index]
+    return _load(BACKENDS[instance.database_type][1])(_location(config, instance))

@@ -1,0 +1,129 @@
+"""FingerprintStore and ResultStore protocols, and the records they exchange."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from ..errors import IndexMismatchError
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class NewSong:
+    song_name: str
+    blob_sha1: str
+    duration_seconds: float
+    hashes: np.ndarray        # uint32 [n]
+    offsets: np.ndarray       # int32 [n], frames
+
+
+@dataclasses.dataclass(frozen=True)
+class Song:
+    song_id: int
+    song_name: str
+    blob_sha1: str
+    total_hashes: int
+    duration_seconds: float
+    created: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Histogram:
+    """Offset-difference histogram of one candidate song: distinct matching hashes per delta."""
+
+    song_id: int
+    deltas: np.ndarray        # int64 [k], song frame - query frame
+    counts: np.ndarray        # int64 [k]
+
+
+@dataclasses.dataclass(frozen=True)
+class IdSlot:
+    """Instance ``index`` of ``count`` hands out the song ids that are ``index + 1`` mod count.
+
+    Ids stay unique across instances without coordination, and the instance
+    holding a song is ``(song_id - 1) % count``.
+    """
+
+    index: int
+    count: int
+
+    def next_id(self, last_id: int | None) -> int:
+        """The id after last_id (None: the first id) in this slot."""
+        return self.index + 1 if last_id is None else last_id + self.count
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def instance_of(song_id: int, n_instances: int) -> int:
+    """Index of the instance that holds song_id."""
+    return (song_id - 1) % n_instances
+
+
+def check_meta(name: str, stored: dict, wanted: dict) -> None:
+    """Refuse an index built with other fingerprint parameters or instance layout.
+
+    Raises:
+        IndexMismatchError: a stored value differs from the wanted one.
+    """
+    for key, value in wanted.items():
+        if stored.get(key, value) != value:
+            raise IndexMismatchError(f"{name}: index has {key} {stored[key]}, this server uses {value}")
+
+
+class FingerprintStore(Protocol):
+    """One storage instance of fingerprints and their songs."""
+
+    def ensure_schema(self, params_digest: str) -> None:
+        """Create tables on first use; raise IndexMismatchError for other params."""
+
+    def add_song(self, song: NewSong) -> int:
+        """Store a song and all its hashes atomically, return its id; raise DuplicateSongError."""
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        """The song with this PCM digest, if stored here."""
+
+    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
+        """Histograms of the top_k songs with the highest single-delta count."""
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        """Songs by id (missing ids are left out)."""
+
+    def count_songs(self) -> int:
+        """Number of fully stored songs."""
+
+    def check(self) -> None:
+        """Raise StorageError if the instance cannot answer."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class ResultStore(Protocol):
+    """One shard of recognition results, keyed by token."""
+
+    def put_result(self, token: str, body: str) -> None:
+        """Store a JSON body under token."""
+
+    def get_result(self, token: str) -> str | None:
+        """The JSON body stored under token, or None."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
+                   top_k: int) -> list[Histogram]:
+    """Split grouped (song, delta, count) rows into the top_k songs' histograms."""
+    if len(song_ids) == 0:
+        return []
+    song_ids, deltas, counts = (np.asarray(a, np.int64) for a in (song_ids, deltas, counts))
+    order = np.lexsort((deltas, song_ids))
+    song_ids, deltas, counts = song_ids[order], deltas[order], counts[order]
+    songs, first = np.unique(song_ids, return_index=True)
+    peak = np.maximum.reduceat(counts, first)
+    chosen = np.argsort(-peak, kind="stable")[:top_k]
+    ends = np.r_[first[1:], song_ids.size]
+    return [Histogram(int(songs[i]), deltas[first[i]:ends[i]], counts[first[i]:ends[i]])
+            for i in chosen]

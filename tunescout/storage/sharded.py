@@ -1,0 +1,144 @@
+"""ShardedStore: N fingerprint instances queried in parallel, with back-off for failing ones."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DuplicateSongError, IndexMismatchError, StorageError
+from .base import FingerprintStore, Histogram, NewSong, Song, instance_of
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Lookup:
+    histograms: list[Histogram]
+    unanswered: int           # instances that were down, slow or failing
+
+
+class _Health:
+    """Per-instance back-off: a failing instance is skipped, then probed again."""
+
+    def __init__(self, n: int, clock: Callable[[], float]):
+        self._clock = clock
+        self._down_until = [0.0] * n
+        self._backoff = [0.0] * n
+        self._lock = threading.Lock()
+
+    def usable(self, i: int) -> bool:
+        return self._clock() >= self._down_until[i]
+
+    def ok(self, i: int) -> None:
+        with self._lock:
+            self._backoff[i] = 0.0
+            self._down_until[i] = 0.0
+
+    def failed(self, i: int) -> None:
+        with self._lock:
+            self._backoff[i] = min(MAX_BACKOFF_S, max(1.0, 2 * self._backoff[i]))
+            self._down_until[i] = self._clock() + self._backoff[i]
+
+
+class ShardedStore:
+    """The FingerprintStore operations over several instances."""
+
+    def __init__(self, stores: list[FingerprintStore], timeout_s: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.stores = stores
+        self.timeout_s = timeout_s
+        self.health = _Health(len(stores), clock)
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(2, 2 * len(stores)),
+                                           thread_name_prefix="shard")
+
+    def ensure_schema(self, params_digest: str) -> None:
+        """Prepare every reachable instance; an unreachable one is marked down.
+
+        Raises:
+            IndexMismatchError: an instance holds an index of other parameters.
+        """
+        for i, store in enumerate(self.stores):
+            try:
+                store.ensure_schema(params_digest)
+                self.health.ok(i)
+            except IndexMismatchError:
+                raise
+            except StorageError:
+                self.health.failed(i)
+
+    def lookup(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> Lookup:
+        """Ask every usable instance for its best candidates, in parallel."""
+        answers = self._fan_out(lambda s: s.best_alignments(hashes, offsets, top_k))
+        histograms = [h for answer in answers if answer is not None for h in answer]
+        return Lookup(histograms, sum(answer is None for answer in answers))
+
+    def add_song(self, song: NewSong) -> int:
+        """Store the song on the usable instance with the fewest songs.
+
+        Raises:
+            DuplicateSongError: an instance already holds this audio.
+            StorageError: an instance could not be checked, or none can take it.
+        """
+        found = self._fan_out(lambda s: s.find_sha1(song.blob_sha1))
+        counts = self._fan_out(lambda s: s.count_songs())
+        if any(f is not None for f in found):
+            raise DuplicateSongError(blob_sha1=song.blob_sha1)
+        if any(c is None for c in counts):
+            # A duplicate could hide on the missing instance: refuse rather than store twice.
+            raise StorageError("A fingerprint instance is unavailable; try again later")
+        target = min(range(len(self.stores)), key=lambda i: (counts[i], i))
+        return self.stores[target].add_song(song)
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        """The song with this digest on any instance."""
+        return next((f for f in self._fan_out(lambda s: s.find_sha1(blob_sha1)) if f), None)
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        """Songs by id, each read from the instance its id names."""
+        by_instance: dict[int, list[int]] = {}
+        for song_id in song_ids:
+            by_instance.setdefault(instance_of(song_id, len(self.stores)), []).append(song_id)
+        songs: dict[int, Song] = {}
+        for i, ids in by_instance.items():
+            try:
+                songs.update(self.stores[i].get_songs(ids))
+            except StorageError:
+                self.health.failed(i)
+        return songs
+
+    def count_songs(self) -> int:
+        """Songs on the instances that answer."""
+        return sum(c for c in self._fan_out(lambda s: s.count_songs()) if c is not None)
+
+    def check_all(self) -> list[bool]:
+        """Probe every instance (down ones too); True where it answers."""
+        futures = [self._pool.submit(s.check) for s in self.stores]
+        done, _ = cf.wait(futures, timeout=self.timeout_s)
+        alive = [f in done and f.exception() is None for f in futures]
+        for i, ok in enumerate(alive):
+            (self.health.ok if ok else self.health.failed)(i)
+        return alive
+
+    def close(self) -> None:
+        """Close every instance and the worker pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for store in self.stores:
+            store.close()
+
+    def _fan_out(self, call: Callable[[FingerprintStore], object]) -> list:
+        """call(store) on every usable instance in parallel; None where it failed."""
+        futures = {i: self._pool.submit(call, s) for i, s in enumerate(self.stores)
+                   if self.health.usable(i)}
+        done, _ = cf.wait(futures.values(), timeout=self.timeout_s)
+        results: list = [None] * len(self.stores)
+        for i, future in futures.items():
+            if future in done and future.exception() is None:
+                results[i] = future.result()
+                self.health.ok(i)
+            elif not isinstance(future.exception() if future in done else None, IndexMismatchError):
+                self.health.failed(i)
+        return results

@@ -1,0 +1,177 @@
+"""SQLiteStore and SQLiteResultStore: the embedded default, one file each."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DuplicateSongError, StorageError
+from .base import Histogram, IdSlot, NewSong, Song, check_meta, top_histograms
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS songs (
+    song_id INTEGER PRIMARY KEY, song_name TEXT NOT NULL, blob_sha1 TEXT NOT NULL UNIQUE,
+    total_hashes INTEGER NOT NULL, duration_seconds REAL NOT NULL,
+    created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')));
+CREATE TABLE IF NOT EXISTS fingerprints (
+    hash INTEGER NOT NULL, song_id INTEGER NOT NULL, offset_frames INTEGER NOT NULL,
+    PRIMARY KEY (hash, song_id, offset_frames)) WITHOUT ROWID;
+"""
+# A song's hashes and its row are written in one transaction, so a song is
+# visible to recognition only complete, and a crash leaves nothing behind.
+_ALIGN = """
+SELECT f.song_id, f.offset_frames - q.offset_frames AS delta, COUNT(DISTINCT f.hash)
+FROM temp.query AS q JOIN fingerprints AS f ON f.hash = q.hash
+GROUP BY f.song_id, delta
+"""
+
+
+class _Connections:
+    """One connection per thread to one SQLite file, in WAL mode."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(f"Cannot open {self.path.name}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class SQLiteStore:
+    """Fingerprints and songs in one SQLite file."""
+
+    def __init__(self, path: Path, slot: IdSlot = IdSlot(0, 1)):
+        self._db = _Connections(Path(path))
+        self._write = threading.Lock()
+        self.slot = slot
+
+    def ensure_schema(self, params_digest: str) -> None:
+        conn = self._db.get()
+        wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
+        try:
+            with self._write:
+                conn.executescript(_SCHEMA)
+                conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", wanted.items())
+            stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cannot open {self._db.path.name}") from exc
+        check_meta(self._db.path.name, stored, wanted)
+
+    def add_song(self, song: NewSong) -> int:
+        order = np.argsort(song.hashes, kind="stable")  # sorted keys load fast into the B-tree
+        rows = zip(song.hashes[order].tolist(), song.offsets[order].tolist())
+        conn = self._db.get()
+        with self._write:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                last = conn.execute("SELECT MAX(song_id) FROM songs").fetchone()[0]
+                new_id = self.slot.next_id(last)
+                conn.execute(
+                    "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (new_id, song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds))
+                conn.executemany("INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                                 ((h, new_id, o) for h, o in rows))
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                raise DuplicateSongError(blob_sha1=song.blob_sha1) from exc
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StorageError("Cannot store the song") from exc
+        return new_id
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        row = self._query("SELECT * FROM songs WHERE blob_sha1 = ?", (blob_sha1,))
+        return Song(*row[0]) if row else None
+
+    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
+        conn = self._db.get()
+        try:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS query (hash INTEGER, offset_frames INTEGER)")
+            conn.execute("DELETE FROM temp.query")
+            conn.executemany("INSERT INTO temp.query VALUES (?, ?)",
+                             zip(hashes.tolist(), offsets.tolist()))
+            rows = conn.execute(_ALIGN).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError("Fingerprint lookup failed") from exc
+        if not rows:
+            return []
+        song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
+        return top_histograms(song_ids, deltas, counts, top_k)
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        if not song_ids:
+            return {}
+        marks = ",".join("?" * len(song_ids))
+        rows = self._query(f"SELECT * FROM songs WHERE song_id IN ({marks})", tuple(song_ids))
+        return {row[0]: Song(*row) for row in rows}
+
+    def count_songs(self) -> int:
+        return self._query("SELECT COUNT(*) FROM songs", ())[0][0]
+
+    def check(self) -> None:
+        self._query("SELECT 1", ())
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._db.get().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError("Storage query failed") from exc
+
+
+class SQLiteResultStore:
+    """Recognition results in one SQLite file."""
+
+    def __init__(self, path: Path):
+        self._db = _Connections(Path(path))
+        try:
+            self._db.get().execute("CREATE TABLE IF NOT EXISTS results (token TEXT PRIMARY KEY,"
+                                   " body TEXT NOT NULL, created REAL DEFAULT (unixepoch()))")
+        except sqlite3.Error as exc:
+            raise StorageError("Cannot open the result store") from exc
+
+    def put_result(self, token: str, body: str) -> None:
+        try:
+            self._db.get().execute("INSERT INTO results (token, body) VALUES (?, ?)", (token, body))
+        except sqlite3.Error as exc:
+            raise StorageError("Cannot store the result") from exc
+
+    def get_result(self, token: str) -> str | None:
+        try:
+            row = self._db.get().execute("SELECT body FROM results WHERE token = ?", (token,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError("Cannot read the result") from exc
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self._db.close()
