@@ -1,0 +1,29 @@
+import numpy as np
+
+from dejavu import DEFAULT_MATCH, align_matches, margin_to_confidence, match_margin
+
+
+def test_best_offset_sums_the_tolerance_window():
+    songs = np.array([1, 1, 1, 1, 2, 2])
+    deltas = np.array([10, 11, 12, 50, 7, 300])
+    counts = np.array([4, 5, 3, 6, 8, 1])
+    best = align_matches(songs, deltas, counts, tolerance_frames=1)
+    assert (best[0].song_id, best[0].offset_frames, best[0].aligned, best[0].matched) == (1, 11, 12, 18)
+    assert (best[1].song_id, best[1].aligned, best[1].matched) == (2, 8, 9)
+    assert align_matches(songs, deltas, counts, tolerance_frames=0)[0].song_id == 2
+
+
+def test_empty_histogram():
+    assert align_matches(np.array([]), np.array([]), np.array([])) == []
+
+
+def test_the_bar_rises_with_chance_matches():
+    assert match_margin(20, 25, 0, DEFAULT_MATCH) > 0
+    assert match_margin(7, 25, 0, DEFAULT_MATCH) < 0
+    assert match_margin(20, 25, 0, DEFAULT_MATCH) > match_margin(20, 900, 0, DEFAULT_MATCH)
+
+
+def test_confidence_is_monotone_in_0_1():
+    values = [margin_to_confidence(m, DEFAULT_MATCH) for m in (-50, -2, 0, 2, 50)]
+    assert values == sorted(values) and 0 <= values[0] and values[-1] <= 1
+    assert values[2] == 0.5

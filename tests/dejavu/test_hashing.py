@@ -1,0 +1,59 @@
+import numpy as np
+
+from dejavu import DEFAULT_PARAMS as P
+from dejavu import fingerprint_query, fingerprint_reference
+from dejavu.hashing import generate_hashes, pack_hashes, unpack_hashes
+from tests.conftest import music_like
+
+
+def test_pack_and_unpack_are_inverse(rng):
+    anchor = rng.integers(0, 512, 1000)
+    df = rng.integers(-127, 128, 1000)
+    dt = rng.integers(1, 64, 1000)
+    hashes = pack_hashes(anchor, df, dt)
+    assert hashes.dtype == np.uint32
+    for got, want in zip(unpack_hashes(hashes), (anchor, df, dt)):
+        np.testing.assert_array_equal(got, want)
+
+
+def naive_pairs(freq, frame, fanout):
+    out = set()
+    for i in range(len(freq)):
+        taken = 0
+        for j in range(i + 1, len(freq)):
+            dt, df = frame[j] - frame[i], freq[j] - freq[i]
+            if dt > P.max_dt_frames or taken == fanout:
+                break
+            if dt >= 1 and abs(df) <= P.max_df_bins:
+                out.add((int(pack_hashes(np.array([freq[i]]), np.array([df]), np.array([dt]))[0]),
+                         int(frame[i])))
+                taken += 1
+    return out
+
+
+def test_vectorised_pairs_match_the_naive_oracle(rng):
+    frame = np.sort(rng.integers(0, 400, 300)).astype(np.int32)
+    freq = rng.integers(P.min_freq_bin, P.max_freq_bin, 300).astype(np.int32)
+    hashes, offsets = generate_hashes(freq, frame, P, 5)
+    assert set(zip(hashes.tolist(), offsets.tolist())) == naive_pairs(freq, frame, 5)
+
+
+def test_query_hashes_contain_most_reference_hashes(rng):
+    audio = music_like(rng, 20)
+    ref = set(zip(*(a.tolist() for a in fingerprint_reference(audio, P))))
+    query = set(zip(*(a.tolist() for a in fingerprint_query(audio, P))))
+    assert len(ref) > 100
+    assert len(ref & query) / len(ref) > 0.8
+
+
+def test_a_clip_cut_at_frame_k_aligns_at_k(rng):
+    audio = music_like(rng, 20)
+    k = 200
+    ref_h, ref_o = fingerprint_reference(audio, P)
+    q_h, q_o = fingerprint_query(audio[k * P.hop_length:(k + 200) * P.hop_length], P)
+    ref = {}
+    for h, o in zip(ref_h.tolist(), ref_o.tolist()):
+        ref.setdefault(h, []).append(o)
+    deltas = [o - qo for h, qo in zip(q_h.tolist(), q_o.tolist()) for o in ref.get(h, [])]
+    values, counts = np.unique(deltas, return_counts=True)
+    assert values[counts.argmax()] == k

@@ -1,0 +1,165 @@
+"""The HTTP contract of every endpoint and every error, on the embedded SQLite default."""
+import io
+import re
+
+import numpy as np
+import pytest
+
+from tests.conftest import music_like, wav_bytes
+from tunescout.app import create_app
+
+AUTH = {"Authorization": "Bearer s3cret-token"}
+
+
+@pytest.fixture
+def app(sqlite_config):
+    app = create_app(sqlite_config)
+    yield app
+    app.extensions["tunescout"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def song():
+    return music_like(np.random.default_rng(7), 60)
+
+
+def upload(client, url, data: bytes, filename="song.wav", headers=None, **form):
+    return client.post(url, data={"file": (io.BytesIO(data), filename), **form},
+                       headers=headers or {}, content_type="multipart/form-data")
+
+
+def assert_error(resp, status, message):
+    assert resp.status_code == status
+    assert resp.is_json
+    assert resp.get_json()["status"] == "error"
+    assert resp.get_json()["message"] == message
+
+
+def test_fingerprint_then_recognise_then_fetch(client, song):
+    resp = upload(client, "/api/fingerprint", wav_bytes(song), "My Song.wav", AUTH)
+    assert resp.status_code == 200, resp.get_json()
+    stored = resp.get_json()
+    assert {"status": "success", "song_name": "My Song"}.items() <= stored.items()
+    assert stored["total_hashes"] > 100 and len(stored["blob_sha1"]) == 40
+
+    start = 20 * 11025
+    resp = upload(client, "/api/recognize", wav_bytes(song[start:start + 5 * 11025]))
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["status"] == "success"
+    assert re.fullmatch(r"[0-9a-f]{34}", body["token"])
+    best = body["results"][0]
+    assert best["song_id"] == stored["song_id"] and best["blob_sha1"] == stored["blob_sha1"]
+    assert abs(best["offset_seconds"] - 20.0) <= 0.05
+    assert 0 < best["hashes_matched_in_input"] <= best["input_total_hashes"]
+    for key in ("input_confidence", "fingerprinted_confidence", "confidence"):
+        assert 0 <= best[key] <= 1
+    assert set(body["timings"]) == {"decode", "fingerprint", "query", "align"}
+
+    fetched = client.get(f"/api/fetch/{body['token']}").get_json()
+    assert fetched == {k: v for k, v in body.items()}
+
+
+def test_same_audio_in_another_container_is_a_duplicate(client, song, tmp_path):
+    from pydub import AudioSegment
+    assert upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH).status_code == 200
+    flac = io.BytesIO()
+    AudioSegment.from_wav(io.BytesIO(wav_bytes(song))).export(flac, format="flac")
+    resp = upload(client, "/api/fingerprint", flac.getvalue(), "a.flac", AUTH)
+    assert_error(resp, 409, "Already fingerprinted")
+    assert len(resp.get_json()["blob_sha1"]) == 40
+
+
+def test_unknown_song_gives_no_results(client, song, rng):
+    upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH)
+    other = music_like(rng, 8)
+    body = upload(client, "/api/recognize", wav_bytes(other)).get_json()
+    assert body["status"] == "success" and body["results"] == []
+
+
+def test_start_and_duration_trim_the_input(client, song):
+    upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH)
+    body = upload(client, "/api/recognize", wav_bytes(song[: 40 * 11025]),
+                  start="30", duration="5").get_json()
+    assert abs(body["results"][0]["offset_seconds"] - 30.0) <= 0.05
+    resp = upload(client, "/api/recognize", wav_bytes(song[:11025 * 5]), start="soon")
+    assert_error(resp, 400, "'start' must be a number of seconds")
+
+
+@pytest.mark.parametrize("data, filename", [
+    (b"", "empty.mp3"),
+    (b"this is text, not audio\n" * 20, "notes.mp3"),
+    (b"RIFF\x00\x00", "truncated.wav"),
+])
+def test_undecodable_input_is_415(client, data, filename):
+    assert_error(upload(client, "/api/recognize", data, filename), 415, "Failed to process input file")
+
+
+def test_truncated_real_file_still_decodes_or_is_415(client, song):
+    from pydub import AudioSegment
+    mp3 = io.BytesIO()
+    AudioSegment.from_wav(io.BytesIO(wav_bytes(song[: 11025 * 10]))).export(mp3, format="mp3")
+    resp = upload(client, "/api/recognize", mp3.getvalue()[:5000], "cut.mp3")
+    assert resp.status_code in (200, 415) and resp.is_json
+
+
+def test_missing_file_part(client):
+    resp = client.post("/api/recognize", data={"start": "1"}, content_type="multipart/form-data")
+    assert_error(resp, 400, "No file part in the request")
+
+
+def test_huge_upload_is_refused_before_reading(client):
+    resp = upload(client, "/api/recognize", b"\0" * (2 * 1024 * 1024))
+    assert_error(resp, 413, "File too large")
+    body = resp.get_json()
+    assert body["limit_bytes"] == 1024 * 1024 and body["received_bytes"] > body["limit_bytes"]
+
+
+def test_fetch_unknown_or_malformed_token(client):
+    for token in ("0" * 34, "zz", "..etc", "0" * 32 + "05", "A" * 34):
+        assert_error(client.get(f"/api/fetch/{token}"), 404, "The requested data could not be found")
+
+
+def test_fingerprint_needs_the_bearer_token(client, song):
+    data = wav_bytes(song[:11025 * 5])
+    assert_error(upload(client, "/api/fingerprint", data), 401, "Token missing or invalid")
+    assert_error(upload(client, "/api/fingerprint", data, headers={"Authorization": "Bearer nope"}),
+                 401, "Token missing or invalid")
+    assert_error(upload(client, "/api/fingerprint", data, headers={"Authorization": "s3cret-token"}),
+                 401, "Token missing or invalid")
+
+
+def test_fingerprinting_can_be_switched_off(tmp_path, song):
+    from tunescout.config import config_from_dict
+    app = create_app(config_from_dict({"data_dir": str(tmp_path), "fingerprinting": {
+        "allow": False, "token": "s3cret-token"}}))
+    resp = upload(app.test_client(), "/api/fingerprint", wav_bytes(song[:11025]), headers=AUTH)
+    assert_error(resp, 403, "Fingerprinting not allowed")
+
+
+def test_path_traversal_names_are_made_safe(client, song):
+    resp = upload(client, "/api/fingerprint", wav_bytes(song), "../../etc/passwd.wav", AUTH,
+                  name="../../../tmp/evil\x00name")
+    assert resp.status_code == 200
+    name = resp.get_json()["song_name"]
+    assert "/" not in name and ".." not in name and "\x00" not in name
+
+
+def test_routing_errors_are_json(client):
+    assert_error(client.get("/api/nope"), 404, "Not found")
+    assert_error(client.get("/api/recognize"), 405, "Method not allowed")
+    assert_error(client.delete("/api/fingerprint"), 405, "Method not allowed")
+
+
+def test_generated_token_is_private(tmp_path):
+    from tunescout.config import config_from_dict
+    app = create_app(config_from_dict({"data_dir": str(tmp_path)}))
+    path = tmp_path / "write_token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert app.config["WRITE_TOKEN"] == path.read_text().strip()
+    assert create_app(config_from_dict({"data_dir": str(tmp_path)})).config["WRITE_TOKEN"] == \
+        app.config["WRITE_TOKEN"]

@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from tests.conftest import music_like, wav_bytes
+from tunescout.cli import main
+
+
+def test_ingest_is_resumable_and_recognize_prints_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "music" / "sub"
+    folder.mkdir(parents=True)
+    songs = [music_like(rng, 30) for _ in range(3)]
+    for i, s in enumerate(songs):
+        (folder / f"song{i}.wav").write_bytes(wav_bytes(s))
+    (folder / "notes.txt").write_text("not audio")
+    runner = CliRunner()
+    first = runner.invoke(main, ["ingest", str(tmp_path / "music"), "--workers", "2"])
+    assert first.exit_code == 0, first.output
+    assert "3 stored, 0 already there, 0 failed" in first.output
+    again = runner.invoke(main, ["ingest", str(tmp_path / "music")])
+    assert "0 stored, 3 already there, 0 failed" in again.output
+
+    (tmp_path / "clip.wav").write_bytes(wav_bytes(songs[1][11025 * 10:11025 * 15]))
+    out = runner.invoke(main, ["recognize", str(tmp_path / "clip.wav")])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["results"][0]["song_name"] == "song1"
+
+
+def test_failures_exit_non_zero(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio")
+    result = CliRunner().invoke(main, ["ingest", str(bad)])
+    assert result.exit_code == 1 and "1 failed" in result.output
+
+
+def test_bad_config_is_a_clear_message(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"instances": [{"database_type": "postgres"}]}')
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert result.exit_code == 1
+    assert "instances[0].database_type: 'postgres' is not one of" in result.output
