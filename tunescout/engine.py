@@ -133,21 +133,22 @@ class Engine:
         self.store.close()
         self.results.close()
 
-    def _rank(self, histograms, n_query: int, query_frames: int) -> list[dict]:
+    def score_candidates(self, histograms) -> list[tuple[float, Alignment]]:
+        """Every candidate song's best alignment with its no-match margin, best first."""
         if not histograms:
             return []
         song_ids = np.concatenate([np.full(h.deltas.size, h.song_id) for h in histograms])
         deltas = np.concatenate([h.deltas for h in histograms])
         counts = np.concatenate([h.counts for h in histograms])
         alignments = dejavu.align_matches(song_ids, deltas, counts, self.match.tolerance_frames)
-        passing = []
+        scored = []
         for rank, a in enumerate(alignments):
             runner_up = alignments[1 if rank == 0 else 0].aligned if len(alignments) > 1 else 0
-            margin = dejavu.match_margin(a.aligned, a.matched, runner_up, self.match)
-            if margin >= 0:
-                passing.append((margin, a))
-            if len(passing) == TOP_RESULTS:
-                break
+            scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, self.match), a))
+        return sorted(scored, key=lambda s: -s[0])
+
+    def _rank(self, histograms, n_query: int, query_frames: int) -> list[dict]:
+        passing = [s for s in self.score_candidates(histograms) if s[0] >= 0][:TOP_RESULTS]
         songs = self.store.get_songs([a.song_id for _, a in passing])
         return [self._result(a, margin, songs[a.song_id], n_query, query_frames)
                 for margin, a in passing if a.song_id in songs]

@@ -1,0 +1,193 @@
+"""Recognition quality and speed on the real-music corpus: accuracy table, false positives, speed, size.
+
+    python bench/quality.py --corpus /tmp/corpus_dev --queries /tmp/q_dev [--out docs/bench] [--http URL]
+
+Make the clips first with ../shared/corpus/make_queries.py (see docs/ALGORITHM.md for the exact command).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures as cf
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import dejavu
+from tunescout.audio import decode_audio, decode_query
+from tunescout.config import config_from_dict
+from tunescout.engine import Engine
+
+DEGRADATIONS = ["clean", "noise10", "noise5", "noise0", "mp3_64k", "phone", "speed+2", "speed-2"]
+OFFSET_TOLERANCE_S = 0.05
+BAR_SHIFTS = [-4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8]
+
+
+def ingest(engine: Engine, files: list[str], workers: int) -> dict:
+    start = time.perf_counter()
+    durations = []
+
+    def one(path):
+        with open(path, "rb") as f:
+            engine.fingerprint(f, Path(path).stem)
+
+    with cf.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, files))
+    wall = time.perf_counter() - start
+    songs = engine.store.get_songs(list(range(1, len(files) + 1)))
+    durations = [s.duration_seconds for s in songs.values()]
+    return {"songs": len(songs), "audio_seconds": sum(durations), "wall_seconds": wall,
+            "ingest_x_realtime": sum(durations) / wall, "hashes": sum(s.total_hashes for s in songs.values())}
+
+
+def fingerprint_speed(files: list[str], params) -> float:
+    """x realtime of PCM -> hashes on one core (decoding excluded)."""
+    audio, spent = 0.0, 0.0
+    for path in files[:10]:
+        samples = decode_audio(path, params.sample_rate_hz).samples
+        t = time.process_time()
+        dejavu.fingerprint_reference(samples, params)
+        spent += time.process_time() - t
+        audio += samples.size / params.sample_rate_hz
+    return audio / spent
+
+
+def index_bytes(data_dir: Path) -> int:
+    import sqlite3
+    path = data_dir / "fingerprints.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("VACUUM")
+    conn.close()
+    return path.stat().st_size
+
+
+def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
+    rows = list(csv.DictReader((queries / "ground_truth.csv").open()))
+    out = []
+    for row in rows:
+        data = (queries / row["query_file"]).read_bytes()
+        t0 = time.perf_counter()
+        decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, engine.config.recognizing.max_duration)
+        t1 = time.perf_counter()
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
+        lookup = engine.store.lookup(hashes, offsets, engine.match.candidates)
+        scored = engine.score_candidates(lookup.histograms)
+        t2 = time.perf_counter()
+        if http:
+            import requests
+            requests.post(f"{http}/api/recognize", files={"file": ("q.wav", data)}, timeout=30)
+        top_margin, top = scored[0] if scored else (-1e9, None)
+        name = engine.store.get_songs([top.song_id])[top.song_id].song_name if top else None
+        out.append({**row, "top": name, "margin": top_margin,
+                    "offset_s": top.offset_frames * engine.params.frame_seconds if top else None,
+                    "server_ms": (t2 - t1) * 1000, "decode_ms": (t1 - t0) * 1000})
+    return out
+
+
+def summarise(results: list[dict]) -> dict:
+    positives = [r for r in results if r["is_negative"] != "1"]
+    negatives = [r for r in results if r["is_negative"] == "1"]
+    table = collections.defaultdict(dict)
+    for deg in DEGRADATIONS:
+        for length in sorted({r["length_s"] for r in positives}, key=float):
+            cell = [r for r in positives if r["degradation"] == deg and r["length_s"] == length]
+            if cell:
+                table[deg][length] = np.mean([_correct(r, 0) for r in cell])
+    fp = np.mean([r["margin"] >= 0 for r in negatives]) if negatives else float("nan")
+    curve = [{"bar_shift": s, "accuracy": float(np.mean([_correct(r, s) for r in positives])),
+              "false_positive_rate": float(np.mean([r["margin"] >= s for r in negatives]))}
+             for s in BAR_SHIFTS]
+    right = [r for r in positives if _correct(r, 0)]
+    errors = np.array([abs(r["offset_s"] / _speed(r) - float(r["true_offset_s"])) for r in right])
+    server = np.array([r["server_ms"] for r in results])
+    ten = np.array([r["server_ms"] for r in results if r["length_s"] == "10"] or [np.nan])
+    return {"accuracy": table, "false_positive_rate": float(fp), "threshold_curve": curve,
+            "offset_within_50ms": float(np.mean(errors <= OFFSET_TOLERANCE_S)) if right else None,
+            "offset_other_repeat": float(np.mean(errors > OFFSET_TOLERANCE_S)) if right else None,
+            "latency_ms": {"p50": float(np.median(server)), "p95": float(np.percentile(server, 95)),
+                           "p50_10s": float(np.nanmedian(ten)), "p95_10s": float(np.nanpercentile(ten, 95)),
+                           "decode_p50": float(np.median([r["decode_ms"] for r in results]))},
+            "queries": len(results), "negatives": len(negatives)}
+
+
+def _speed(row) -> float:
+    return float(row.get("speed") or 1.0) or 1.0
+
+
+def _correct(row, bar_shift) -> bool:
+    return row["top"] == row["track_id"] and row["margin"] >= bar_shift
+
+
+def chart(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for deg, cells in summary["accuracy"].items():
+        lengths = sorted(cells, key=float)
+        ax.plot([float(x) for x in lengths], [100 * cells[x] for x in lengths], marker="o", label=deg)
+    ax.set_xlabel("clip length (s)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"TuneScout, false positives {100 * summary['false_positive_rate']:.1f} %")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def print_report(summary: dict, ingest_stats: dict, speed: float, kb_per_min: float) -> None:
+    lengths = sorted({l for cells in summary["accuracy"].values() for l in cells}, key=float)
+    print("top-1 accuracy (%)        " + "".join(f"{l + ' s':>8}" for l in lengths))
+    for deg, cells in summary["accuracy"].items():
+        print(f"{deg:26}" + "".join(f"{100 * cells[l]:8.1f}" if l in cells else f"{'':8}" for l in lengths))
+    print(f"false positives on songs not in the catalogue: {100 * summary['false_positive_rate']:.2f} %"
+          f" of {summary['negatives']} clips")
+    print("bar shift -> accuracy / false positives: " + ", ".join(
+        f"{c['bar_shift']:+d}: {100 * c['accuracy']:.1f}/{100 * c['false_positive_rate']:.1f}"
+        for c in summary["threshold_curve"]))
+    print(f"offset error <= 50 ms when correct: {100 * (summary['offset_within_50ms'] or 0):.1f} %"
+          f" (other repeat of the passage: {100 * (summary['offset_other_repeat'] or 0):.1f} %)")
+    lat = summary["latency_ms"]
+    print(f"server-side latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms; 10 s clips p50 "
+          f"{lat['p50_10s']:.1f} ms, p95 {lat['p95_10s']:.1f} ms; decode p50 {lat['decode_p50']:.1f} ms")
+    print(f"fingerprinting (PCM -> hashes, one core): {speed:.0f}x realtime")
+    print(f"ingest end to end ({ingest_stats['songs']} songs, {ingest_stats['audio_seconds'] / 3600:.2f} h): "
+          f"{ingest_stats['ingest_x_realtime']:.0f}x realtime")
+    print(f"index: {kb_per_min:.1f} kB per minute of audio (SQLite), "
+          f"{ingest_stats['hashes'] / ingest_stats['audio_seconds']:.1f} hashes per second")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=Path, required=True, help="make_queries.py output folder")
+    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--http", help="also send every query to this running server")
+    args = parser.parse_args()
+    files = [l for l in (args.queries / "ingest.txt").read_text().split() if l]
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine.from_config(config_from_dict({"data_dir": tmp}))
+        stats = ingest(engine, files, args.workers)
+        speed = fingerprint_speed(files, engine.params)
+        results = run_queries(engine, args.queries, args.http)
+        engine.close()
+        kb_per_min = index_bytes(Path(tmp)) / 1000 / (stats["audio_seconds"] / 60)
+    summary = summarise(results)
+    print_report(summary, stats, speed, kb_per_min)
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures = {**summary, "ingest": stats, "fingerprint_x_realtime": speed, "index_kb_per_min": kb_per_min,
+               "params_digest": dejavu.DEFAULT_PARAMS.digest()}
+    (args.out / "quality.json").write_text(json.dumps(figures, indent=2, default=float))
+    chart(summary, args.out / "accuracy.png")
+    print(f"wrote {args.out / 'quality.json'} and {args.out / 'accuracy.png'}")
+
+
+if __name__ == "__main__":
+    main()
