@@ -91,8 +91,8 @@ class MatchParams:
 
     tolerance_frames: int = 1
     min_aligned: float = 6.0
-    matched_weight: float = 0.4
-    runner_up_weight: float = 0.0
+    matched_weight: float = 0.1
+    runner_up_weight: float = 0.5
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
 

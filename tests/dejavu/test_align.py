@@ -19,7 +19,8 @@ def test_empty_histogram():
 
 def test_the_bar_rises_with_chance_matches():
     assert match_margin(20, 25, 0, DEFAULT_MATCH) > 0
-    assert match_margin(7, 25, 0, DEFAULT_MATCH) < 0
+    assert match_margin(6, 25, 0, DEFAULT_MATCH) < 0
+    assert match_margin(20, 25, 5, DEFAULT_MATCH) < match_margin(20, 25, 0, DEFAULT_MATCH)
     assert match_margin(20, 25, 0, DEFAULT_MATCH) > match_margin(20, 900, 0, DEFAULT_MATCH)
 
 

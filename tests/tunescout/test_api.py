@@ -76,7 +76,7 @@ def test_same_audio_in_another_container_is_a_duplicate(client, song, tmp_path):
 
 def test_unknown_song_gives_no_results(client, song, rng):
     upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH)
-    other = music_like(rng, 8)
+    other = music_like(rng, 8, note_seconds=0.31, base_hz=117.0)  # another tempo and tuning
     body = upload(client, "/api/recognize", wav_bytes(other)).get_json()
     assert body["status"] == "success" and body["results"] == []
 
