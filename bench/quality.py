@@ -30,7 +30,6 @@ BAR_SHIFTS = [-4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8]
 
 def ingest(engine: Engine, files: list[str], workers: int) -> dict:
     start = time.perf_counter()
-    durations = []
 
     def one(path):
         with open(path, "rb") as f:

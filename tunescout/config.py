@@ -94,8 +94,7 @@ def _sqlite(name: str) -> InstanceConfig:
 
 _LIST_ITEMS = {"instances": InstanceConfig, "results": InstanceConfig, "allowed_origin": str}
 # TuneScout's own config.json keeps each limit beside its endpoint; accept it there too.
-_LEGACY_LIMITS = {"recognizing": "recognizing", "fingerprinting": "fingerprinting",
-                  "fetching_results": "fetching_results"}
+_LEGACY_LIMITS = ("recognizing", "fingerprinting", "fetching_results")
 
 
 def load_config(path: str | os.PathLike | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
@@ -139,9 +138,9 @@ def config_from_dict(raw: dict, env: typing.Mapping[str, str] | None = None) -> 
 def _move_legacy_limits(raw: dict) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a JSON object")
-    for section, limit in _LEGACY_LIMITS.items():
+    for section in _LEGACY_LIMITS:
         if isinstance(raw.get(section), dict) and "rate_limit" in raw[section]:
-            raw.setdefault("rate_limit", {}).setdefault(limit, raw[section].pop("rate_limit"))
+            raw.setdefault("rate_limit", {}).setdefault(section, raw[section].pop("rate_limit"))
     if isinstance(raw.get("allowed_origin"), str):
         raw["allowed_origin"] = [raw["allowed_origin"]]
     return raw

@@ -14,7 +14,7 @@ from dejavu import Alignment, FingerprintParams, MatchParams
 
 from .audio import Decoded, decode_audio, decode_query
 from .config import Config
-from .errors import BadRequestError, DuplicateSongError, StorageError
+from .errors import BadRequestError, StorageError
 from .results import ResultShards
 from .storage import open_result_store, open_store
 from .storage.base import NewSong, Song
@@ -61,9 +61,6 @@ class Engine:
             StorageError: no instance can take it.
         """
         decoded = decode_audio(source, self.params.sample_rate_hz)
-        existing = self.store.find_sha1(decoded.pcm_sha1)
-        if existing:
-            raise DuplicateSongError(blob_sha1=existing.blob_sha1)
         hashes, offsets = dejavu.fingerprint_reference(decoded.samples, self.params)
         song = NewSong(safe_song_name(name), decoded.pcm_sha1, round(decoded.duration_seconds, 3),
                        hashes, offsets)

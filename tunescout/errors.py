@@ -80,9 +80,10 @@ def register(app: Flask) -> None:
     def _http(exc: HTTPException):
         message = _HTTP_MESSAGES.get(exc.code or 500, exc.name)
         response = jsonify(error_body(message))
+        original = exc.get_response().headers
         for name in ("Retry-After", "Allow"):
-            if exc.get_response().headers.get(name):
-                response.headers[name] = exc.get_response().headers[name]
+            if original.get(name):
+                response.headers[name] = original[name]
         return response, exc.code
 
     @app.errorhandler(Exception)
