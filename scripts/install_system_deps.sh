@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# Install the Debian packages TuneScout needs when they are missing (ffmpeg; headers for mysqlclient).
+# Install the Debian packages TuneScout and its tests need when they are missing:
+# ffmpeg (decoding), headers for mysqlclient, and the database servers the tests talk to.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
-dpkg -s libmariadb-dev >/dev/null 2>&1 || missing+=(libmariadb-dev)
-dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+for pkg in libmariadb-dev pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${TUNESCOUT_SERVERS:-1}" = 1 ]; then
+    command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
+    command -v mariadbd >/dev/null || missing+=(mariadb-server mariadb-client)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "installing: ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+# Another apt may hold the lock for a while (for instance the corpus fetcher): wait for it.
+apt_get() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    apt_get update -qq && break
+    echo "apt-get update failed (attempt $attempt), retrying" >&2
+    sleep 10
+done
+# Package scripts must not try to start services (there is no init system here).
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+$SUDO chmod +x /usr/sbin/policy-rc.d
+trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+apt_get install -y -qq "${missing[@]}" >/dev/null

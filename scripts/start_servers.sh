@@ -1,4 +1,53 @@
 #!/usr/bin/env bash
-# Start what the tests need and is not running yet. The embedded default needs no server.
+# Start the servers the tests talk to, each bound to 127.0.0.1, when it does not answer yet:
+# MariaDB (3306), Redis (6379), ClickHouse (native 9000). Idempotent; no init system needed.
 set -euo pipefail
-exit 0
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+wait_for() {  # wait_for NAME COMMAND...: poll up to 30 s
+    local name=$1; shift
+    for _ in $(seq 1 150); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    echo "$name did not start; see its log" >&2
+    return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! port_open 6379; then
+    $SUDO mkdir -p /var/lib/redis /var/log/redis
+    $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/tunescout.log
+    wait_for redis redis-cli -h 127.0.0.1 -p 6379 ping
+fi
+
+if ! port_open 3306; then
+    if [ ! -d /var/lib/mysql/mysql ]; then
+        $SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    fi
+    $SUDO install -d -o mysql -g mysql /run/mysqld
+    $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+        --user=mysql --bind-address=127.0.0.1 --log-error=/var/log/mysql/error.log
+    wait_for mariadb port_open 3306
+fi
+
+# ClickHouse: listen on 127.0.0.1 only, and a user profile with small compression blocks so a
+# point lookup by hash decompresses little (see docs/DEPLOYMENT.md and ../shared/SERVERS.md).
+CH_ETC=/etc/clickhouse-server
+if [ ! -f $CH_ETC/config.d/tunescout.xml ]; then
+    $SUDO mkdir -p $CH_ETC/config.d $CH_ETC/users.d
+    $SUDO cp deploy/clickhouse/config.d/tunescout.xml $CH_ETC/config.d/tunescout.xml
+    $SUDO cp deploy/clickhouse/users.d/tunescout.xml $CH_ETC/users.d/tunescout.xml
+fi
+if ! port_open 9000; then
+    $SUDO install -d -o clickhouse -g clickhouse /run/clickhouse-server /var/lib/clickhouse \
+        /var/log/clickhouse-server
+    $SUDO start-stop-daemon --start --oknodo --background --chuid clickhouse \
+        --pidfile /run/clickhouse-server/clickhouse-server.pid \
+        --exec /usr/sbin/clickhouse-server -- --config-file=$CH_ETC/config.xml \
+        --pid-file=/run/clickhouse-server/clickhouse-server.pid
+    wait_for clickhouse clickhouse-client --host 127.0.0.1 --query "SELECT 1"
+fi
+echo "servers up: redis 6379, mariadb 3306, clickhouse 9000 (127.0.0.1)"

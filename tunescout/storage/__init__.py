@@ -1,9 +1,10 @@
 """BACKENDS registry: open_store / open_result_store by database_type (the only place naming them)."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
-from ..config import Config, InstanceConfig, sqlite_path
+from ..config import Config, InstanceConfig, port_of, sqlite_path
 from .base import FingerprintStore, IdSlot, ResultStore
 
 # database_type -> (fingerprint store, result store), imported lazily so that a
@@ -22,19 +23,22 @@ def _load(target: str):
 
 
 def _location(config: Config, instance: InstanceConfig):
+    """A SQLite file path, or a server's DatabaseConfig with its port resolved."""
     if instance.database_type == "sqlite":
         return sqlite_path(config, instance.database)
-    return instance
+    return dataclasses.replace(instance.database, port=port_of(instance))
 
 
 def open_store(config: Config, index: int) -> FingerprintStore:
-    """Open fingerprint instance ``index`` of the config (no connection made yet)."""
+    """Open fingerprint instance ``index`` of the config (connections are made on first use)."""
     instance = config.instances[index]
     cls = _load(BACKENDS[instance.database_type][0])
-    return cls(_location(config, instance), IdSlot(index, len(config.instances)))
+    return cls(_location(config, instance), IdSlot(index, len(config.instances)),
+               timeout_s=config.recognizing.instance_timeout_s)
 
 
 def open_result_store(config: Config, index: int) -> ResultStore:
     """Open result shard ``index`` of the config."""
     instance = config.results[index]
-    return _load(BACKENDS[instance.database_type][1])(_location(config, instance))
+    return _load(BACKENDS[instance.database_type][1])(_location(config, instance),
+                                                      timeout_s=config.recognizing.instance_timeout_s)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+import threading
+from typing import Callable, Generic, Protocol, TypeVar
 
 from ..errors import IndexMismatchError
 
@@ -93,6 +94,15 @@ class FingerprintStore(Protocol):
     def count_songs(self) -> int:
         """Number of fully stored songs."""
 
+    def list_songs(self, after_id: int, limit: int) -> list[Song]:
+        """Up to limit songs with song_id > after_id, by song_id."""
+
+    def delete_song(self, song_id: int) -> bool:
+        """Remove a song and its hashes; False if it is not stored here."""
+
+    def stats(self) -> dict:
+        """{"songs", "hashes", "index_bytes"} of this instance."""
+
     def check(self) -> None:
         """Raise StorageError if the instance cannot answer."""
 
@@ -108,6 +118,9 @@ class ResultStore(Protocol):
 
     def get_result(self, token: str) -> str | None:
         """The JSON body stored under token, or None."""
+
+    def count_results(self) -> int:
+        """Number of stored results."""
 
     def close(self) -> None:
         """Release connections."""
@@ -127,3 +140,52 @@ def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
     ends = np.r_[first[1:], song_ids.size]
     return [Histogram(int(songs[i]), deltas[first[i]:ends[i]], counts[first[i]:ends[i]])
             for i in chosen]
+
+
+C = TypeVar("C")
+
+
+class ThreadConnections(Generic[C]):
+    """One connection per thread, opened on first use; ``drop`` forgets a broken one.
+
+    Database connections of the drivers used here are not thread-safe; the
+    fan-out runs one query per instance in a pool of threads.
+    """
+
+    def __init__(self, connect: Callable[[], C], close: Callable[[C], None]):
+        self._connect = connect
+        self._close = close
+        self._local = threading.local()
+        self._all: list[C] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> C:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def drop(self) -> None:
+        """Close this thread's connection (after an error); the next get() reconnects."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._lock:
+                self._all.remove(conn)
+            try:
+                self._close(conn)
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                self._close(conn)
+            except Exception:
+                pass
+        self._local = threading.local()

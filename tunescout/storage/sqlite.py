@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, check_meta, top_histograms
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,44 +29,26 @@ GROUP BY f.song_id, delta
 """
 
 
-class _Connections:
-    """One connection per thread to one SQLite file, in WAL mode."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            except (sqlite3.Error, OSError) as exc:
-                raise StorageError(f"Cannot open {self.path.name}") from exc
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+def _connections(path: Path) -> ThreadConnections[sqlite3.Connection]:
+    """Per-thread connections to one SQLite file, in WAL mode."""
+    def connect() -> sqlite3.Connection:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"Cannot open {path.name}") from exc
         return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
+    return ThreadConnections(connect, sqlite3.Connection.close)
 
 
 class SQLiteStore:
     """Fingerprints and songs in one SQLite file."""
 
-    def __init__(self, path: Path, slot: IdSlot = IdSlot(0, 1)):
-        self._db = _Connections(Path(path))
+    def __init__(self, path: Path, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 30.0):
+        self._path = Path(path)
+        self._db = _connections(self._path)
         self._write = threading.Lock()
         self.slot = slot
 
@@ -79,8 +61,8 @@ class SQLiteStore:
                 conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", wanted.items())
             stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
-            raise StorageError(f"Cannot open {self._db.path.name}") from exc
-        check_meta(self._db.path.name, stored, wanted)
+            raise StorageError(f"Cannot open {self._path.name}") from exc
+        check_meta(self._path.name, stored, wanted)
 
     def add_song(self, song: NewSong) -> int:
         order = np.argsort(song.hashes, kind="stable")  # sorted keys load fast into the B-tree
@@ -136,6 +118,29 @@ class SQLiteStore:
     def count_songs(self) -> int:
         return self._query("SELECT COUNT(*) FROM songs", ())[0][0]
 
+    def list_songs(self, after_id: int, limit: int) -> list[Song]:
+        rows = self._query("SELECT * FROM songs WHERE song_id > ? ORDER BY song_id LIMIT ?", (after_id, limit))
+        return [Song(*row) for row in rows]
+
+    def delete_song(self, song_id: int) -> bool:
+        conn = self._db.get()
+        with self._write:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                found = conn.execute("DELETE FROM songs WHERE song_id = ?", (song_id,)).rowcount
+                conn.execute("DELETE FROM fingerprints WHERE song_id = ?", (song_id,))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StorageError("Cannot delete the song") from exc
+        return bool(found)
+
+    def stats(self) -> dict:
+        songs, hashes = self._query("SELECT COUNT(*), COALESCE(SUM(total_hashes), 0) FROM songs", ())[0]
+        pages = self._query("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", ())
+        return {"songs": songs, "hashes": hashes, "index_bytes": pages[0][0]}
+
     def check(self) -> None:
         self._query("SELECT 1", ())
 
@@ -152,8 +157,9 @@ class SQLiteStore:
 class SQLiteResultStore:
     """Recognition results in one SQLite file."""
 
-    def __init__(self, path: Path):
-        self._db = _Connections(Path(path))
+    def __init__(self, path: Path, timeout_s: float = 30.0):
+        self._path = Path(path)
+        self._db = _connections(self._path)
         try:
             self._db.get().execute("CREATE TABLE IF NOT EXISTS results (token TEXT PRIMARY KEY,"
                                    " body TEXT NOT NULL, created REAL DEFAULT (unixepoch()))")
@@ -172,6 +178,12 @@ class SQLiteResultStore:
         except sqlite3.Error as exc:
             raise StorageError("Cannot read the result") from exc
         return row[0] if row else None
+
+    def count_results(self) -> int:
+        try:
+            return self._db.get().execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StorageError("Cannot read the result store") from exc
 
     def close(self) -> None:
         self._db.close()

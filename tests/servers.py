@@ -1,0 +1,155 @@
+"""Real database servers for the tests: fresh MySQL/ClickHouse databases, and a private ClickHouse.
+
+`make test` starts MariaDB, Redis and ClickHouse (scripts/start_servers.sh). The tests make their
+own MariaDB user over the unix socket (root over TCP is refused by a stock Debian MariaDB) and
+their own databases, which are dropped afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+MYSQL_SOCKET = os.environ.get("TUNESCOUT_TEST_MYSQL_SOCKET", "/run/mysqld/mysqld.sock")
+MYSQL_USER, MYSQL_PASSWORD = "tunescout_test", "tunescout-test-pw"
+CLICKHOUSE_PORT = int(os.environ.get("TUNESCOUT_TEST_CLICKHOUSE_PORT", "9000"))
+PREFIX = "tstest_"
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A port where nothing listens (an instance that is down)."""
+    return free_port()
+
+
+def fresh_name() -> str:
+    return PREFIX + uuid.uuid4().hex[:12]
+
+
+def mysql_root():
+    """Root over the unix socket (the only way a stock Debian MariaDB lets root in)."""
+    import MySQLdb
+    return MySQLdb.connect(unix_socket=MYSQL_SOCKET, user="root", autocommit=True)
+
+
+def mysql_ready() -> bool:
+    try:
+        conn = mysql_root()
+    except Exception:
+        return False
+    cur = conn.cursor()
+    for host in ("127.0.0.1", "localhost"):
+        cur.execute(f"CREATE USER IF NOT EXISTS '{MYSQL_USER}'@'{host}' IDENTIFIED BY '{MYSQL_PASSWORD}'")
+        cur.execute(f"GRANT ALL PRIVILEGES ON `{PREFIX.replace('_', chr(92) + '_')}%`.* TO '{MYSQL_USER}'@'{host}'")
+    conn.close()
+    return True
+
+
+def mysql_database(name: str, port: int = 3306) -> dict:
+    return {"host": "127.0.0.1", "port": port, "user": MYSQL_USER, "password": MYSQL_PASSWORD,
+            "database": name}
+
+
+def drop_mysql(name: str) -> None:
+    conn = mysql_root()
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+def clickhouse_ready(port: int = CLICKHOUSE_PORT) -> bool:
+    return port_open(port)
+
+
+def clickhouse_database(name: str, port: int = CLICKHOUSE_PORT) -> dict:
+    return {"host": "127.0.0.1", "port": port, "user": "default", "password": "", "database": name}
+
+
+def drop_clickhouse(name: str, port: int = CLICKHOUSE_PORT) -> None:
+    from clickhouse_driver import Client
+    client = Client("127.0.0.1", port=port)
+    client.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    client.disconnect()
+
+
+_CH_CONFIG = """<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>{dir}/server.log</log><errorlog>{dir}/server.err.log</errorlog></logger>
+    <listen_host>127.0.0.1</listen_host>
+    <tcp_port>{port}</tcp_port>
+    <http_port>{http_port}</http_port>
+    <path>{dir}/data/</path>
+    <tmp_path>{dir}/tmp/</tmp_path>
+    <user_files_path>{dir}/user_files/</user_files_path>
+    <format_schema_path>{dir}/format_schemas/</format_schema_path>
+    <users_config>{dir}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mark_cache_size>104857600</mark_cache_size>
+</yandex>
+"""
+_CH_USERS = """<?xml version="1.0"?>
+<yandex>
+    <profiles><default><min_compress_block_size>1024</min_compress_block_size>
+        <max_compress_block_size>4096</max_compress_block_size></default></profiles>
+    <users><default><password></password><networks><ip>127.0.0.1</ip></networks>
+        <profile>default</profile><quota>default</quota></default></users>
+    <quotas><default></default></quotas>
+</yandex>
+"""
+
+
+class PrivateClickHouse:
+    """A ClickHouse server of the test's own (its own folder and port), to stop and start at will."""
+
+    def __init__(self, folder: Path):
+        self.dir = Path(folder)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.xml").write_text(_CH_CONFIG.format(dir=self.dir, port=self.port,
+                                                               http_port=free_port()))
+        (self.dir / "users.xml").write_text(_CH_USERS)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "clickhouse", "clickhouse")
+            for item in self.dir.iterdir():
+                shutil.chown(item, "clickhouse", "clickhouse")
+
+    def start(self) -> None:
+        binary = shutil.which("clickhouse-server") or "/usr/sbin/clickhouse-server"
+        cmd = [binary, f"--config-file={self.dir / 'config.xml'}"]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", "--reuid=clickhouse", "--regid=clickhouse", "--init-groups", *cmd]
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private clickhouse did not start; see {self.dir}/server.err.log")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        while port_open(self.port):
+            time.sleep(0.05)

@@ -1,0 +1,208 @@
+"""One contract for every FingerprintStore and ResultStore: SQLite, MySQL and ClickHouse, real servers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import servers
+from tests.conftest import need
+from tunescout.config import DatabaseConfig
+from tunescout.errors import DuplicateSongError, IndexMismatchError, StorageError
+from tunescout.storage.base import IdSlot, NewSong
+
+BACKENDS = ("sqlite", "mysql", "clickhouse")
+
+
+class Backend:
+    """Opens stores of one backend on databases of the test's own, dropped afterwards."""
+
+    def __init__(self, kind: str, tmp_path):
+        self.kind, self.tmp_path, self.names = kind, tmp_path, []
+
+    def location(self, name: str | None = None):
+        name = name or servers.fresh_name()
+        if name not in self.names:
+            self.names.append(name)
+        if self.kind == "sqlite":
+            return self.tmp_path / f"{name}.sqlite"
+        if self.kind == "mysql":
+            return DatabaseConfig(**servers.mysql_database(name))
+        return DatabaseConfig(**servers.clickhouse_database(name))
+
+    def store(self, name=None, slot=IdSlot(0, 1), digest="digest-1"):
+        cls = {"sqlite": "SQLiteStore", "mysql": "MySQLStore", "clickhouse": "ClickHouseStore"}[self.kind]
+        module = __import__(f"tunescout.storage.{self.kind}", fromlist=[cls])
+        store = getattr(module, cls)(self.location(name), slot, timeout_s=5.0)
+        store.ensure_schema(digest)
+        return store
+
+    def result_store(self, name=None):
+        cls = {"sqlite": "SQLiteResultStore", "mysql": "MySQLResultStore",
+               "clickhouse": "ClickHouseResultStore"}[self.kind]
+        module = __import__(f"tunescout.storage.{self.kind}", fromlist=[cls])
+        return getattr(module, cls)(self.location(name), timeout_s=5.0)
+
+    def cleanup(self):
+        drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse}.get(self.kind)
+        for name in self.names if drop else ():
+            drop(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    if request.param == "mysql":
+        need(servers.mysql_ready(), "MariaDB on its unix socket (scripts/start_servers.sh)")
+    if request.param == "clickhouse":
+        need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def store(backend):
+    s = backend.store()
+    yield s
+    s.close()
+
+
+def make_song(rng, n=3000, sha=None, name="song", frames=2500):
+    return NewSong(name, sha or rng.bytes(20).hex(), 60.0,
+                   rng.integers(0, 2**23, n).astype(np.uint32),
+                   np.sort(rng.integers(0, frames, n)).astype(np.int32))
+
+
+def test_lookup_finds_the_song_and_its_offset(store, rng):
+    songs = [make_song(rng) for _ in range(3)]
+    ids = [store.add_song(s) for s in songs]
+    pick = slice(500, 800)
+    hist = store.best_alignments(songs[1].hashes[pick], songs[1].offsets[pick] - 40, top_k=5)
+    assert hist[0].song_id == ids[1]
+    assert hist[0].deltas[hist[0].counts.argmax()] == 40
+    assert hist[0].counts.max() == len(set(songs[1].hashes[pick].tolist()))
+
+
+def test_offsets_before_the_query_start_are_negative_deltas(store, rng):
+    new = make_song(rng)
+    song_id = store.add_song(new)
+    pick = slice(0, 200)
+    hist = store.best_alignments(new.hashes[pick], new.offsets[pick] + 1000, top_k=1)
+    assert hist[0].song_id == song_id and hist[0].deltas[hist[0].counts.argmax()] == -1000
+
+
+def test_only_the_top_k_songs_come_back(store, rng):
+    songs = [make_song(rng) for _ in range(6)]
+    ids = [store.add_song(s) for s in songs]
+    # The query shares 50, 40, 30, ... hashes with songs 0, 1, 2, ...
+    parts = [(s.hashes[:50 - 10 * i], s.offsets[:50 - 10 * i]) for i, s in enumerate(songs[:5])]
+    hashes = np.concatenate([p[0] for p in parts])
+    offsets = np.concatenate([p[1] for p in parts])
+    hist = store.best_alignments(hashes, offsets, top_k=3)
+    assert [h.song_id for h in hist] == ids[:3]
+
+
+def test_same_histograms_as_sqlite(backend, rng, tmp_path):
+    """Every backend computes exactly the histogram the embedded default computes."""
+    from tunescout.storage.sqlite import SQLiteStore
+    reference = SQLiteStore(tmp_path / "reference.sqlite")
+    reference.ensure_schema("digest-1")
+    store = backend.store()
+    songs = [make_song(rng, n=4000, frames=400) for _ in range(4)]   # dense: many shared hashes
+    for s in songs:
+        assert store.add_song(s) == reference.add_song(s)
+    query_h = np.concatenate([songs[0].hashes[:300], rng.integers(0, 2**23, 500).astype(np.uint32)])
+    query_o = np.concatenate([songs[0].offsets[:300] - 7, rng.integers(0, 400, 500).astype(np.int32)])
+    query_o = np.maximum(query_o, 0)
+    got = {h.song_id: dict(zip(h.deltas.tolist(), h.counts.tolist()))
+           for h in store.best_alignments(query_h, query_o, top_k=10)}
+    want = {h.song_id: dict(zip(h.deltas.tolist(), h.counts.tolist()))
+            for h in reference.best_alignments(query_h, query_o, top_k=10)}
+    assert got == want and len(got) >= 2
+    store.close()
+    reference.close()
+
+
+def test_duplicates_are_refused(store, rng):
+    new = make_song(rng)
+    store.add_song(new)
+    with pytest.raises(DuplicateSongError):
+        store.add_song(make_song(rng, sha=new.blob_sha1))
+    assert store.count_songs() == 1
+
+
+def test_songs_round_trip(store, rng):
+    new = make_song(rng, name="Zoë & the Ünïcode (live)")
+    song_id = store.add_song(new)
+    got = store.get_songs([song_id, 999_999])
+    assert list(got) == [song_id]
+    song = got[song_id]
+    assert (song.song_name, song.blob_sha1, song.total_hashes) == (new.song_name, new.blob_sha1, 3000)
+    assert song.duration_seconds == pytest.approx(60.0) and song.created.endswith("Z")
+    assert store.find_sha1(new.blob_sha1) == song
+    assert store.find_sha1("0" * 40) is None
+
+
+def test_ids_follow_the_instance_slot(backend, rng):
+    store = backend.store(slot=IdSlot(1, 3))
+    ids = [store.add_song(make_song(rng, n=100)) for _ in range(3)]
+    assert ids == [2, 5, 8]
+    store.close()
+
+
+def test_other_params_or_layout_are_refused(backend):
+    name = servers.fresh_name()
+    backend.store(name).close()
+    with pytest.raises(IndexMismatchError):
+        backend.store(name, digest="digest-2")
+    with pytest.raises(IndexMismatchError):
+        backend.store(name, slot=IdSlot(0, 2))
+    backend.store(name).close()   # the original layout still opens
+
+
+def test_list_delete_and_stats(store, rng):
+    songs = [make_song(rng) for _ in range(5)]
+    ids = [store.add_song(s) for s in songs]
+    page = store.list_songs(after_id=0, limit=2)
+    assert [s.song_id for s in page] == ids[:2]
+    assert [s.song_id for s in store.list_songs(page[-1].song_id, 10)] == ids[2:]
+    stats = store.stats()
+    assert stats["songs"] == 5 and stats["hashes"] == 5 * 3000 and stats["index_bytes"] > 0
+
+    assert store.delete_song(ids[2]) is True
+    assert store.delete_song(ids[2]) is False
+    assert store.get_songs([ids[2]]) == {} and store.count_songs() == 4
+    hist = store.best_alignments(songs[2].hashes[:300], songs[2].offsets[:300], top_k=5)
+    assert ids[2] not in [h.song_id for h in hist]
+    # A new song never takes a deleted song's hashes.
+    new_id = store.add_song(make_song(rng))
+    assert new_id not in ids
+
+
+def test_empty_query_and_empty_index(store):
+    empty = np.zeros(0, np.uint32)
+    assert store.best_alignments(empty, empty.astype(np.int32), top_k=3) == []
+    assert store.best_alignments(np.array([1, 2], np.uint32), np.array([0, 1], np.int32), top_k=3) == []
+    assert store.list_songs(0, 10) == [] and store.count_songs() == 0
+
+
+def test_result_store_round_trip(backend):
+    results = backend.result_store()
+    token = "ab" * 17
+    assert results.get_result(token) is None
+    results.put_result(token, '{"results": [], "name": "Zoë"}')
+    assert results.get_result(token) == '{"results": [], "name": "Zoë"}'
+    assert results.count_results() == 1
+    results.close()
+
+
+@pytest.mark.parametrize("backend", ["mysql", "clickhouse"], indirect=True)
+def test_an_unreachable_server_raises_storage_error(backend):
+    location = backend.location()
+    down = type(location)(**{**location.__dict__, "port": servers.closed_port()})
+    cls = {"mysql": "MySQLStore", "clickhouse": "ClickHouseStore"}[backend.kind]
+    module = __import__(f"tunescout.storage.{backend.kind}", fromlist=[cls])
+    store = getattr(module, cls)(down, IdSlot(0, 1), timeout_s=1.0)
+    with pytest.raises(StorageError):
+        store.ensure_schema("digest-1")
+    with pytest.raises(StorageError):
+        store.best_alignments(np.array([1], np.uint32), np.array([0], np.int32), 3)

@@ -1,0 +1,230 @@
+"""ClickHouseStore and ClickHouseResultStore: one ClickHouse database per instance (native protocol)."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from ..config import DatabaseConfig
+from ..errors import DuplicateSongError, StorageError
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta
+
+# Sorted by hash with small granules (256 rows) so that a lookup of a few thousand hashes reads
+# a few thousand granules, not millions of rows; the server profile's small compression blocks
+# (deploy/clickhouse/users.d) keep each granule cheap to decompress. UInt32 columns: 12 bytes a
+# row before compression.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name String, value String) ENGINE = MergeTree ORDER BY name",
+    "CREATE TABLE IF NOT EXISTS songs (song_id UInt64, song_name String, blob_sha1 String,"
+    " total_hashes UInt32, duration_seconds Float64, created DateTime DEFAULT now())"
+    " ENGINE = MergeTree ORDER BY song_id SETTINGS index_granularity = 256",
+    "CREATE TABLE IF NOT EXISTS fingerprints (hash UInt32, song_id UInt64, offset UInt32)"
+    " ENGINE = MergeTree ORDER BY (hash, song_id, offset) SETTINGS index_granularity = 256",
+)
+_SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
+# The query's pairs travel as an external table. `hash IN (SELECT ...)` lets the primary key
+# skip granules (a bare JOIN scans the table); offsets are UInt32, so cast before subtracting.
+# A song's hashes are written before its songs row, so the songs filter hides a song until it
+# is complete (and forever, if its ingest died half way).
+_ALIGN = """
+SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
+    SELECT song_id, toInt64(offset) - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
+    FROM fingerprints ALL INNER JOIN q USING (hash)
+    WHERE hash IN (SELECT hash FROM q) AND song_id IN (SELECT song_id FROM songs)
+    GROUP BY song_id, delta)
+GROUP BY song_id ORDER BY peak DESC, song_id LIMIT %(top_k)s
+"""
+_QUERY_STRUCTURE = [("hash", "UInt32"), ("q_offset", "UInt32")]
+_ERRORS = (ch_errors.Error, OSError, EOFError)
+_MUTATION_WAIT_S = 30.0
+
+
+def _connect(db: DatabaseConfig, timeout_s: float) -> Client:
+    return Client(host=db.host, port=db.port, user=db.user or "default", password=db.password,
+                  database=db.database, connect_timeout=timeout_s, send_receive_timeout=300,
+                  sync_request_timeout=timeout_s)
+
+
+def _song(row) -> Song:
+    song_id, name, sha1, total, duration, created = row
+    return Song(int(song_id), name, sha1, int(total), float(duration),
+                created.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+class _ClickHouseBase:
+    def __init__(self, db: DatabaseConfig, timeout_s: float):
+        self.db = db
+        self.name = f"clickhouse {db.host}:{db.port}/{db.database}"
+        self._timeout_s = timeout_s
+        self._clients = ThreadConnections(lambda: _connect(db, timeout_s), lambda c: c.disconnect())
+        self._ready = False
+
+    def _run(self, sql: str, params=None, **kw) -> list:
+        """Execute with this thread's client; a failure drops it and raises StorageError."""
+        try:
+            return self._clients.get().execute(sql, params, **kw)
+        except _ERRORS as exc:
+            self._clients.drop()
+            if isinstance(exc, ch_errors.ServerException) and exc.code == ch_errors.ErrorCodes.UNKNOWN_DATABASE:
+                self._ready = False
+            raise StorageError(f"{self.name}: query failed") from exc
+
+    def _create(self, statements) -> None:
+        """Create the database and tables on first use."""
+        if self._ready:
+            return
+        try:
+            bootstrap = Client(host=self.db.host, port=self.db.port, user=self.db.user or "default",
+                               password=self.db.password, connect_timeout=self._timeout_s)
+            try:
+                bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db.database}`")
+            finally:
+                bootstrap.disconnect()
+        except _ERRORS as exc:
+            raise StorageError(f"{self.name}: cannot create the database") from exc
+        for statement in statements:
+            self._run(statement)
+        self._ready = True
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+class ClickHouseStore(_ClickHouseBase):
+    """Fingerprints and songs in one ClickHouse database (MergeTree tables)."""
+
+    def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
+        super().__init__(db, timeout_s)
+        self.slot = slot
+        key = hashlib.sha1(self.name.encode()).hexdigest()[:16]
+        self._lock_path = Path(tempfile.gettempdir()) / f"tunescout-clickhouse-{key}.lock"
+
+    def ensure_schema(self, params_digest: str) -> None:
+        self._create(_SCHEMA)
+        wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
+        with self._writer():
+            stored = dict(self._run("SELECT name, any(value) FROM meta GROUP BY name"))
+            missing = [(k, v) for k, v in wanted.items() if k not in stored]
+            if missing:
+                self._run("INSERT INTO meta (name, value) VALUES", missing)
+        check_meta(self.name, {**dict(missing), **stored}, wanted)
+
+    @contextlib.contextmanager
+    def _writer(self):
+        """Serialise writes to this instance across threads and processes of this host.
+
+        ClickHouse has no transactions: choosing the next id and writing a song must not
+        interleave with another writer's.
+        """
+        with open(self._lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def add_song(self, song: NewSong) -> int:
+        order = np.argsort(song.hashes, kind="stable")
+        with self._writer():
+            if self.find_sha1(song.blob_sha1):
+                raise DuplicateSongError(blob_sha1=song.blob_sha1)
+            # Ids past every id in either table: hashes left by an ingest that died are never
+            # attributed to a new song.
+            last = max(self._run("SELECT max(song_id) FROM songs")[0][0],
+                       self._run("SELECT max(song_id) FROM fingerprints")[0][0])
+            song_id = self.slot.next_id(last or None)
+            n = int(song.hashes.size)
+            self._run("INSERT INTO fingerprints (hash, song_id, offset) VALUES",
+                      [song.hashes[order].tolist(), [song_id] * n, song.offsets[order].tolist()],
+                      columnar=True)
+            self._run("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
+                      " VALUES", [(song_id, song.song_name, song.blob_sha1, n, song.duration_seconds)])
+        return song_id
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %(sha1)s LIMIT 1",
+                         {"sha1": blob_sha1})
+        return _song(rows[0]) if rows else None
+
+    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
+        if hashes.size == 0:
+            return []
+        query = {"name": "q", "structure": _QUERY_STRUCTURE,
+                 "data": [{"hash": h, "q_offset": o} for h, o in zip(hashes.tolist(), offsets.tolist())]}
+        rows = self._run(_ALIGN, {"top_k": int(top_k)}, external_tables=[query])
+        return [Histogram(int(song_id), np.asarray(deltas, np.int64), np.asarray(counts, np.int64))
+                for song_id, deltas, counts, _ in rows]
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        if not song_ids:
+            return {}
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id IN %(ids)s",
+                         {"ids": tuple(int(i) for i in song_ids)})
+        return {song.song_id: song for song in map(_song, rows)}
+
+    def count_songs(self) -> int:
+        return int(self._run("SELECT count() FROM songs")[0][0])
+
+    def list_songs(self, after_id: int, limit: int) -> list[Song]:
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id > %(after)s"
+                         " ORDER BY song_id LIMIT %(limit)s", {"after": int(after_id), "limit": int(limit)})
+        return [_song(row) for row in rows]
+
+    def delete_song(self, song_id: int) -> bool:
+        """Hide the song at once (its songs row goes first), then drop its hashes in the background."""
+        with self._writer():
+            if not self.get_songs([song_id]):
+                return False
+            self._mutate("songs", song_id)
+            self._run("ALTER TABLE fingerprints DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
+        return True
+
+    def _mutate(self, table: str, song_id: int) -> None:
+        """ALTER ... DELETE and wait until the mutation is applied (18.16 has no mutations_sync)."""
+        self._run(f"ALTER TABLE {table} DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
+        deadline = time.monotonic() + _MUTATION_WAIT_S
+        while self._run("SELECT count() FROM system.mutations WHERE database = %(db)s"
+                        " AND table = %(table)s AND is_done = 0",
+                        {"db": self.db.database, "table": table})[0][0]:
+            if time.monotonic() > deadline:
+                raise StorageError(f"{self.name}: delete did not finish in time")
+            time.sleep(0.02)
+
+    def stats(self) -> dict:
+        songs, hashes = self._run("SELECT count(), sum(total_hashes) FROM songs")[0]
+        size = self._run("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = %(db)s",
+                         {"db": self.db.database})[0][0]
+        return {"songs": int(songs), "hashes": int(hashes or 0), "index_bytes": int(size or 0)}
+
+    def check(self) -> None:
+        self._run("SELECT 1")
+
+
+class ClickHouseResultStore(_ClickHouseBase):
+    """Recognition results in one ClickHouse database."""
+
+    _TABLE = ("CREATE TABLE IF NOT EXISTS results (token String, body String, created DateTime DEFAULT now())"
+              " ENGINE = MergeTree ORDER BY token SETTINGS index_granularity = 256",)
+
+    def __init__(self, db: DatabaseConfig, timeout_s: float = 5.0):
+        super().__init__(db, timeout_s)
+
+    def put_result(self, token: str, body: str) -> None:
+        self._create(self._TABLE)
+        self._run("INSERT INTO results (token, body) VALUES", [(token, body)])
+
+    def get_result(self, token: str) -> str | None:
+        self._create(self._TABLE)
+        rows = self._run("SELECT body FROM results WHERE token = %(token)s LIMIT 1", {"token": token})
+        return rows[0][0] if rows else None
+
+    def count_results(self) -> int:
+        self._create(self._TABLE)
+        return int(self._run("SELECT count() FROM results")[0][0])

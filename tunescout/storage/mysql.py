@@ -1,0 +1,222 @@
+"""MySQLStore and MySQLResultStore: one MySQL/MariaDB database per instance (mysqlclient)."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import MySQLdb
+import numpy as np
+
+from ..config import DatabaseConfig
+from ..errors import DuplicateSongError, StorageError
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms
+
+_ER_BAD_DB = 1049
+_ER_DUP_ENTRY = 1062
+
+# PRIMARY KEY (hash, song_id, offset) clusters the rows by hash: a lookup reads only the
+# matching rows, and the key covers the query (no second index, 49 bytes a row measured).
+# `offset` is a reserved word in MariaDB 10.11.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)"
+    " ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS songs ("
+    " song_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " song_name VARCHAR(255) NOT NULL, blob_sha1 CHAR(40) NOT NULL UNIQUE,"
+    " total_hashes INT UNSIGNED NOT NULL, duration_seconds DOUBLE NOT NULL,"
+    " created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS fingerprints ("
+    " hash INT UNSIGNED NOT NULL, song_id BIGINT UNSIGNED NOT NULL, `offset` INT NOT NULL,"
+    " PRIMARY KEY (hash, song_id, `offset`)) ENGINE=InnoDB",
+)
+_SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
+# The query's (hash, offset) pairs sit in a per-connection MEMORY table; the database joins,
+# groups by (song, offset difference), and returns the histograms of the top_k songs only.
+_QUERY_TABLE = ("CREATE TEMPORARY TABLE IF NOT EXISTS q (hash INT UNSIGNED NOT NULL,"
+                " q_offset INT NOT NULL, KEY (hash)) ENGINE=MEMORY")
+_ALIGN = """
+SELECT song_id, delta, cnt FROM (
+  SELECT song_id, delta, cnt, DENSE_RANK() OVER (ORDER BY peak DESC, song_id) AS song_rank FROM (
+    SELECT song_id, delta, cnt, MAX(cnt) OVER (PARTITION BY song_id) AS peak FROM (
+      SELECT f.song_id, f.`offset` - q.q_offset AS delta, COUNT(DISTINCT f.hash) AS cnt
+      FROM q JOIN fingerprints AS f ON f.hash = q.hash
+      GROUP BY f.song_id, delta) AS grouped) AS peaks) AS ranked
+WHERE song_rank <= %s
+"""
+_INSERT_BATCH = 20_000   # rows per multi-row INSERT (well under max_allowed_packet)
+
+
+def _connect(db: DatabaseConfig, timeout_s: float, slot: IdSlot | None):
+    args = dict(host=db.host, port=db.port, user=db.user, password=db.password,
+                connect_timeout=max(1, math.ceil(timeout_s)), charset="utf8mb4", autocommit=True)
+    try:
+        conn = MySQLdb.connect(database=db.database, **args)
+    except MySQLdb.OperationalError as exc:
+        if exc.args[0] != _ER_BAD_DB:
+            raise
+        conn = MySQLdb.connect(**args)   # tables (and the database) are created on first use
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{db.database}`")
+        conn.select_db(db.database)
+    if slot is not None:
+        # Instance i of n hands out ids = i+1 (mod n): unique across instances, no coordination.
+        conn.cursor().execute("SET SESSION auto_increment_increment = %s, auto_increment_offset = %s",
+                              (slot.count, slot.index + 1))
+    return conn
+
+
+def _song(row) -> Song:
+    song_id, name, sha1, total, duration, created = row
+    stamp = created.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(created, dt.datetime) else str(created)
+    return Song(int(song_id), name, sha1, int(total), float(duration), stamp)
+
+
+class _MySQLBase:
+    def __init__(self, db: DatabaseConfig, timeout_s: float, slot: IdSlot | None):
+        self.name = f"mysql {db.host}:{db.port}/{db.database}"
+        self._db = ThreadConnections(lambda: _connect(db, timeout_s, slot), lambda c: c.close())
+
+    def _run(self, sql: str, args=(), many: bool = False) -> list[tuple]:
+        """Execute on this thread's connection; a failure drops it and raises StorageError."""
+        try:
+            cur = self._db.get().cursor()
+            if many:
+                cur.executemany(sql, args)
+            else:
+                cur.execute(sql, args)
+            return list(cur.fetchall() or ())
+        except MySQLdb.Error as exc:
+            self._db.drop()
+            raise StorageError(f"{self.name}: query failed") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class MySQLStore(_MySQLBase):
+    """Fingerprints and songs in one MySQL/MariaDB database (InnoDB)."""
+
+    def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
+        super().__init__(db, timeout_s, slot)
+        self.slot = slot
+
+    def ensure_schema(self, params_digest: str) -> None:
+        for statement in _SCHEMA:
+            self._run(statement)
+        wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
+        self._run("INSERT IGNORE INTO meta VALUES (%s, %s)", list(wanted.items()), many=True)
+        check_meta(self.name, dict(self._run("SELECT name, value FROM meta")), wanted)
+
+    def add_song(self, song: NewSong) -> int:
+        order = np.argsort(song.hashes, kind="stable")   # primary-key order: appends to the B-tree
+        hashes, offsets = song.hashes[order].tolist(), song.offsets[order].tolist()
+        try:
+            conn = self._db.get()
+            cur = conn.cursor()
+            conn.begin()
+            cur.execute("INSERT INTO songs (song_name, blob_sha1, total_hashes, duration_seconds)"
+                        " VALUES (%s, %s, %s, %s)",
+                        (song.song_name, song.blob_sha1, len(hashes), song.duration_seconds))
+            song_id = cur.lastrowid
+            for start in range(0, len(hashes), _INSERT_BATCH):
+                end = start + _INSERT_BATCH
+                cur.executemany("INSERT IGNORE INTO fingerprints (hash, song_id, `offset`)"
+                                " VALUES (%s, %s, %s)",
+                                [(h, song_id, o) for h, o in zip(hashes[start:end], offsets[start:end])])
+            conn.commit()
+            return int(song_id)
+        except MySQLdb.IntegrityError as exc:
+            self._rollback()
+            if exc.args[0] == _ER_DUP_ENTRY:
+                raise DuplicateSongError(blob_sha1=song.blob_sha1) from exc
+            raise StorageError(f"{self.name}: cannot store the song") from exc
+        except MySQLdb.Error as exc:
+            self._rollback()
+            raise StorageError(f"{self.name}: cannot store the song") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._db.get().rollback()
+        except MySQLdb.Error:
+            self._db.drop()   # the server discards an open transaction with the connection
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %s", (blob_sha1,))
+        return _song(rows[0]) if rows else None
+
+    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
+        if hashes.size == 0:
+            return []
+        self._run(_QUERY_TABLE)
+        self._run("TRUNCATE TABLE q")
+        self._run("INSERT INTO q VALUES (%s, %s)", list(zip(hashes.tolist(), offsets.tolist())),
+                  many=True)
+        rows = self._run(_ALIGN, (top_k,))
+        if not rows:
+            return []
+        song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
+        return top_histograms(song_ids, deltas, counts, top_k)
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        if not song_ids:
+            return {}
+        marks = ",".join(["%s"] * len(song_ids))
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id IN ({marks})", tuple(song_ids))
+        return {song.song_id: song for song in map(_song, rows)}
+
+    def count_songs(self) -> int:
+        return int(self._run("SELECT COUNT(*) FROM songs")[0][0])
+
+    def list_songs(self, after_id: int, limit: int) -> list[Song]:
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id > %s ORDER BY song_id LIMIT %s",
+                         (after_id, limit))
+        return [_song(row) for row in rows]
+
+    def delete_song(self, song_id: int) -> bool:
+        try:
+            conn = self._db.get()
+            cur = conn.cursor()
+            conn.begin()
+            found = cur.execute("DELETE FROM songs WHERE song_id = %s", (song_id,))
+            cur.execute("DELETE FROM fingerprints WHERE song_id = %s", (song_id,))
+            conn.commit()
+            return bool(found)
+        except MySQLdb.Error as exc:
+            self._rollback()
+            raise StorageError(f"{self.name}: cannot delete the song") from exc
+
+    def stats(self) -> dict:
+        songs, hashes = self._run("SELECT COUNT(*), COALESCE(SUM(total_hashes), 0) FROM songs")[0]
+        size = self._run("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables"
+                         " WHERE table_schema = DATABASE()")[0][0]
+        return {"songs": int(songs), "hashes": int(hashes), "index_bytes": int(size)}
+
+    def check(self) -> None:
+        self._run("SELECT 1")
+
+
+class MySQLResultStore(_MySQLBase):
+    """Recognition results in one MySQL/MariaDB database."""
+
+    def __init__(self, db: DatabaseConfig, timeout_s: float = 5.0):
+        super().__init__(db, timeout_s, None)
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if not self._ready:
+            self._run("CREATE TABLE IF NOT EXISTS results (token CHAR(34) PRIMARY KEY,"
+                      " body MEDIUMTEXT NOT NULL, created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+                      " ENGINE=InnoDB CHARSET=utf8mb4")
+            self._ready = True
+
+    def put_result(self, token: str, body: str) -> None:
+        self._ensure()
+        self._run("INSERT INTO results (token, body) VALUES (%s, %s)", (token, body))
+
+    def get_result(self, token: str) -> str | None:
+        self._ensure()
+        rows = self._run("SELECT body FROM results WHERE token = %s", (token,))
+        return rows[0][0] if rows else None
+
+    def count_results(self) -> int:
+        self._ensure()
+        return int(self._run("SELECT COUNT(*) FROM results")[0][0])
