@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -115,13 +116,16 @@ _CH_USERS = """<?xml version="1.0"?>
 
 
 class PrivateClickHouse:
-    """A ClickHouse server of the test's own (its own folder and port), to stop and start at will."""
+    """A ClickHouse server of the test's own (its own folder and port), to stop and start at will.
 
-    def __init__(self, folder: Path):
-        self.dir = Path(folder)
+    The folder is made under the system temp dir (pytest's tmp_path is private to root, and
+    the server runs as the clickhouse user when the tests run as root); remove() deletes it.
+    """
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="tunescout-clickhouse-"))
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.xml").write_text(_CH_CONFIG.format(dir=self.dir, port=self.port,
                                                                http_port=free_port()))
         (self.dir / "users.xml").write_text(_CH_USERS)
@@ -144,12 +148,13 @@ class PrivateClickHouse:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """Kill the server (a crash; a graceful stop waits for open connections to close)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.kill()
+            self.proc.wait()
         while port_open(self.port):
             time.sleep(0.05)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

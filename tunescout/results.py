@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 from .errors import NotFoundError, StorageError
 from .storage.base import ResultStore
+from .storage.sharded import Health
 
 # 32 hex digits (128 random bits), then 2 hex digits naming the result shard.
 _TOKEN = re.compile(r"\A[0-9a-f]{32}([0-9a-f]{2})\Z")
@@ -31,8 +33,9 @@ def shard_of_token(token: str, n_shards: int) -> int:
 class ResultShards:
     """Store each result on one shard, chosen at random; fall back to the others."""
 
-    def __init__(self, shards: list[ResultStore]):
+    def __init__(self, shards: list[ResultStore], clock=time.monotonic):
         self.shards = shards
+        self.health = Health(len(shards), clock)
 
     def save(self, body_for_token) -> str:
         """Store ``body_for_token(token)`` and return the token.
@@ -41,14 +44,17 @@ class ResultShards:
             StorageError: no shard could store it (the result is not lost silently).
         """
         first = secrets.randbelow(len(self.shards))
-        for step in range(len(self.shards)):
-            shard = (first + step) % len(self.shards)
+        ring = [(first + step) % len(self.shards) for step in range(len(self.shards))]
+        # Shards known to be down are tried last, so a result is stored if any shard can take it.
+        for shard in sorted(ring, key=lambda i: not self.health.usable(i)):
             token = new_token(shard)
             try:
                 self.shards[shard].put_result(token, body_for_token(token))
-                return token
             except StorageError:
+                self.health.failed(shard)
                 continue
+            self.health.ok(shard)
+            return token
         raise StorageError("No result store can take the result")
 
     def load(self, token: str) -> str:
@@ -65,13 +71,25 @@ class ResultShards:
     def check_all(self) -> list[bool]:
         """True for each shard that answers a read."""
         alive = []
-        for shard in self.shards:
+        for i, shard in enumerate(self.shards):
             try:
                 shard.get_result("0" * 34)
+                self.health.ok(i)
                 alive.append(True)
             except StorageError:
+                self.health.failed(i)
                 alive.append(False)
         return alive
+
+    def count_results(self) -> list[int | None]:
+        """Results stored on each shard (None where the shard does not answer)."""
+        counts: list[int | None] = []
+        for shard in self.shards:
+            try:
+                counts.append(shard.count_results())
+            except StorageError:
+                counts.append(None)
+        return counts
 
     def close(self) -> None:
         for shard in self.shards:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import logging
 import threading
 import time
 from typing import Callable
@@ -12,7 +13,8 @@ import numpy as np
 from ..errors import DuplicateSongError, IndexMismatchError, StorageError
 from .base import FingerprintStore, Histogram, NewSong, Song, instance_of
 
-MAX_BACKOFF_S = 30.0
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 5.0   # a returning instance is used again within seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Lookup:
     unanswered: int           # instances that were down, slow or failing
 
 
-class _Health:
+class Health:
     """Per-instance back-off: a failing instance is skipped, then probed again."""
 
     def __init__(self, n: int, clock: Callable[[], float]):
@@ -51,24 +53,35 @@ class ShardedStore:
                  clock: Callable[[], float] = time.monotonic):
         self.stores = stores
         self.timeout_s = timeout_s
-        self.health = _Health(len(stores), clock)
+        self.health = Health(len(stores), clock)
+        self._digest: str | None = None
+        self._ready = [False] * len(stores)   # schema created and parameters checked
         self._pool = cf.ThreadPoolExecutor(max_workers=max(2, 2 * len(stores)),
                                            thread_name_prefix="shard")
 
     def ensure_schema(self, params_digest: str) -> None:
-        """Prepare every reachable instance; an unreachable one is marked down.
+        """Prepare every reachable instance; an unreachable one is marked down and prepared
+        when it first answers.
 
         Raises:
             IndexMismatchError: an instance holds an index of other parameters.
         """
-        for i, store in enumerate(self.stores):
+        self._digest = params_digest
+        for i in range(len(self.stores)):
             try:
-                store.ensure_schema(params_digest)
+                self._prepared(i)
                 self.health.ok(i)
             except IndexMismatchError:
                 raise
             except StorageError:
                 self.health.failed(i)
+
+    def _prepared(self, i: int) -> FingerprintStore:
+        """Store i, its schema ensured once (an instance down at start is prepared on return)."""
+        if not self._ready[i] and self._digest is not None:
+            self.stores[i].ensure_schema(self._digest)
+            self._ready[i] = True
+        return self.stores[i]
 
     def lookup(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> Lookup:
         """Ask every usable instance for its best candidates, in parallel."""
@@ -91,7 +104,7 @@ class ShardedStore:
             # A duplicate could hide on the missing instance: refuse rather than store twice.
             raise StorageError("A fingerprint instance is unavailable; try again later")
         target = min(range(len(self.stores)), key=lambda i: (counts[i], i))
-        return self.stores[target].add_song(song)
+        return self._prepared(target).add_song(song)
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
         """The song with this digest on any instance."""
@@ -105,7 +118,7 @@ class ShardedStore:
         songs: dict[int, Song] = {}
         for i, ids in by_instance.items():
             try:
-                songs.update(self.stores[i].get_songs(ids))
+                songs.update(self._prepared(i).get_songs(ids))
             except StorageError:
                 self.health.failed(i)
         return songs
@@ -116,7 +129,7 @@ class ShardedStore:
 
     def check_all(self) -> list[bool]:
         """Probe every instance (down ones too); True where it answers."""
-        futures = [self._pool.submit(s.check) for s in self.stores]
+        futures = [self._pool.submit(lambda i=i: self._prepared(i).check()) for i in range(len(self.stores))]
         done, _ = cf.wait(futures, timeout=self.timeout_s)
         alive = [f in done and f.exception() is None for f in futures]
         for i, ok in enumerate(alive):
@@ -131,14 +144,16 @@ class ShardedStore:
 
     def _fan_out(self, call: Callable[[FingerprintStore], object]) -> list:
         """call(store) on every usable instance in parallel; None where it failed."""
-        futures = {i: self._pool.submit(call, s) for i, s in enumerate(self.stores)
-                   if self.health.usable(i)}
+        futures = {i: self._pool.submit(lambda i=i: call(self._prepared(i)))
+                   for i in range(len(self.stores)) if self.health.usable(i)}
         done, _ = cf.wait(futures.values(), timeout=self.timeout_s)
         results: list = [None] * len(self.stores)
         for i, future in futures.items():
             if future in done and future.exception() is None:
                 results[i] = future.result()
                 self.health.ok(i)
-            elif not isinstance(future.exception() if future in done else None, IndexMismatchError):
+            else:
+                error = future.exception() if future in done else "timed out"
+                log.warning("fingerprint instance %d skipped: %s", i, error)
                 self.health.failed(i)
         return results

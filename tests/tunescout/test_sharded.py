@@ -1,0 +1,241 @@
+"""Sharded deployments on real servers: two MySQL and two ClickHouse instances, result shards,
+instances that are down, slow, or come back."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+
+from tests import servers
+from tests.conftest import music_like, need, wav_bytes
+from tunescout.app import create_app
+from tunescout.config import config_from_dict
+from tunescout.engine import Engine
+from tunescout.errors import DuplicateSongError, StorageError
+from tunescout.storage.base import instance_of
+
+SR = 11025
+AUTH = {"Authorization": "Bearer s3cret-token"}
+
+
+@pytest.fixture(scope="module")
+def songs():
+    rng = np.random.default_rng(99)
+    return [music_like(rng, 40) for _ in range(8)]
+
+
+@pytest.fixture
+def databases():
+    """Fresh database names on the real servers, dropped afterwards."""
+    need(servers.mysql_ready(), "MariaDB on its unix socket (scripts/start_servers.sh)")
+    need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
+    made = []
+
+    def make(kind: str, port: int | None = None) -> dict:
+        name = servers.fresh_name()
+        if kind == "mysql":
+            made.append((servers.drop_mysql, name, port or 3306))
+            db = servers.mysql_database(name, port or 3306)
+        else:
+            made.append((servers.drop_clickhouse, name, port or servers.CLICKHOUSE_PORT))
+            db = servers.clickhouse_database(name, port or servers.CLICKHOUSE_PORT)
+        return {"database_type": kind, "database": db}
+
+    yield make
+    for drop, name, port in made:
+        try:
+            if drop is servers.drop_mysql:
+                drop(name)
+            else:
+                drop(name, port)
+        except Exception:   # a private server the test already removed
+            pass
+
+
+def sharded_config(tmp_path, instances, results, **recognizing):
+    return config_from_dict({"data_dir": str(tmp_path), "fingerprinting": {"token": "s3cret-token"},
+                             "recognizing": {"instance_timeout_s": 2.0, **recognizing},
+                             "instances": instances, "results": results})
+
+
+def clip(song, start_s, seconds=5):
+    return wav_bytes(song[int(start_s * SR):int((start_s + seconds) * SR)])
+
+
+def best(engine: Engine, data: bytes) -> dict:
+    body = engine.recognize(data)
+    return body["results"][0] if body["results"] else {}
+
+
+@pytest.fixture
+def four(tmp_path, databases):
+    """Two MySQL and two ClickHouse fingerprint instances, a MySQL and a ClickHouse result shard."""
+    config = sharded_config(tmp_path,
+                            [databases("mysql"), databases("clickhouse"), databases("mysql"),
+                             databases("clickhouse")],
+                            [databases("mysql"), databases("clickhouse")])
+    engine = Engine.from_config(config)
+    yield engine
+    engine.close()
+
+
+def test_songs_spread_evenly_and_are_recognised_across_instances(four, songs):
+    stored = [four.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs)]
+    ids = [s["song_id"] for s in stored]
+    assert len(set(ids)) == len(ids)
+    per_instance = [four.store.stores[i].count_songs() for i in range(4)]
+    assert per_instance == [2, 2, 2, 2]
+    for song_id in ids:   # the id names the instance that holds the song
+        assert four.store.stores[instance_of(song_id, 4)].get_songs([song_id])
+    for i, song in enumerate(songs):
+        result = best(four, clip(song, 12.5))
+        assert result["song_id"] == ids[i], f"song {i}"
+        assert abs(result["offset_seconds"] - 12.5) <= 0.05
+
+
+def test_duplicates_are_found_on_any_instance(four, songs):
+    for i, song in enumerate(songs[:4]):
+        four.fingerprint(io.BytesIO(wav_bytes(song)), f"{i}.wav")
+    for song in songs[:4]:   # each lives on another instance
+        with pytest.raises(DuplicateSongError):
+            four.fingerprint(io.BytesIO(wav_bytes(song)), "again.wav")
+    assert four.store.count_songs() == 4
+
+
+def test_results_are_fetched_from_the_shard_the_token_names(four, songs):
+    four.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav")
+    seen_shards = set()
+    for _ in range(12):
+        body = four.recognize(clip(songs[0], 3))
+        seen_shards.add(int(body["token"][-2:], 16))
+        assert four.fetch(body["token"])["results"] == body["results"]
+    assert seen_shards == {0, 1}
+    counts = four.results.count_results()
+    assert sum(counts) == 12 and all(counts)
+
+
+def test_a_down_instance_degrades_recognition_and_refuses_ingest(tmp_path, databases, songs):
+    up = [databases("mysql"), databases("clickhouse")]
+    config = sharded_config(tmp_path, [*up, databases("mysql")], [databases("mysql")])
+    with_all = Engine.from_config(config)
+    ids = [with_all.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav")["song_id"]
+           for i, s in enumerate(songs[:2])]
+    with_all.close()
+
+    # The same layout, but the third instance's server is gone.
+    down = databases("mysql", port=servers.closed_port())
+    config = sharded_config(tmp_path / "3", [*up, down], [databases("clickhouse")])
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        for song_id, song in zip(ids, songs):
+            resp = client.post("/api/recognize", data={"file": (io.BytesIO(clip(song, 20)), "q.wav")})
+            body = resp.get_json()
+            assert resp.status_code == 200 and body["degraded"] is True
+            assert body["instances_unanswered"] == 1
+        resp = client.post("/api/fingerprint", headers=AUTH,
+                           data={"file": (io.BytesIO(wav_bytes(songs[5])), "new.wav")})
+        assert resp.status_code == 503 and resp.get_json()["status"] == "error"
+        health = client.get("/api/health")
+        assert health.status_code == 200 and health.get_json()["degraded"] is True
+        assert health.get_json()["instances"] == [True, True, False]
+    finally:
+        app.extensions["tunescout"].close()
+
+
+def test_id_layout_mismatch_is_refused(tmp_path, databases):
+    """Re-using an instance at another position would break id routing: refused."""
+    a, b = databases("mysql"), databases("clickhouse")
+    Engine.from_config(sharded_config(tmp_path, [a, b], [databases("mysql")])).close()
+    with pytest.raises(StorageError):
+        Engine.from_config(sharded_config(tmp_path, [b, a], [databases("mysql")]))
+
+
+def test_a_slow_instance_is_skipped_after_the_timeout(tmp_path, databases, songs):
+    import MySQLdb
+    slow = databases("mysql")
+    config = sharded_config(tmp_path, [databases("clickhouse"), slow], [databases("clickhouse")],
+                            instance_timeout_s=1.0)
+    engine = Engine.from_config(config)
+    try:
+        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav")["song_id"]
+               for i, s in enumerate(songs[:2])]
+        on_clickhouse = ids[0] if instance_of(ids[0], 2) == 0 else ids[1]
+        song = songs[ids.index(on_clickhouse)]
+        locker = MySQLdb.connect(**{**servers.mysql_database(slow["database"]["database"]),
+                                    "password": servers.MYSQL_PASSWORD})
+        locker.cursor().execute("LOCK TABLES fingerprints WRITE")   # readers now wait
+        try:
+            started = time.monotonic()
+            body = engine.recognize(clip(song, 8))
+            elapsed = time.monotonic() - started
+        finally:
+            locker.cursor().execute("UNLOCK TABLES")
+            locker.close()
+        assert body["degraded"] is True and body["instances_unanswered"] == 1
+        assert body["results"][0]["song_id"] == on_clickhouse
+        assert elapsed < 2.5, elapsed
+    finally:
+        engine.close()
+
+
+def test_result_shards_fail_over_and_never_lose_a_result(tmp_path, databases, songs):
+    dead = databases("mysql", port=servers.closed_port())
+    alive = databases("clickhouse")
+    config = sharded_config(tmp_path, [databases("mysql")], [dead, alive])
+    engine = Engine.from_config(config)
+    try:
+        engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav")
+        for _ in range(6):
+            token = engine.recognize(clip(songs[0], 2))["token"]
+            assert token.endswith("01")   # the live shard; the token still routes to it
+            assert engine.fetch(token)["token"] == token
+    finally:
+        engine.close()
+
+    config = sharded_config(tmp_path / "b", [databases("mysql")],
+                            [dead, databases("clickhouse", port=servers.closed_port())])
+    app = create_app(config)
+    try:
+        resp = app.test_client().post("/api/recognize", data={"file": (io.BytesIO(clip(songs[0], 2)), "q.wav")})
+        assert resp.status_code == 503
+        assert resp.get_json() == {"status": "error", "message": "No result store can take the result"}
+        resp = app.test_client().get("/api/fetch/" + "a" * 32 + "00")
+        assert resp.status_code == 503   # the shard is down: not "not found"
+    finally:
+        app.extensions["tunescout"].close()
+
+
+def test_an_instance_that_comes_back_is_used_again_without_restart(tmp_path, databases, songs):
+    need(servers.clickhouse_ready(), "clickhouse-server binary")
+    private = servers.PrivateClickHouse()
+    private.start()
+    try:
+        config = sharded_config(tmp_path, [databases("mysql"), databases("clickhouse", port=private.port)],
+                                [databases("mysql")], instance_timeout_s=1.0)
+        engine = Engine.from_config(config)
+        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav")["song_id"]
+               for i, s in enumerate(songs[:2])]
+        on_private = next(i for i, song_id in enumerate(ids) if instance_of(song_id, 2) == 1)
+        query = clip(songs[on_private], 15)
+        assert best(engine, query)["song_id"] == ids[on_private]
+
+        private.stop()
+        body = engine.recognize(query)
+        assert body["degraded"] is True
+        assert all(r["song_id"] != ids[on_private] for r in body["results"])
+
+        private.start()
+        deadline = time.monotonic() + 15
+        while True:
+            body = engine.recognize(query)
+            if not body.get("degraded"):
+                break
+            assert time.monotonic() < deadline, "instance not used again within 15 s"
+            time.sleep(0.5)
+        assert body["results"][0]["song_id"] == ids[on_private]
+        engine.close()
+    finally:
+        private.remove()
