@@ -206,3 +206,16 @@ def test_an_unreachable_server_raises_storage_error(backend):
         store.ensure_schema("digest-1")
     with pytest.raises(StorageError):
         store.best_alignments(np.array([1], np.uint32), np.array([0], np.int32), 3)
+
+
+def test_bulk_add_is_all_or_nothing_on_duplicates(store, rng):
+    first = make_song(rng)
+    store.add_song(first)
+    batch = [make_song(rng) for _ in range(3)]
+    ids = store.add_songs(batch)
+    assert len(set(ids)) == 3 and store.count_songs() == 4
+    with pytest.raises(DuplicateSongError):
+        store.add_songs([make_song(rng), make_song(rng, sha=first.blob_sha1)])
+    assert store.count_songs() == 4
+    hist = store.best_alignments(batch[2].hashes[:200], batch[2].offsets[:200], top_k=1)
+    assert hist[0].song_id == ids[2]

@@ -82,6 +82,9 @@ class FingerprintStore(Protocol):
     def add_song(self, song: NewSong) -> int:
         """Store a song and all its hashes atomically, return its id; raise DuplicateSongError."""
 
+    def add_songs(self, songs: list[NewSong]) -> list[int]:
+        """Store several songs in one bulk write (all or none where the backend has transactions)."""
+
     def find_sha1(self, blob_sha1: str) -> Song | None:
         """The song with this PCM digest, if stored here."""
 

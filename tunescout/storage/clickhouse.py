@@ -131,22 +131,35 @@ class ClickHouseStore(_ClickHouseBase):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def add_song(self, song: NewSong) -> int:
-        order = np.argsort(song.hashes, kind="stable")
+        return self.add_songs([song])[0]
+
+    def add_songs(self, songs: list[NewSong]) -> list[int]:
+        """One columnar insert of every song's hashes, then their songs rows (visible at once)."""
         with self._writer():
-            if self.find_sha1(song.blob_sha1):
-                raise DuplicateSongError(blob_sha1=song.blob_sha1)
+            known = self._run("SELECT blob_sha1 FROM songs WHERE blob_sha1 IN %(sha1s)s",
+                              {"sha1s": tuple(s.blob_sha1 for s in songs)})
+            if known:
+                raise DuplicateSongError(blob_sha1=known[0][0])
             # Ids past every id in either table: hashes left by an ingest that died are never
             # attributed to a new song.
             last = max(self._run("SELECT max(song_id) FROM songs")[0][0],
-                       self._run("SELECT max(song_id) FROM fingerprints")[0][0])
-            song_id = self.slot.next_id(last or None)
-            n = int(song.hashes.size)
+                       self._run("SELECT max(song_id) FROM fingerprints")[0][0]) or None
+            ids = []
+            for _ in songs:
+                last = self.slot.next_id(last)
+                ids.append(last)
+            hashes, song_ids, offsets = [], [], []
+            for song_id, song in zip(ids, songs):
+                order = np.argsort(song.hashes, kind="stable")
+                hashes += song.hashes[order].tolist()
+                offsets += song.offsets[order].tolist()
+                song_ids += [song_id] * int(song.hashes.size)
             self._run("INSERT INTO fingerprints (hash, song_id, offset) VALUES",
-                      [song.hashes[order].tolist(), [song_id] * n, song.offsets[order].tolist()],
-                      columnar=True)
+                      [hashes, song_ids, offsets], columnar=True)
             self._run("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
-                      " VALUES", [(song_id, song.song_name, song.blob_sha1, n, song.duration_seconds)])
-        return song_id
+                      " VALUES", [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds)
+                                  for i, s in zip(ids, songs)])
+        return ids
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
         rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %(sha1)s LIMIT 1",

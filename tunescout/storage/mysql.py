@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 
 import MySQLdb
@@ -107,27 +108,31 @@ class MySQLStore(_MySQLBase):
         check_meta(self.name, dict(self._run("SELECT name, value FROM meta")), wanted)
 
     def add_song(self, song: NewSong) -> int:
-        order = np.argsort(song.hashes, kind="stable")   # primary-key order: appends to the B-tree
-        hashes, offsets = song.hashes[order].tolist(), song.offsets[order].tolist()
+        return self.add_songs([song])[0]
+
+    def add_songs(self, songs: list[NewSong]) -> list[int]:
+        ids: list[int] = []
         try:
             conn = self._db.get()
             cur = conn.cursor()
             conn.begin()
-            cur.execute("INSERT INTO songs (song_name, blob_sha1, total_hashes, duration_seconds)"
-                        " VALUES (%s, %s, %s, %s)",
-                        (song.song_name, song.blob_sha1, len(hashes), song.duration_seconds))
-            song_id = cur.lastrowid
-            for start in range(0, len(hashes), _INSERT_BATCH):
-                end = start + _INSERT_BATCH
-                cur.executemany("INSERT IGNORE INTO fingerprints (hash, song_id, `offset`)"
-                                " VALUES (%s, %s, %s)",
-                                [(h, song_id, o) for h, o in zip(hashes[start:end], offsets[start:end])])
+            for song in songs:
+                cur.execute("INSERT INTO songs (song_name, blob_sha1, total_hashes, duration_seconds)"
+                            " VALUES (%s, %s, %s, %s)",
+                            (song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds))
+                ids.append(int(cur.lastrowid))
+                order = np.argsort(song.hashes, kind="stable")   # primary-key order
+                rows = list(zip(song.hashes[order].tolist(), itertools.repeat(ids[-1]),
+                                song.offsets[order].tolist()))
+                for start in range(0, len(rows), _INSERT_BATCH):
+                    cur.executemany("INSERT IGNORE INTO fingerprints (hash, song_id, `offset`)"
+                                    " VALUES (%s, %s, %s)", rows[start:start + _INSERT_BATCH])
             conn.commit()
-            return int(song_id)
+            return ids
         except MySQLdb.IntegrityError as exc:
             self._rollback()
             if exc.args[0] == _ER_DUP_ENTRY:
-                raise DuplicateSongError(blob_sha1=song.blob_sha1) from exc
+                raise DuplicateSongError(blob_sha1=songs[len(ids)].blob_sha1) from exc
             raise StorageError(f"{self.name}: cannot store the song") from exc
         except MySQLdb.Error as exc:
             self._rollback()

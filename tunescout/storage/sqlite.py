@@ -1,6 +1,7 @@
 """SQLiteStore and SQLiteResultStore: the embedded default, one file each."""
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from pathlib import Path
@@ -65,29 +66,35 @@ class SQLiteStore:
         check_meta(self._path.name, stored, wanted)
 
     def add_song(self, song: NewSong) -> int:
-        order = np.argsort(song.hashes, kind="stable")  # sorted keys load fast into the B-tree
-        rows = zip(song.hashes[order].tolist(), song.offsets[order].tolist())
+        return self.add_songs([song])[0]
+
+    def add_songs(self, songs: list[NewSong]) -> list[int]:
         conn = self._db.get()
+        ids: list[int] = []
         with self._write:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 last = conn.execute("SELECT MAX(song_id) FROM songs").fetchone()[0]
-                new_id = self.slot.next_id(last)
-                conn.execute(
-                    "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (new_id, song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds))
-                conn.executemany("INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
-                                 ((h, new_id, o) for h, o in rows))
+                for song in songs:
+                    last = self.slot.next_id(last)
+                    conn.execute(
+                        "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (last, song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds))
+                    order = np.argsort(song.hashes, kind="stable")   # sorted keys load fast into the B-tree
+                    conn.executemany("INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                                     zip(song.hashes[order].tolist(), itertools.repeat(last),
+                                         song.offsets[order].tolist()))
+                    ids.append(last)
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK")
-                raise DuplicateSongError(blob_sha1=song.blob_sha1) from exc
+                raise DuplicateSongError(blob_sha1=songs[len(ids)].blob_sha1) from exc
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StorageError("Cannot store the song") from exc
-        return new_id
+        return ids
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
         row = self._query("SELECT * FROM songs WHERE blob_sha1 = ?", (blob_sha1,))
