@@ -191,6 +191,7 @@ class MySQLStore(_MySQLBase):
 
     def stats(self) -> dict:
         songs, hashes = self._run("SELECT COUNT(*), COALESCE(SUM(total_hashes), 0) FROM songs")[0]
+        self._run("ANALYZE TABLE songs, fingerprints")   # InnoDB's sizes are estimates refreshed lazily
         size = self._run("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables"
                          " WHERE table_schema = DATABASE()")[0][0]
         return {"songs": int(songs), "hashes": int(hashes), "index_bytes": int(size)}
