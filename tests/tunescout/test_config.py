@@ -64,3 +64,10 @@ def test_every_field_is_documented():
     keys = list(walk(Config, "")) + ["instances[]." + k for k in walk(InstanceConfig, "")]
     missing = [key for key in keys if f"`{key}`" not in docs]
     assert not missing
+
+
+def test_the_sharded_example_config_is_valid():
+    from tunescout.config import load_config
+    config = load_config(Path(__file__).resolve().parents[2] / "deploy" / "config.sharded.json", env={})
+    assert [i.database_type for i in config.instances] == ["clickhouse", "clickhouse", "mysql"]
+    assert len(config.results) == 2
