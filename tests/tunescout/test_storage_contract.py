@@ -219,3 +219,18 @@ def test_bulk_add_is_all_or_nothing_on_duplicates(store, rng):
     assert store.count_songs() == 4
     hist = store.best_alignments(batch[2].hashes[:200], batch[2].offsets[:200], top_k=1)
     assert hist[0].song_id == ids[2]
+
+
+def test_generation_grows_with_every_change_and_ids_are_never_reused(store, rng):
+    g0 = store.generation()
+    first = store.add_song(make_song(rng))
+    g1 = store.generation()
+    last = store.add_song(make_song(rng))
+    g2 = store.generation()
+    assert g0 < g1 < g2
+    assert store.delete_song(last)
+    g3 = store.generation()
+    assert g3 > g2
+    assert store.delete_song(last) is False
+    again = store.add_song(make_song(rng))
+    assert again not in (first, last) and store.generation() > g3

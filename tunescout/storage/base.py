@@ -106,6 +106,10 @@ class FingerprintStore(Protocol):
     def stats(self) -> dict:
         """{"songs", "hashes", "index_bytes"} of this instance."""
 
+    def generation(self) -> int:
+        """A number that grows with every song added or deleted here, committed with the change
+        (the lookup cache keys on it, so a cached answer is never used after a change)."""
+
     def check(self) -> None:
         """Raise StorageError if the instance cannot answer."""
 

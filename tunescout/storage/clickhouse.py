@@ -110,7 +110,8 @@ class ClickHouseStore(_ClickHouseBase):
         self._create(_SCHEMA)
         wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
         with self._writer():
-            stored = dict(self._run("SELECT name, any(value) FROM meta GROUP BY name"))
+            stored = dict(self._run("SELECT name, any(value) FROM meta WHERE name IN %(names)s GROUP BY name",
+                                    {"names": tuple(wanted)}))
             missing = [(k, v) for k, v in wanted.items() if k not in stored]
             if missing:
                 self._run("INSERT INTO meta (name, value) VALUES", missing)
@@ -140,14 +141,16 @@ class ClickHouseStore(_ClickHouseBase):
                               {"sha1s": tuple(s.blob_sha1 for s in songs)})
             if known:
                 raise DuplicateSongError(blob_sha1=known[0][0])
-            # Ids past every id in either table: hashes left by an ingest that died are never
-            # attributed to a new song.
+            # Ids past every id ever handed out (recorded before the hashes are written), so a
+            # deleted song's id and the hashes of an ingest that died are never reused.
             last = max(self._run("SELECT max(song_id) FROM songs")[0][0],
-                       self._run("SELECT max(song_id) FROM fingerprints")[0][0]) or None
+                       self._run("SELECT max(song_id) FROM fingerprints")[0][0],
+                       self._meta_max("last_song_id")) or None
             ids = []
             for _ in songs:
                 last = self.slot.next_id(last)
                 ids.append(last)
+            self._run("INSERT INTO meta (name, value) VALUES", [("last_song_id", str(last))])
             hashes, song_ids, offsets = [], [], []
             for song_id, song in zip(ids, songs):
                 order = np.argsort(song.hashes, kind="stable")
@@ -159,6 +162,7 @@ class ClickHouseStore(_ClickHouseBase):
             self._run("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
                       " VALUES", [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds)
                                   for i, s in zip(ids, songs)])
+            self._bump()
         return ids
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
@@ -196,6 +200,7 @@ class ClickHouseStore(_ClickHouseBase):
             if not self.get_songs([song_id]):
                 return False
             self._mutate("songs", song_id)
+            self._bump()
             self._run("ALTER TABLE fingerprints DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
         return True
 
@@ -215,6 +220,18 @@ class ClickHouseStore(_ClickHouseBase):
         size = self._run("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = %(db)s",
                          {"db": self.db.database})[0][0]
         return {"songs": int(songs), "hashes": int(hashes or 0), "index_bytes": int(size or 0)}
+
+    def generation(self) -> int:
+        return self._meta_max("generation")
+
+    def _meta_max(self, name: str) -> int:
+        return int(self._run("SELECT max(toUInt64OrZero(value)) FROM meta WHERE name = %(name)s",
+                             {"name": name})[0][0])
+
+    def _bump(self) -> None:
+        """After the change is visible (no transactions: a reader that sees the new generation
+        also sees the change). Called with the writer lock held."""
+        self._run("INSERT INTO meta (name, value) VALUES", [("generation", str(self.generation() + 1))])
 
     def check(self) -> None:
         self._run("SELECT 1")

@@ -44,6 +44,9 @@ SELECT song_id, delta, cnt FROM (
       GROUP BY f.song_id, delta) AS grouped) AS peaks) AS ranked
 WHERE song_rank <= %s
 """
+# The generation row changes in the same transaction as the songs it counts.
+_BUMP = ("INSERT INTO meta VALUES ('generation', '1')"
+         " ON DUPLICATE KEY UPDATE value = CAST(value AS UNSIGNED) + 1")
 _INSERT_BATCH = 20_000   # rows per multi-row INSERT (well under max_allowed_packet)
 
 
@@ -127,6 +130,7 @@ class MySQLStore(_MySQLBase):
                 for start in range(0, len(rows), _INSERT_BATCH):
                     cur.executemany("INSERT IGNORE INTO fingerprints (hash, song_id, `offset`)"
                                     " VALUES (%s, %s, %s)", rows[start:start + _INSERT_BATCH])
+            cur.execute(_BUMP)
             conn.commit()
             return ids
         except MySQLdb.IntegrityError as exc:
@@ -183,6 +187,7 @@ class MySQLStore(_MySQLBase):
             conn.begin()
             found = cur.execute("DELETE FROM songs WHERE song_id = %s", (song_id,))
             cur.execute("DELETE FROM fingerprints WHERE song_id = %s", (song_id,))
+            cur.execute(_BUMP)
             conn.commit()
             return bool(found)
         except MySQLdb.Error as exc:
@@ -195,6 +200,10 @@ class MySQLStore(_MySQLBase):
         size = self._run("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables"
                          " WHERE table_schema = DATABASE()")[0][0]
         return {"songs": int(songs), "hashes": int(hashes), "index_bytes": int(size)}
+
+    def generation(self) -> int:
+        rows = self._run("SELECT CAST(value AS UNSIGNED) FROM meta WHERE name = 'generation'")
+        return int(rows[0][0]) if rows else 0
 
     def check(self) -> None:
         self._run("SELECT 1")

@@ -74,7 +74,9 @@ class SQLiteStore:
         with self._write:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                last = conn.execute("SELECT MAX(song_id) FROM songs").fetchone()[0]
+                # Ids are never reused, even the last one after a delete.
+                last = conn.execute("SELECT MAX(CAST(value AS INTEGER)) FROM meta"
+                                    " WHERE key = 'last_song_id'").fetchone()[0]
                 for song in songs:
                     last = self.slot.next_id(last)
                     conn.execute(
@@ -86,6 +88,8 @@ class SQLiteStore:
                                      zip(song.hashes[order].tolist(), itertools.repeat(last),
                                          song.offsets[order].tolist()))
                     ids.append(last)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_song_id', ?)", (str(last),))
+                self._bump(conn)
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK")
@@ -136,6 +140,7 @@ class SQLiteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 found = conn.execute("DELETE FROM songs WHERE song_id = ?", (song_id,)).rowcount
                 conn.execute("DELETE FROM fingerprints WHERE song_id = ?", (song_id,))
+                self._bump(conn)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -147,6 +152,15 @@ class SQLiteStore:
         songs, hashes = self._query("SELECT COUNT(*), COALESCE(SUM(total_hashes), 0) FROM songs", ())[0]
         pages = self._query("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", ())
         return {"songs": songs, "hashes": hashes, "index_bytes": pages[0][0]}
+
+    def generation(self) -> int:
+        row = self._query("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'", ())
+        return row[0][0] if row else 0
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key)"
+                     " DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
     def check(self) -> None:
         self._query("SELECT 1", ())
