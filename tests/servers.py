@@ -158,3 +158,33 @@ class PrivateClickHouse:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+REDIS_PORT = int(os.environ.get("TUNESCOUT_TEST_REDIS_PORT", "6379"))
+
+
+def redis_ready(port: int = REDIS_PORT) -> bool:
+    return port_open(port)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port (nothing on disk), to stop and start."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("private redis did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

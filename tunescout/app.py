@@ -7,6 +7,7 @@ from . import api, errors
 from .auth import resolve_write_token
 from .config import Config, load_config
 from .engine import Engine
+from .limits import init_cors, init_limits
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -18,4 +19,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["tunescout"] = Engine.from_config(config)
     app.register_blueprint(api.bp)
     errors.register(app)
+    app.extensions["tunescout_limiter"] = init_limits(app, config)
+    init_cors(app, config)
     return app

@@ -25,7 +25,10 @@ def resolve_write_token(config: Config) -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:   # another process generated it first
+        return path.read_text().strip()
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     print(f"tunescout: generated a write token in {path.resolve()}", file=sys.stderr)

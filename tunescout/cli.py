@@ -43,14 +43,31 @@ def main():
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=lambda: int(os.environ.get("TUNESCOUT_PORT", 5000)),
               help="Port (default: $TUNESCOUT_PORT or 5000).")
-def serve(config_path, host, port):
-    """Serve the HTTP API (development server; see the README for production)."""
-    from .app import create_app
-    try:
-        app = create_app(_config(config_path))
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="gunicorn worker processes (each with its own engine and connections).")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Threads per worker.")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+def serve(config_path, host, port, workers, threads, dev):
+    """Serve the HTTP API with gunicorn (the config is validated once, here)."""
+    config = _config(config_path)
+    if dev:
+        from .app import create_app
+        try:
+            app = create_app(config)
+        except TuneScoutError as exc:
+            raise click.ClickException(exc.message) from exc
+        app.run(host=host, port=port, threaded=True)
+        return
+    try:   # fail here, with a clear message, rather than in every worker
+        from .auth import resolve_write_token
+        from .engine import Engine
+        resolve_write_token(config)   # generated once, before the workers read it
+        Engine.from_config(config).close()
     except TuneScoutError as exc:
         raise click.ClickException(exc.message) from exc
-    app.run(host=host, port=port, threaded=True)
+    from .serving import GunicornServer
+    GunicornServer(config, host, port, workers, threads).run()
 
 
 def find_audio(paths) -> list[Path]:

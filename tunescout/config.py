@@ -59,6 +59,7 @@ class RedisConfig:
     password: str = _field("", "Redis password.")
     prefix: str = _field("tunescout", "Key prefix of every key TuneScout writes.")
     ttl_s: int = _field(3600, "Lifetime of a cached lookup, in seconds.")
+    timeout_s: float = _field(0.25, "Redis connect/read timeout; slower means down (queries skip the cache).")
 
 
 @dataclasses.dataclass(frozen=True)

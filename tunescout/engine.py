@@ -13,6 +13,7 @@ import dejavu
 from dejavu import Alignment, FingerprintParams, MatchParams
 
 from .audio import Decoded, decode_audio, decode_query
+from .cache import CachedStore, redis_client
 from .config import Config
 from .errors import BadRequestError, StorageError
 from .results import ResultShards
@@ -48,6 +49,10 @@ class Engine:
     def from_config(cls, config: Config) -> "Engine":
         """Open every configured instance and result shard."""
         stores = [open_store(config, i) for i in range(len(config.instances))]
+        if config.redis.host:
+            stores = [CachedStore(store, redis_client(config.redis, instance.redis_db_index),
+                                  config.redis.prefix, config.redis.ttl_s)
+                      for store, instance in zip(stores, config.instances)]
         shards = [open_result_store(config, i) for i in range(len(config.results))]
         return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s),
                    ResultShards(shards))

@@ -49,6 +49,7 @@ class SQLiteStore:
 
     def __init__(self, path: Path, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 30.0):
         self._path = Path(path)
+        self.name = f"sqlite {self._path.resolve()}"
         self._db = _connections(self._path)
         self._write = threading.Lock()
         self.slot = slot

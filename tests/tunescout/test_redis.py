@@ -1,0 +1,206 @@
+"""Redis for real: the per-instance lookup cache (hits, never stale, Redis down and back), rate limits
+(429 + Retry-After, memory fall-back, proxy switch) and CORS."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from tests import servers
+from tests.conftest import music_like, need, wav_bytes
+from tunescout.app import create_app
+from tunescout.config import config_from_dict
+from tunescout.engine import Engine
+
+SR = 11025
+AUTH = {"Authorization": "Bearer s3cret-token"}
+CACHE_DBS = (12, 13)
+LIMIT_DB = 14
+
+
+@pytest.fixture(scope="module")
+def songs():
+    rng = np.random.default_rng(5)
+    return [music_like(rng, 40) for _ in range(3)]
+
+
+@pytest.fixture
+def flushed():
+    """The real Redis, the test's databases emptied before and after."""
+    need(servers.redis_ready(), "Redis on 127.0.0.1:6379 (scripts/start_servers.sh)")
+    clients = [redis.Redis(port=servers.REDIS_PORT, db=db) for db in (*CACHE_DBS, LIMIT_DB)]
+    for c in clients:
+        c.flushdb()
+    yield clients
+    for c in clients:
+        c.flushdb()
+        c.close()
+
+
+def make_config(tmp_path, redis_port=servers.REDIS_PORT, instances=1, **sections):
+    raw = {"data_dir": str(tmp_path), "fingerprinting": {"token": "s3cret-token"},
+           "redis": {"host": "127.0.0.1", "port": redis_port, "prefix": "tstest"},
+           "rate_limit": {"redis_db_index": LIMIT_DB},
+           "instances": [{"database_type": "sqlite", "redis_db_index": CACHE_DBS[i],
+                          "database": {"database": f"fp{i}.sqlite"}} for i in range(instances)]}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return config_from_dict(raw)
+
+
+def clip(song, start_s=10, seconds=5):
+    return wav_bytes(song[int(start_s * SR):int((start_s + seconds) * SR)])
+
+
+def ids(body):
+    return [r["song_id"] for r in body["results"]]
+
+
+def cache_stats(engine):
+    return [(s.hits, s.misses) for s in engine.store.stores]
+
+
+def test_a_repeated_query_is_answered_from_the_cache(tmp_path, flushed, songs):
+    engine = Engine.from_config(make_config(tmp_path))
+    song_id = engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a")["song_id"]
+    first = engine.recognize(clip(songs[0]))
+    second = engine.recognize(clip(songs[0]))
+    assert cache_stats(engine) == [(1, 1)]
+    assert ids(first) == ids(second) == [song_id]
+    assert first["results"] == second["results"]
+    assert any(k.startswith(b"tstest:lookup:") for k in flushed[0].keys())
+    assert flushed[0].ttl(flushed[0].keys()[0]) > 3000
+    engine.close()
+
+
+def test_ingest_and_delete_invalidate_at_once(tmp_path, flushed, songs):
+    engine = Engine.from_config(make_config(tmp_path))
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[1])), "other")
+    query = clip(songs[0])
+    assert ids(engine.recognize(query)) == []          # cached: "not in the catalogue"
+    song_id = engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a")["song_id"]
+    assert ids(engine.recognize(query)) == [song_id]   # not the cached "no match"
+    assert ids(engine.recognize(query)) == [song_id]   # now cached
+    assert engine.store.stores[0].store.delete_song(song_id)
+    assert ids(engine.recognize(query)) == []          # the cached match is gone at once
+    engine.close()
+
+
+def test_each_instance_has_its_own_generation(tmp_path, flushed, songs):
+    engine = Engine.from_config(make_config(tmp_path, instances=2))
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a")   # instance 0
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[1])), "b")   # instance 1
+    query = clip(songs[0])
+    engine.recognize(query)
+    engine.recognize(query)
+    assert cache_stats(engine) == [(1, 1), (1, 1)]
+    assert flushed[0].dbsize() == 1 and flushed[1].dbsize() == 1   # each in its redis_db_index
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[2])), "c")   # instance 0 again (fewest songs tie)
+    engine.recognize(query)
+    assert cache_stats(engine) == [(1, 2), (2, 1)]   # only instance 0 missed
+    engine.close()
+
+
+def test_redis_down_mid_test_then_back(tmp_path, songs):
+    need(servers.redis_ready(), "redis-server binary")
+    private = servers.PrivateRedis()
+    private.start()
+    engine = Engine.from_config(make_config(tmp_path, redis_port=private.port))
+    try:
+        song_id = engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a")["song_id"]
+        query = clip(songs[0])
+        engine.recognize(query)
+        engine.recognize(query)
+        assert cache_stats(engine) == [(1, 1)]
+
+        private.stop()
+        started = time.monotonic()
+        for _ in range(3):
+            assert ids(engine.recognize(query)) == [song_id]
+        assert time.monotonic() - started < 2.0
+        assert engine.store.stores[0].hits == 1
+
+        private.start()   # empty again: the next lookups fill it, then hit
+        deadline = time.monotonic() + 10
+        while engine.store.stores[0].hits < 2:
+            assert ids(engine.recognize(query)) == [song_id]
+            assert time.monotonic() < deadline, "cache not used again after Redis returned"
+            time.sleep(0.3)
+    finally:
+        engine.close()
+        private.stop()
+
+
+# --- rate limits ---------------------------------------------------------------------------
+
+def limited_app(tmp_path, redis_port=servers.REDIS_PORT, **rate_limit):
+    app = create_app(make_config(tmp_path, redis_port=redis_port,
+                                 rate_limit={"fetching_results": "3 per minute", **rate_limit}))
+    return app, app.test_client()
+
+
+def test_over_the_limit_is_429_json_with_retry_after(tmp_path, flushed):
+    app, client = limited_app(tmp_path)
+    statuses = [client.get("/api/fetch/" + "0" * 34).status_code for _ in range(5)]
+    assert statuses == [404, 404, 404, 429, 429]
+    resp = client.get("/api/fetch/" + "0" * 34)
+    assert resp.get_json() == {"status": "error", "message": "Too many requests"}
+    assert 0 < int(resp.headers["Retry-After"]) <= 60
+    assert flushed[2].keys("*tstest:limits*")   # the counters are in rate_limit.redis_db_index
+    # Other endpoints keep their own limits.
+    assert client.post("/api/recognize").status_code == 400
+    app.extensions["tunescout"].close()
+
+
+def test_limits_fall_back_to_memory_when_redis_is_down(tmp_path):
+    app, client = limited_app(tmp_path, redis_port=servers.closed_port())
+    statuses = [client.get("/api/fetch/" + "0" * 34).status_code for _ in range(5)]
+    assert statuses == [404, 404, 404, 429, 429]
+    app.extensions["tunescout"].close()
+
+
+@pytest.mark.parametrize("trust_proxy, expected", [(False, [404, 404, 404, 429]), (True, [404] * 4)])
+def test_forwarded_for_is_trusted_only_when_told(tmp_path, flushed, trust_proxy, expected):
+    app, client = limited_app(tmp_path, trust_proxy=trust_proxy)
+    statuses = [client.get("/api/fetch/" + "0" * 34, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
+                for i in range(4)]
+    assert statuses == expected
+    app.extensions["tunescout"].close()
+
+
+def test_limits_can_be_switched_off(tmp_path, flushed):
+    app, client = limited_app(tmp_path, enabled=False)
+    assert {client.get("/api/fetch/" + "0" * 34).status_code for _ in range(6)} == {404}
+    app.extensions["tunescout"].close()
+
+
+# --- CORS ----------------------------------------------------------------------------------
+
+def test_cors_allows_listed_origins_only(tmp_path, flushed):
+    app = create_app(make_config(tmp_path, allowed_origin=["https://app.example"]))
+    client = app.test_client()
+    ok = client.get("/api/health", headers={"Origin": "https://app.example"})
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = client.get("/api/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = client.options("/api/fingerprint", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization"})
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    app.extensions["tunescout"].close()
+
+
+def test_cors_star_and_off(tmp_path, flushed):
+    star = create_app(make_config(tmp_path / "a", allowed_origin=["*"]))
+    resp = star.test_client().get("/api/health", headers={"Origin": "https://any.example"})
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    off = create_app(make_config(tmp_path / "b"))
+    resp = off.test_client().get("/api/health", headers={"Origin": "https://any.example"})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    for app in (star, off):
+        app.extensions["tunescout"].close()

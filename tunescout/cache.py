@@ -1,0 +1,104 @@
+"""CachedStore: a fingerprint instance's lookups cached in its own Redis database, never stale.
+
+Key: ``{prefix}:lookup:{instance}:{generation}:{sha1 of the query's hashes, offsets, top_k}``.
+The generation is read from the instance's database, where every add and delete bumps it in the
+same transaction as the change, so once a change is visible no cached answer from before it can
+be found, even if Redis missed the moment of the change. Entries expire after ``redis.ttl_s``;
+old generations simply age out (run Redis with ``maxmemory`` and ``allkeys-lru`` to bound memory).
+When Redis is down or slow, lookups go straight to the database and Redis is probed again after a
+back-off.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .config import RedisConfig
+from .storage.base import FingerprintStore, Histogram
+from .storage.sharded import Health
+
+log = logging.getLogger(__name__)
+MAX_ENTRY_BYTES = 256 * 1024   # larger answers are not worth the memory
+
+
+def redis_client(config: RedisConfig, db: int) -> redis.Redis:
+    """A client of one Redis database with short timeouts (the cache must never slow a query)."""
+    return redis.Redis(host=config.host, port=config.port, db=db, password=config.password or None,
+                       socket_timeout=config.timeout_s, socket_connect_timeout=config.timeout_s,
+                       retry=Retry(NoBackoff(), 0))   # no retries: a miss is cheaper than waiting
+
+
+def encode(histograms: list[Histogram]) -> bytes:
+    """Histograms as one int64 array: per song [song_id, n, deltas..., counts...]."""
+    parts = [np.concatenate(([h.song_id, h.deltas.size], h.deltas, h.counts)) for h in histograms]
+    return np.concatenate(parts).astype("<i8").tobytes() if parts else b""
+
+
+def decode(payload: bytes) -> list[Histogram]:
+    values = np.frombuffer(payload, dtype="<i8")
+    out, i = [], 0
+    while i < values.size:
+        song_id, n = int(values[i]), int(values[i + 1])
+        out.append(Histogram(song_id, values[i + 2:i + 2 + n].copy(), values[i + 2 + n:i + 2 + 2 * n].copy()))
+        i += 2 + 2 * n
+    return out
+
+
+def query_digest(hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(hashes, "<u4").tobytes())
+    h.update(np.ascontiguousarray(offsets, "<i4").tobytes())
+    h.update(str(top_k).encode())
+    return h.hexdigest()
+
+
+class CachedStore:
+    """A FingerprintStore whose best_alignments answers are cached in Redis; the rest passes through."""
+
+    def __init__(self, store: FingerprintStore, client: redis.Redis, prefix: str, ttl_s: int,
+                 clock=time.monotonic):
+        self.store = store
+        self.client = client
+        self.ttl_s = ttl_s
+        instance = hashlib.sha1(str(getattr(store, "name", id(store))).encode()).hexdigest()[:12]
+        self.namespace = f"{prefix}:lookup:{instance}"
+        self.redis_health = Health(1, clock)
+        self.hits = self.misses = 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
+        key = f"{self.namespace}:{self.store.generation()}:{query_digest(hashes, offsets, top_k)}"
+        payload = self._redis(lambda: self.client.get(key))
+        if payload is not None:
+            self.hits += 1
+            return decode(payload)
+        self.misses += 1
+        histograms = self.store.best_alignments(hashes, offsets, top_k)
+        value = encode(histograms)
+        if len(value) <= MAX_ENTRY_BYTES:
+            self._redis(lambda: self.client.set(key, value, ex=self.ttl_s))
+        return histograms
+
+    def redis_up(self) -> bool:
+        """Probe Redis now (for health); True if it answers."""
+        return self._redis(self.client.ping, force=True) is True
+
+    def _redis(self, call, force: bool = False):
+        """call() unless Redis is backed off; None on any Redis error."""
+        if not force and not self.redis_health.usable(0):
+            return None
+        try:
+            result = call()
+        except redis.RedisError as exc:
+            log.warning("redis cache unavailable, querying the database directly: %s", exc)
+            self.redis_health.failed(0)
+            return None
+        self.redis_health.ok(0)
+        return result

@@ -1,0 +1,42 @@
+"""Production serving: gunicorn workers, each with its own engine and connections, made after fork."""
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+
+class GunicornServer(BaseApplication):
+    """`tunescout serve --workers N`: the config is validated once, in the master; every worker
+    builds its app (engine, database connections, Redis pools) after the fork, so nothing
+    that holds a socket is shared between processes. SIGTERM stops gracefully: workers finish
+    the requests in flight (up to ``graceful_timeout``), then close their connections."""
+
+    def __init__(self, config: Config, host: str, port: int, workers: int, threads: int = 4,
+                 timeout_s: int = 120):
+        self.tunescout_config = config
+        self.options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+                        "worker_class": "gthread", "timeout": timeout_s, "graceful_timeout": 30,
+                        "preload_app": False, "accesslog": "-", "worker_exit": _close_engine,
+                        "access_log_format": '%(h)s worker=%(p)s "%(r)s" %(s)s %(b)s %(M)sms',
+                        "forwarded_allow_ips": "127.0.0.1"}
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .app import create_app
+        return create_app(self.tunescout_config)
+
+
+def _close_engine(server, worker) -> None:
+    app = getattr(worker, "wsgi", None)
+    engine = getattr(app, "extensions", {}).get("tunescout") if app is not None else None
+    if engine is not None:
+        engine.close()
