@@ -35,12 +35,16 @@ from tunescout.storage.base import NewSong  # noqa: E402
 BATCH = 200   # distractor songs per bulk insert
 
 
-def open_engine(backend: str, instances: int, names: list[str], data_dir: str) -> Engine:
-    make = servers.mysql_database if backend == "mysql" else servers.clickhouse_database
-    config = config_from_dict({
-        "data_dir": data_dir, "recognizing": {"instance_timeout_s": 30.0},
-        "instances": [{"database_type": backend, "database": make(name)} for name in names[:instances]]})
-    return Engine.from_config(config)
+def open_engine(backend: str, instances: int, names: list[str], data_dir: str, redis: dict | None = None) -> Engine:
+    """An engine on fresh databases of the backend (sqlite: files in data_dir), optionally cached."""
+    make = {"mysql": servers.mysql_database, "clickhouse": servers.clickhouse_database,
+            "sqlite": lambda name: {"database": f"{name}.sqlite"}}[backend]
+    raw = {"data_dir": data_dir, "recognizing": {"instance_timeout_s": 30.0},
+           "instances": [{"database_type": backend, "database": make(name), "redis_db_index": i}
+                         for i, name in enumerate(names[:instances])]}
+    if redis:
+        raw["redis"] = redis
+    return Engine.from_config(config_from_dict(raw))
 
 
 def load_real(engine: Engine, files: list[str], workers: int) -> tuple[np.ndarray, list[float], dict]:

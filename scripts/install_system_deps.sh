@@ -11,6 +11,8 @@ if [ "${TUNESCOUT_SERVERS:-1}" = 1 ]; then
     command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
     command -v mariadbd >/dev/null || missing+=(mariadb-server mariadb-client)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    # `docker compose config` validates docker-compose.yml without an engine; Debian's v1 does too.
+    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
