@@ -65,13 +65,38 @@ def fetch(token: str):
     return jsonify(current_engine().fetch(token))
 
 
-@bp.post("/fingerprint")
-def fingerprint():
-    engine = current_engine()
+def require_writer(engine: Engine) -> None:
+    """Writes must be allowed and carry the bearer token.
+
+    Raises:
+        ForbiddenError: fingerprinting.allow is false.
+        UnauthorizedError: the token is missing or wrong (compared in constant time).
+    """
     if not engine.config.fingerprinting.allow:
         raise ForbiddenError()
     if not bearer_matches(request.headers.get("Authorization"), current_app.config["WRITE_TOKEN"]):
         raise UnauthorizedError()
+
+
+def query_int(name: str, default: int) -> int:
+    """An optional integer query parameter.
+
+    Raises:
+        BadRequestError: present but not an integer.
+    """
+    value = request.args.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequestError(f"'{name}' must be an integer") from None
+
+
+@bp.post("/fingerprint")
+def fingerprint():
+    engine = current_engine()
+    require_writer(engine)
     upload = require_file(int(engine.config.fingerprinting.max_file_size_mb * MB))
     name = request.form.get("name") or PurePath(upload.filename or "").stem
     return jsonify(engine.fingerprint(upload.stream, safe_song_name(name)))
@@ -80,3 +105,25 @@ def fingerprint():
 @bp.get("/health")
 def health():
     return jsonify(current_engine().health())
+
+
+@bp.get("/songs")
+def list_songs():
+    return jsonify(current_engine().list_songs(query_int("limit", 100), request.args.get("cursor")))
+
+
+@bp.get("/songs/<int:song_id>")
+def get_song(song_id: int):
+    return jsonify(current_engine().get_song(song_id))
+
+
+@bp.delete("/songs/<int:song_id>")
+def delete_song(song_id: int):
+    engine = current_engine()
+    require_writer(engine)
+    return jsonify(engine.delete_song(song_id))
+
+
+@bp.get("/stats")
+def stats():
+    return jsonify(current_engine().stats())

@@ -15,10 +15,10 @@ from dejavu import Alignment, FingerprintParams, MatchParams
 from .audio import Decoded, decode_audio, decode_query
 from .cache import CachedStore, redis_client
 from .config import Config
-from .errors import BadRequestError, StorageError
+from .errors import BadRequestError, NotFoundError, StorageError
 from .results import ResultShards
 from .storage import open_result_store, open_store
-from .storage.base import NewSong, Song
+from .storage.base import NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 
 TOP_RESULTS = 3
@@ -117,19 +117,92 @@ class Engine:
         return {"status": "success", **json.loads(self.results.load(token))}
 
     def health(self) -> dict:
-        """Status of every fingerprint instance and result shard.
+        """Status and round-trip of every fingerprint instance, result shard and Redis cache.
 
         Raises:
-            StorageError: no fingerprint instance answers.
+            StorageError: no fingerprint instance or no result shard answers (503).
         """
-        instances = self.store.check_all()
-        shards = self.results.check_all()
-        if not any(instances) or not any(shards):
-            raise StorageError("No storage answers", instances=instances, results=shards)
+        def entry(i, instance, ms):
+            return {"index": i, "database_type": instance.database_type,
+                    "status": "up" if ms is not None else "down",
+                    "latency_ms": round(ms, 2) if ms is not None else None}
+        instances = [entry(i, inst, ms) for i, (inst, ms) in
+                     enumerate(zip(self.config.instances, self.store.check_all()))]
+        shards = [entry(i, inst, ms) for i, (inst, ms) in
+                  enumerate(zip(self.config.results, self.results.check_all()))]
         body = {"status": "ok", "instances": instances, "results": shards}
-        if not all(instances) or not all(shards):
+        caches = [s for s in self.store.stores if isinstance(s, CachedStore)]
+        if caches:
+            up = [c.redis_up() for c in caches]
+            body["redis"] = {"status": "up" if all(up) else "down"}
+        parts = [*instances, *shards]
+        if not any(e["status"] == "up" for e in instances) or not any(e["status"] == "up" for e in shards):
+            raise StorageError("No storage answers", **body)
+        if any(e["status"] == "down" for e in parts) or body.get("redis", {}).get("status") == "down":
             body["degraded"] = True
         return body
+
+    def list_songs(self, limit: int, cursor: str | None) -> dict:
+        """A page of the catalogue by song id; ``next_cursor`` continues it (stable across instances).
+
+        Raises:
+            BadRequestError: malformed cursor or limit.
+        """
+        if not 1 <= limit <= 1000:
+            raise BadRequestError("limit must be between 1 and 1000")
+        after = 0
+        if cursor:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise BadRequestError("Malformed cursor")
+            after = int(cursor)
+        songs, unanswered = self.store.list_songs(after, limit)
+        body = {"status": "success", "songs": [self._song(s) for s in songs],
+                "next_cursor": str(songs[-1].song_id) if len(songs) == limit else None}
+        if unanswered:
+            body.update(degraded=True, instances_unanswered=unanswered)
+        return body
+
+    def get_song(self, song_id: int) -> dict:
+        """One song of the catalogue.
+
+        Raises:
+            NotFoundError: no such song.
+        """
+        songs = self.store.get_songs([song_id]) if song_id >= 1 else {}
+        if song_id not in songs:
+            raise NotFoundError("Song not found")
+        return {"status": "success", "song": self._song(songs[song_id])}
+
+    def delete_song(self, song_id: int) -> dict:
+        """Remove a song and its hashes; its clips stop matching at once (cached answers included).
+
+        Raises:
+            NotFoundError: no such song.
+            StorageError: its instance does not answer.
+        """
+        if not self.store.delete_song(song_id):
+            raise NotFoundError("Song not found")
+        return {"status": "success", "deleted": song_id}
+
+    def stats(self) -> dict:
+        """Songs, hashes and index bytes per instance; results per shard."""
+        per_instance = self.store.stats()
+        results = self.results.count_results()
+        instances = [{"index": i, "database_type": inst.database_type,
+                      **(st if st is not None else {"status": "down"})}
+                     for i, (inst, st) in enumerate(zip(self.config.instances, per_instance))]
+        up = [st for st in per_instance if st is not None]
+        return {"status": "success",
+                "songs": sum(st["songs"] for st in up), "hashes": sum(st["hashes"] for st in up),
+                "index_bytes": sum(st["index_bytes"] for st in up), "instances": instances,
+                "results": [{"index": i, "stored": n} if n is not None else {"index": i, "status": "down"}
+                            for i, n in enumerate(results)],
+                "results_stored": sum(n for n in results if n is not None)}
+
+    def _song(self, song: Song) -> dict:
+        return {"song_id": song.song_id, "song_name": song.song_name, "blob_sha1": song.blob_sha1,
+                "total_hashes": song.total_hashes, "duration": song.duration_seconds,
+                "instance": instance_of(song.song_id, len(self.config.instances)), "created": song.created}
 
     def close(self) -> None:
         self.store.close()

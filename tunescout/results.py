@@ -68,18 +68,20 @@ class ResultShards:
             raise NotFoundError()
         return body
 
-    def check_all(self) -> list[bool]:
-        """True for each shard that answers a read."""
-        alive = []
+    def check_all(self) -> list[float | None]:
+        """Each shard's read round-trip in ms, or None where it does not answer."""
+        latencies: list[float | None] = []
         for i, shard in enumerate(self.shards):
+            start = time.perf_counter()
             try:
                 shard.get_result("0" * 34)
-                self.health.ok(i)
-                alive.append(True)
             except StorageError:
                 self.health.failed(i)
-                alive.append(False)
-        return alive
+                latencies.append(None)
+                continue
+            self.health.ok(i)
+            latencies.append((time.perf_counter() - start) * 1000)
+        return latencies
 
     def count_results(self) -> list[int | None]:
         """Results stored on each shard (None where the shard does not answer)."""

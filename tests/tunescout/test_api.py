@@ -163,3 +163,51 @@ def test_generated_token_is_private(tmp_path):
     assert app.config["WRITE_TOKEN"] == path.read_text().strip()
     assert create_app(config_from_dict({"data_dir": str(tmp_path)})).config["WRITE_TOKEN"] == \
         app.config["WRITE_TOKEN"]
+
+
+def test_catalogue_list_get_delete_and_stats(client, song):
+    rng = np.random.default_rng(11)
+    others = [music_like(rng, 30) for _ in range(2)]
+    stored = [upload(client, "/api/fingerprint", wav_bytes(s), f"s{i}.wav", AUTH).get_json()
+              for i, s in enumerate([song, *others])]
+    ids = [s["song_id"] for s in stored]
+
+    page = client.get("/api/songs?limit=2").get_json()
+    assert [s["song_id"] for s in page["songs"]] == ids[:2] and page["next_cursor"]
+    rest = client.get(f"/api/songs?limit=2&cursor={page['next_cursor']}").get_json()
+    assert [s["song_id"] for s in rest["songs"]] == ids[2:] and rest["next_cursor"] is None
+    first = page["songs"][0]
+    assert set(first) == {"song_id", "song_name", "blob_sha1", "total_hashes", "duration", "instance", "created"}
+    assert first["song_name"] == "s0" and first["instance"] == 0 and abs(first["duration"] - 60) < 0.01
+
+    assert client.get(f"/api/songs/{ids[1]}").get_json()["song"]["song_name"] == "s1"
+    stats = client.get("/api/stats").get_json()
+    assert stats["songs"] == 3 and stats["hashes"] == sum(s["total_hashes"] for s in stored)
+    assert stats["index_bytes"] > 0 and stats["instances"][0]["songs"] == 3
+
+    query = wav_bytes(song[10 * 11025:15 * 11025])
+    assert upload(client, "/api/recognize", query).get_json()["results"][0]["song_id"] == ids[0]
+    assert client.delete(f"/api/songs/{ids[0]}", headers=AUTH).get_json() == {"status": "success",
+                                                                               "deleted": ids[0]}
+    assert upload(client, "/api/recognize", query).get_json()["results"] == []
+    assert_error(client.get(f"/api/songs/{ids[0]}"), 404, "Song not found")
+    assert_error(client.delete(f"/api/songs/{ids[0]}", headers=AUTH), 404, "Song not found")
+    assert client.get("/api/stats").get_json()["results_stored"] == 2
+
+
+def test_catalogue_errors(client):
+    assert_error(client.get("/api/songs?limit=0"), 400, "limit must be between 1 and 1000")
+    assert_error(client.get("/api/songs?limit=x"), 400, "'limit' must be an integer")
+    assert_error(client.get("/api/songs?cursor=abc"), 400, "Malformed cursor")
+    assert_error(client.delete("/api/songs/1"), 401, "Token missing or invalid")
+    assert_error(client.delete("/api/songs/1", headers={"Authorization": "Bearer wrong"}), 401,
+                 "Token missing or invalid")
+    assert_error(client.get("/api/songs/99"), 404, "Song not found")
+    assert client.get("/api/songs/abc").status_code == 404
+
+
+def test_health_reports_each_part(client):
+    body = client.get("/api/health").get_json()
+    assert body["status"] == "ok" and "degraded" not in body
+    assert body["instances"][0]["status"] == "up" and body["instances"][0]["latency_ms"] >= 0
+    assert body["results"][0]["database_type"] == "sqlite"

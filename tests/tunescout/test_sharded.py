@@ -140,7 +140,7 @@ def test_a_down_instance_degrades_recognition_and_refuses_ingest(tmp_path, datab
         assert resp.status_code == 503 and resp.get_json()["status"] == "error"
         health = client.get("/api/health")
         assert health.status_code == 200 and health.get_json()["degraded"] is True
-        assert health.get_json()["instances"] == [True, True, False]
+        assert [i["status"] for i in health.get_json()["instances"]] == ["up", "up", "down"]
     finally:
         app.extensions["tunescout"].close()
 

@@ -123,18 +123,43 @@ class ShardedStore:
                 self.health.failed(i)
         return songs
 
+    def list_songs(self, after_id: int, limit: int) -> tuple[list[Song], int]:
+        """Up to limit songs with ids above after_id, by id, across instances; and how many
+        instances did not answer (their songs are missing from the page)."""
+        pages = self._fan_out(lambda s: s.list_songs(after_id, limit))
+        songs = sorted((song for page in pages if page for song in page), key=lambda s: s.song_id)
+        return songs[:limit], sum(page is None for page in pages)
+
+    def delete_song(self, song_id: int) -> bool:
+        """Remove a song from the instance its id names.
+
+        Raises:
+            StorageError: that instance does not answer.
+        """
+        if song_id < 1:
+            return False
+        return self._prepared(instance_of(song_id, len(self.stores))).delete_song(song_id)
+
+    def stats(self) -> list[dict | None]:
+        """Each instance's stats (None where it does not answer)."""
+        return self._fan_out(lambda s: s.stats())
+
     def count_songs(self) -> int:
         """Songs on the instances that answer."""
         return sum(c for c in self._fan_out(lambda s: s.count_songs()) if c is not None)
 
-    def check_all(self) -> list[bool]:
-        """Probe every instance (down ones too); True where it answers."""
-        futures = [self._pool.submit(lambda i=i: self._prepared(i).check()) for i in range(len(self.stores))]
+    def check_all(self) -> list[float | None]:
+        """Probe every instance (down ones too): its round-trip in ms, or None if it does not answer."""
+        def probe(i: int) -> float:
+            start = time.perf_counter()
+            self._prepared(i).check()
+            return (time.perf_counter() - start) * 1000
+        futures = [self._pool.submit(probe, i) for i in range(len(self.stores))]
         done, _ = cf.wait(futures, timeout=self.timeout_s)
-        alive = [f in done and f.exception() is None for f in futures]
-        for i, ok in enumerate(alive):
-            (self.health.ok if ok else self.health.failed)(i)
-        return alive
+        latencies = [f.result() if f in done and f.exception() is None else None for f in futures]
+        for i, ms in enumerate(latencies):
+            (self.health.ok if ms is not None else self.health.failed)(i)
+        return latencies
 
     def close(self) -> None:
         """Close every instance and the worker pool."""
