@@ -5,6 +5,7 @@ from pathlib import PurePath
 
 from flask import Blueprint, current_app, jsonify, request
 
+from . import metrics
 from .auth import bearer_matches
 from .engine import Engine, safe_song_name
 from .errors import (BadRequestError, ForbiddenError, PayloadTooLargeError, UnauthorizedError)
@@ -57,7 +58,9 @@ def recognize():
     engine = current_engine()
     upload = require_file(int(engine.config.recognizing.max_file_size_mb * MB))
     start, duration = form_seconds("start"), form_seconds("duration")
-    return jsonify(engine.recognize(upload.read(), start or 0.0, duration))
+    body = engine.recognize(upload.read(), start or 0.0, duration)
+    metrics.recognised(body)
+    return jsonify(body)
 
 
 @bp.get("/fetch/<token>")
@@ -99,7 +102,9 @@ def fingerprint():
     require_writer(engine)
     upload = require_file(int(engine.config.fingerprinting.max_file_size_mb * MB))
     name = request.form.get("name") or PurePath(upload.filename or "").stem
-    return jsonify(engine.fingerprint(upload.stream, safe_song_name(name)))
+    body = engine.fingerprint(upload.stream, safe_song_name(name))
+    metrics.ingested(body)
+    return jsonify(body)
 
 
 @bp.get("/health")
@@ -121,7 +126,9 @@ def get_song(song_id: int):
 def delete_song(song_id: int):
     engine = current_engine()
     require_writer(engine)
-    return jsonify(engine.delete_song(song_id))
+    body = engine.delete_song(song_id)
+    metrics.SONGS_DELETED.inc()
+    return jsonify(body)
 
 
 @bp.get("/stats")

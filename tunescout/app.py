@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, errors
+from . import api, errors, metrics
 from .auth import resolve_write_token
 from .config import Config, load_config
 from .engine import Engine
@@ -19,6 +19,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["tunescout"] = Engine.from_config(config)
     app.register_blueprint(api.bp)
     errors.register(app)
+    metrics.init_metrics(app)
     app.extensions["tunescout_limiter"] = init_limits(app, config)
     init_cors(app, config)
     return app

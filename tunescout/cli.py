@@ -51,6 +51,9 @@ def main():
 def serve(config_path, host, port, workers, threads, dev):
     """Serve the HTTP API with gunicorn (the config is validated once, here)."""
     config = _config(config_path)
+    if not dev:
+        from .serving import prepare_metrics_dir
+        prepare_metrics_dir()   # before prometheus_client is imported anywhere in this process
     if dev:
         from .app import create_app
         try:

@@ -12,6 +12,7 @@ import numpy as np
 import dejavu
 from dejavu import Alignment, FingerprintParams, MatchParams
 
+from . import metrics
 from .audio import Decoded, decode_audio, decode_query
 from .cache import CachedStore, redis_client
 from .config import Config
@@ -54,7 +55,8 @@ class Engine:
                                   config.redis.prefix, config.redis.ttl_s)
                       for store, instance in zip(stores, config.instances)]
         shards = [open_result_store(config, i) for i in range(len(config.results))]
-        return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s),
+        return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s,
+                                        on_failure=metrics.instance_failed),
                    ResultShards(shards))
 
     def fingerprint(self, source, name: str) -> dict:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 from gunicorn.app.base import BaseApplication
 
@@ -22,6 +24,7 @@ class GunicornServer(BaseApplication):
         self.options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
                         "worker_class": "gthread", "timeout": timeout_s, "graceful_timeout": 30,
                         "preload_app": False, "accesslog": "-", "worker_exit": _close_engine,
+                        "child_exit": _metrics_dead,
                         "access_log_format": '%(h)s worker=%(p)s "%(r)s" %(s)s %(b)s %(M)sms',
                         "forwarded_allow_ips": "127.0.0.1"}
         super().__init__()
@@ -40,3 +43,21 @@ def _close_engine(server, worker) -> None:
     engine = getattr(app, "extensions", {}).get("tunescout") if app is not None else None
     if engine is not None:
         engine.close()
+
+
+def _metrics_dead(server, worker) -> None:
+    """A finished worker's live gauges leave the sum (its counters stay counted)."""
+    from prometheus_client import multiprocess
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def prepare_metrics_dir() -> None:
+    """Give the workers one folder for their metric files, empty, before any of them starts
+    (PROMETHEUS_MULTIPROC_DIR if set, else a fresh temporary folder)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="tunescout-metrics-")
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.remove(os.path.join(folder, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder

@@ -211,3 +211,27 @@ def test_health_reports_each_part(client):
     assert body["status"] == "ok" and "degraded" not in body
     assert body["instances"][0]["status"] == "up" and body["instances"][0]["latency_ms"] >= 0
     assert body["results"][0]["database_type"] == "sqlite"
+
+
+def metric(client, line_start: str) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_recognitions_and_ingests(client, song):
+    match = 'tunescout_recognitions_total{outcome="match"}'
+    no_match = 'tunescout_recognitions_total{outcome="no_match"}'
+    songs = "tunescout_songs_ingested_total"
+    not_found = 'tunescout_http_requests_total{endpoint="/api/fetch/<token>",method="GET",status="404"}'
+    before = {k: metric(client, k) for k in (match, no_match, songs, not_found)}
+    upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))
+    upload(client, "/api/fingerprint", wav_bytes(song), "s.wav", AUTH)
+    upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))
+    client.get("/api/fetch/" + "0" * 34)
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    after = {k: metric(client, k) for k in before}
+    assert {k: after[k] - before[k] for k in before} == {match: 1, no_match: 1, songs: 1, not_found: 1}
+    assert "tunescout_http_request_duration_seconds_bucket" in resp.get_data(as_text=True)

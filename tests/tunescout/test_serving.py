@@ -65,6 +65,12 @@ def test_two_workers_share_the_rate_limit_counters(server):
             statuses.append(s.get(url + "/api/fetch/" + "0" * 34, timeout=5).status_code)
     assert statuses == [404] * 6 + [429] * 6
     assert limits.keys("*tstest:limits*")
+    # Whichever worker answers the scrape, it counts the requests of both.
+    for _ in range(3):
+        with requests.Session() as s:
+            text = s.get(url + "/metrics", timeout=5).text
+        assert 'tunescout_http_requests_total{endpoint="/api/fetch/<token>",method="GET",status="404"} 6.0' in text
+        assert 'tunescout_http_requests_total{endpoint="/api/fetch/<token>",method="GET",status="429"} 6.0' in text
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     served_by = re.findall(r"worker=<(\d+)> \"GET /api/fetch", proc.stdout.read())

@@ -141,6 +141,8 @@ def test_a_down_instance_degrades_recognition_and_refuses_ingest(tmp_path, datab
         health = client.get("/api/health")
         assert health.status_code == 200 and health.get_json()["degraded"] is True
         assert [i["status"] for i in health.get_json()["instances"]] == ["up", "up", "down"]
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'tunescout_instance_failures_total{instance="2",kind="error"}' in metrics
     finally:
         app.extensions["tunescout"].close()
 

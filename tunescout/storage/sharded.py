@@ -50,8 +50,10 @@ class ShardedStore:
     """The FingerprintStore operations over several instances."""
 
     def __init__(self, stores: list[FingerprintStore], timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_failure: Callable[[int, str], None] = lambda index, kind: None):
         self.stores = stores
+        self.on_failure = on_failure   # (instance index, "error" | "timeout")
         self.timeout_s = timeout_s
         self.health = Health(len(stores), clock)
         self._digest: str | None = None
@@ -180,5 +182,6 @@ class ShardedStore:
             else:
                 error = future.exception() if future in done else "timed out"
                 log.warning("fingerprint instance %d skipped: %s", i, error)
+                self.on_failure(i, "error" if future in done else "timeout")
                 self.health.failed(i)
         return results

@@ -1,0 +1,65 @@
+"""Prometheus metrics (prometheus-client): requests, recognitions, ingests, instance failures; GET /metrics.
+
+Under gunicorn every worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (set by
+``tunescout serve`` before any worker starts) and ``/metrics`` adds them up, so a scrape sees the
+whole server whichever worker answers it.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, REGISTRY,
+                               generate_latest, multiprocess)
+
+REQUESTS = Counter("tunescout_http_requests_total", "HTTP requests by endpoint, method and status",
+                   ["endpoint", "method", "status"])
+LATENCY = Histogram("tunescout_http_request_duration_seconds", "HTTP request latency by endpoint",
+                    ["endpoint"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+RECOGNITIONS = Counter("tunescout_recognitions_total", "Recognitions by outcome (match, no_match)",
+                       ["outcome"])
+SONGS_INGESTED = Counter("tunescout_songs_ingested_total", "Songs fingerprinted and stored")
+HASHES_INGESTED = Counter("tunescout_hashes_ingested_total", "Hashes stored with ingested songs")
+SONGS_DELETED = Counter("tunescout_songs_deleted_total", "Songs deleted")
+INSTANCE_FAILURES = Counter("tunescout_instance_failures_total",
+                            "Fingerprint instance calls that failed, by instance and kind (error, timeout)",
+                            ["instance", "kind"])
+
+
+def instance_failed(index: int, kind: str) -> None:
+    INSTANCE_FAILURES.labels(str(index), kind).inc()
+
+
+def recognised(body: dict) -> None:
+    RECOGNITIONS.labels("match" if body.get("results") else "no_match").inc()
+
+
+def ingested(body: dict) -> None:
+    SONGS_INGESTED.inc()
+    HASHES_INGESTED.inc(body.get("total_hashes", 0))
+
+
+def init_metrics(app: Flask) -> None:
+    """Count and time every request; serve /metrics."""
+
+    @app.before_request
+    def _start():
+        g.metrics_start = time.perf_counter()
+
+    @app.after_request
+    def _count(response):
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        if "metrics_start" in g:
+            LATENCY.labels(endpoint).observe(time.perf_counter() - g.metrics_start)
+        return response
+
+    @app.get("/metrics")
+    def metrics():
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
