@@ -76,7 +76,12 @@ class ShardedStore:
             except IndexMismatchError:
                 raise
             except StorageError:
-                self.health.failed(i)
+                self._failed(i, "error")
+
+    def _failed(self, i: int, kind: str) -> None:
+        """Instance i failed ("error" or "timeout"): count it and back off."""
+        self.on_failure(i, kind)
+        self.health.failed(i)
 
     def _prepared(self, i: int) -> FingerprintStore:
         """Store i, its schema ensured once (an instance down at start is prepared on return)."""
@@ -122,7 +127,7 @@ class ShardedStore:
             try:
                 songs.update(self._prepared(i).get_songs(ids))
             except StorageError:
-                self.health.failed(i)
+                self._failed(i, "error")
         return songs
 
     def list_songs(self, after_id: int, limit: int) -> tuple[list[Song], int]:
@@ -160,7 +165,10 @@ class ShardedStore:
         done, _ = cf.wait(futures, timeout=self.timeout_s)
         latencies = [f.result() if f in done and f.exception() is None else None for f in futures]
         for i, ms in enumerate(latencies):
-            (self.health.ok if ms is not None else self.health.failed)(i)
+            if ms is None:
+                self._failed(i, "error" if futures[i].done() else "timeout")
+            else:
+                self.health.ok(i)
         return latencies
 
     def close(self) -> None:
@@ -182,6 +190,5 @@ class ShardedStore:
             else:
                 error = future.exception() if future in done else "timed out"
                 log.warning("fingerprint instance %d skipped: %s", i, error)
-                self.on_failure(i, "error" if future in done else "timeout")
-                self.health.failed(i)
+                self._failed(i, "error" if future in done else "timeout")
         return results
