@@ -2,8 +2,10 @@
 from .align import Alignment, align_matches, margin_to_confidence, match_margin
 from .errors import DejavuError, ParameterError
 from .fingerprint import fingerprint_query, fingerprint_reference
-from .params import DEFAULT_MATCH, DEFAULT_PARAMS, FingerprintParams, MatchParams
+from .packed import FormatError, PackedFingerprint, pack_fingerprint, unpack_fingerprint
+from .params import DEFAULT_MATCH, DEFAULT_PARAMS, HASH_BITS, FingerprintParams, MatchParams
 
 __all__ = ["Alignment", "DEFAULT_MATCH", "DEFAULT_PARAMS", "DejavuError", "FingerprintParams",
-           "MatchParams", "ParameterError", "align_matches", "fingerprint_query",
-           "fingerprint_reference", "margin_to_confidence", "match_margin"]
+           "FormatError", "HASH_BITS", "MatchParams", "PackedFingerprint", "ParameterError", "align_matches",
+           "fingerprint_query", "fingerprint_reference", "margin_to_confidence", "match_margin",
+           "pack_fingerprint", "unpack_fingerprint"]

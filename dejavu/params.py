@@ -74,6 +74,7 @@ class FingerprintParams:
 FREQ_BITS = 9
 DF_BITS = 8
 DT_BITS = 6
+HASH_BITS = FREQ_BITS + DF_BITS + DT_BITS   # hashes are < 2**HASH_BITS
 
 DEFAULT_PARAMS = FingerprintParams().validate()
 

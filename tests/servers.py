@@ -188,3 +188,46 @@ class PrivateRedis:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class LiveServer:
+    """`tunescout serve` in a subprocess on a free port, with a config of the test's own."""
+
+    def __init__(self, tmp_path: Path, config: dict, workers: int = 2, threads: int = 2):
+        import json
+        import sys
+        Path(tmp_path).mkdir(parents=True, exist_ok=True)
+        self.config_path = Path(tmp_path) / "config.json"
+        self.config_path.write_text(json.dumps({"data_dir": str(Path(tmp_path) / "data"), **config}))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tunescout", "serve", "--config", str(self.config_path),
+                                      "--port", str(self.port), "--workers", str(workers), "--threads", str(threads)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._wait()
+
+    def _wait(self) -> None:
+        import requests
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stdout.read())
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and return everything the server printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read()

@@ -25,14 +25,24 @@ def require_file(max_bytes: int):
         PayloadTooLargeError: the declared body is larger than max_bytes.
         BadRequestError: there is no file part.
     """
-    declared = request.content_length
-    if declared is not None and declared > max_bytes:
-        raise PayloadTooLargeError(limit_bytes=max_bytes, received_bytes=declared)
-    request.max_content_length = max_bytes   # bodies of unknown length are cut here
+    check_size(max_bytes)
     upload = request.files.get("file")
     if upload is None:
         raise BadRequestError("No file part in the request")
     return upload
+
+
+def check_size(max_bytes: int) -> bool:
+    """Refuse a declared body over max_bytes before reading it; cut undeclared ones there.
+
+    Raises:
+        PayloadTooLargeError: the declared body is larger than max_bytes.
+    """
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise PayloadTooLargeError(limit_bytes=max_bytes, received_bytes=declared)
+    request.max_content_length = max_bytes
+    return True
 
 
 def form_seconds(name: str) -> float | None:
@@ -100,9 +110,15 @@ def query_int(name: str, default: int) -> int:
 def fingerprint():
     engine = current_engine()
     require_writer(engine)
-    upload = require_file(int(engine.config.fingerprinting.max_file_size_mb * MB))
-    name = request.form.get("name") or PurePath(upload.filename or "").stem
-    body = engine.fingerprint(upload.stream, safe_song_name(name))
+    limit = int(engine.config.fingerprinting.max_file_size_mb * MB)
+    packed = request.files.get("fingerprint") if check_size(limit) else None
+    if packed is not None:   # fingerprinted by the client: hashes only (dejavu.pack_fingerprint)
+        name = request.form.get("name") or PurePath(packed.filename or "").stem
+        body = engine.fingerprint_packed(packed.read(limit + 1), name)
+    else:
+        upload = require_file(limit)
+        name = request.form.get("name") or PurePath(upload.filename or "").stem
+        body = engine.fingerprint(upload.stream, safe_song_name(name))
     metrics.ingested(body)
     return jsonify(body)
 

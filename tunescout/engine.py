@@ -69,8 +69,30 @@ class Engine:
         """
         decoded = decode_audio(source, self.params.sample_rate_hz)
         hashes, offsets = dejavu.fingerprint_reference(decoded.samples, self.params)
-        song = NewSong(safe_song_name(name), decoded.pcm_sha1, round(decoded.duration_seconds, 3),
-                       hashes, offsets)
+        return self._store(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
+
+    def fingerprint_packed(self, data: bytes, name: str) -> dict:
+        """Store a song fingerprinted by the client (dejavu.pack_fingerprint format).
+
+        Raises:
+            BadRequestError: not that format, or made with other fingerprint parameters.
+            DuplicateSongError: the same audio is already stored.
+            StorageError: no instance can take it.
+        """
+        try:
+            packed = dejavu.unpack_fingerprint(data)
+        except dejavu.FormatError as exc:
+            raise BadRequestError(f"Invalid fingerprint: {exc}") from None
+        served = self.params.digest()
+        if packed.params_digest != served:
+            raise BadRequestError(f"Fingerprint parameters {packed.params_digest} are not served here "
+                                  f"(this server uses {served})", params_digest=served)
+        if packed.hashes.size and int(packed.hashes.max()) >= 1 << dejavu.HASH_BITS:
+            raise BadRequestError("Invalid fingerprint: hash out of range")
+        return self._store(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes, packed.offsets)
+
+    def _store(self, name: str, pcm_sha1: str, duration: float, hashes, offsets) -> dict:
+        song = NewSong(safe_song_name(name), pcm_sha1, round(duration, 3), hashes, offsets)
         song_id = self.store.add_song(song)
         return {"status": "success", "song_id": song_id, "song_name": song.song_name,
                 "blob_sha1": song.blob_sha1, "total_hashes": int(hashes.size)}
@@ -132,7 +154,8 @@ class Engine:
                      enumerate(zip(self.config.instances, self.store.check_all()))]
         shards = [entry(i, inst, ms) for i, (inst, ms) in
                   enumerate(zip(self.config.results, self.results.check_all()))]
-        body = {"status": "ok", "instances": instances, "results": shards}
+        body = {"status": "ok", "params_digest": self.params.digest(), "instances": instances,
+                "results": shards}
         caches = [s for s in self.store.stores if isinstance(s, CachedStore)]
         if caches:
             up = [c.redis_up() for c in caches]
