@@ -138,3 +138,56 @@ def recognize(config_path, file):
 def check_config(path):
     """Validate a config file and print it with secrets masked."""
     click.echo(json.dumps(masked(_config(path)), indent=2))
+
+
+def _call(config_path, method: str, *args):
+    """engine.<method>(*args) as JSON on stdout; a TuneScoutError becomes a clear message, exit 1."""
+    engine = _engine(config_path)
+    try:
+        body = getattr(engine, method)(*args)
+    except TuneScoutError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        engine.close()
+    click.echo(json.dumps(body, indent=2))
+    return body
+
+
+@main.group()
+def songs():
+    """The catalogue: list, show or delete songs."""
+
+
+@songs.command("list")
+@config_option
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page.")
+def songs_list(config_path, limit, cursor):
+    """One page of songs, by song id."""
+    _call(config_path, "list_songs", limit, cursor)
+
+
+@songs.command("show")
+@config_option
+@click.argument("song_id", type=int)
+def songs_show(config_path, song_id):
+    """One song."""
+    _call(config_path, "get_song", song_id)
+
+
+@songs.command("delete")
+@config_option
+@click.argument("song_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def songs_delete(config_path, song_id, yes):
+    """Remove a song and all its hashes (its clips stop matching)."""
+    if not yes:
+        click.confirm(f"Delete song {song_id} and all its hashes?", abort=True)
+    _call(config_path, "delete_song", song_id)
+
+
+@main.command()
+@config_option
+def stats(config_path):
+    """Songs, hashes and index bytes per instance; results stored."""
+    _call(config_path, "stats")

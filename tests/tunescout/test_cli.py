@@ -43,3 +43,24 @@ def test_bad_config_is_a_clear_message(tmp_path):
     result = CliRunner().invoke(main, ["check-config", str(path)])
     assert result.exit_code == 1
     assert "instances[0].database_type: 'postgres' is not one of" in result.output
+
+
+def test_songs_list_show_delete_and_stats(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        (tmp_path / f"s{i}.wav").write_bytes(wav_bytes(music_like(rng, 20)))
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(tmp_path), "--workers", "1"]).exit_code == 0
+    page = json.loads(runner.invoke(main, ["songs", "list", "--limit", "2"]).output)
+    assert [s["song_name"] for s in page["songs"]] == ["s0", "s1"] and page["next_cursor"] == "2"
+    rest = json.loads(runner.invoke(main, ["songs", "list", "--cursor", "2"]).output)
+    assert [s["song_name"] for s in rest["songs"]] == ["s2"]
+    assert json.loads(runner.invoke(main, ["songs", "show", "3"]).output)["song"]["song_name"] == "s2"
+    refused = runner.invoke(main, ["songs", "delete", "3"], input="n\n")
+    assert refused.exit_code == 1 and json.loads(runner.invoke(main, ["stats"]).output)["songs"] == 3
+    deleted = runner.invoke(main, ["songs", "delete", "3", "--yes"])
+    assert json.loads(deleted.output) == {"status": "success", "deleted": 3}
+    missing = runner.invoke(main, ["songs", "show", "3"])
+    assert missing.exit_code == 1 and "Song not found" in missing.output
+    assert json.loads(runner.invoke(main, ["stats"]).output)["songs"] == 2
