@@ -201,9 +201,12 @@ class LiveServer:
         self.config_path.write_text(json.dumps({"data_dir": str(Path(tmp_path) / "data"), **config}))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The log goes to a file: a pipe nobody reads fills up and blocks the server's logging.
+        self.log_path = Path(tmp_path) / "server.log"
+        self._log = self.log_path.open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "tunescout", "serve", "--config", str(self.config_path),
                                       "--port", str(self.port), "--workers", str(workers), "--threads", str(threads)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=self._log, stderr=subprocess.STDOUT, text=True)
         self._wait()
 
     def _wait(self) -> None:
@@ -216,7 +219,7 @@ class LiveServer:
             except requests.ConnectionError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stdout.read())
+                raise RuntimeError(self.log_path.read_text())
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.1)
@@ -230,4 +233,5 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.stdout.read()
+        self._log.close()
+        return self.log_path.read_text()

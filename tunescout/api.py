@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from . import metrics
 from .auth import bearer_matches
 from .engine import Engine, safe_song_name
+from .openapi import OPENAPI
 from .errors import (BadRequestError, ForbiddenError, PayloadTooLargeError, UnauthorizedError)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -97,11 +98,10 @@ def query_int(name: str, default: int) -> int:
     Raises:
         BadRequestError: present but not an integer.
     """
-    value = request.args.get(name, "").strip()
-    if not value:
+    if name not in request.args:
         return default
     try:
-        return int(value)
+        return int(request.args[name])
     except ValueError:
         raise BadRequestError(f"'{name}' must be an integer") from None
 
@@ -150,3 +150,8 @@ def delete_song(song_id: int):
 @bp.get("/stats")
 def stats():
     return jsonify(current_engine().stats())
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(OPENAPI)

@@ -23,6 +23,7 @@ from .storage.base import NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 
 TOP_RESULTS = 3
+MAX_SONG_ID = 2**53   # larger ids are never handed out (and overflow some drivers)
 _UNSAFE = re.compile(r"[^\w\s.,()&'+-]+")
 
 
@@ -177,7 +178,7 @@ class Engine:
             raise BadRequestError("limit must be between 1 and 1000")
         after = 0
         if cursor:
-            if not cursor.isdigit() or len(cursor) > 18:
+            if not re.fullmatch(r"[0-9]{1,18}", cursor):
                 raise BadRequestError("Malformed cursor")
             after = int(cursor)
         songs, unanswered = self.store.list_songs(after, limit)
@@ -193,7 +194,7 @@ class Engine:
         Raises:
             NotFoundError: no such song.
         """
-        songs = self.store.get_songs([song_id]) if song_id >= 1 else {}
+        songs = self.store.get_songs([song_id]) if 1 <= song_id <= MAX_SONG_ID else {}
         if song_id not in songs:
             raise NotFoundError("Song not found")
         return {"status": "success", "song": self._song(songs[song_id])}
@@ -205,7 +206,7 @@ class Engine:
             NotFoundError: no such song.
             StorageError: its instance does not answer.
         """
-        if not self.store.delete_song(song_id):
+        if not 1 <= song_id <= MAX_SONG_ID or not self.store.delete_song(song_id):
             raise NotFoundError("Song not found")
         return {"status": "success", "deleted": song_id}
 

@@ -23,7 +23,7 @@ def server(tmp_path):
     live = servers.LiveServer(tmp_path, {
         "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "prefix": "tstest"},
         "rate_limit": {"redis_db_index": LIMIT_DB, "fetching_results": "6 per minute"}}, threads=1)
-    yield live.url, live.proc, limits
+    yield live
     live.stop()
     limits.flushdb()
 
@@ -36,7 +36,7 @@ def worker_pids(proc) -> set[int]:
 def test_rate_limit_counters_are_shared_between_processes(tmp_path, server):
     """Two servers (separate processes, like gunicorn workers or app hosts) share the counters:
     requests alternate between them and the limit holds for their sum."""
-    url, proc, limits = server
+    url, proc, limits = server.url, server.proc, redis.Redis(port=servers.REDIS_PORT, db=LIMIT_DB)
     assert len(worker_pids(proc)) == 2
     other = servers.LiveServer(tmp_path / "other", {
         "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "prefix": "tstest"},
@@ -51,7 +51,7 @@ def test_rate_limit_counters_are_shared_between_processes(tmp_path, server):
 
 
 def test_metrics_add_up_every_worker(server):
-    url, proc, _ = server
+    url = server.url
     for _ in range(8):
         with requests.Session() as s:
             s.get(url + "/api/fetch/" + "0" * 34, timeout=5)
@@ -63,9 +63,8 @@ def test_metrics_add_up_every_worker(server):
 
 
 def test_sigterm_stops_gracefully(server):
-    url, proc, _ = server
-    assert requests.get(url + "/api/health", timeout=5).json()["status"] == "ok"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    output = proc.stdout.read()
+    assert requests.get(server.url + "/api/health", timeout=5).json()["status"] == "ok"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    output = server.stop()
     assert "Shutting down: Master" in output and "Traceback" not in output

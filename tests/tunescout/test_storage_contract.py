@@ -234,3 +234,18 @@ def test_generation_grows_with_every_change_and_ids_are_never_reused(store, rng)
     assert store.delete_song(last) is False
     again = store.add_song(make_song(rng))
     assert again not in (first, last) and store.generation() > g3
+
+
+def test_a_failure_inside_a_write_leaves_no_transaction_open(store, rng):
+    """A non-database exception half way through a write rolls back; the store keeps working."""
+    bad = NewSong("bad", rng.bytes(20).hex(), 60.0, np.array([1, 2], np.uint32),
+                  np.array([0, 2**70], dtype=object))   # an offset no column can hold
+    with pytest.raises(Exception):
+        store.add_songs([make_song(rng), bad])
+    assert store.count_songs() == 0
+    try:
+        store.delete_song(2**70)   # may raise (the driver cannot send it) or find nothing
+    except Exception:
+        pass
+    song_id = store.add_song(make_song(rng))   # the next write is not stuck behind an open one
+    assert store.count_songs() == 1 and store.delete_song(song_id) is True

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 
 import MySQLdb
@@ -124,11 +123,12 @@ class MySQLStore(_MySQLBase):
                             " VALUES (%s, %s, %s, %s)",
                             (song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds))
                 ids.append(int(cur.lastrowid))
-                order = np.argsort(song.hashes, kind="stable")   # primary-key order
-                rows = list(zip(song.hashes[order].tolist(), itertools.repeat(ids[-1]),
-                                song.offsets[order].tolist()))
+                # Distinct pairs in primary-key order; a plain INSERT (not IGNORE, which would
+                # also clamp out-of-range values silently) then fails loudly on bad data.
+                pairs = sorted(set(zip(song.hashes.tolist(), song.offsets.tolist())))
+                rows = [(h, ids[-1], o) for h, o in pairs]
                 for start in range(0, len(rows), _INSERT_BATCH):
-                    cur.executemany("INSERT IGNORE INTO fingerprints (hash, song_id, `offset`)"
+                    cur.executemany("INSERT INTO fingerprints (hash, song_id, `offset`)"
                                     " VALUES (%s, %s, %s)", rows[start:start + _INSERT_BATCH])
             cur.execute(_BUMP)
             conn.commit()
@@ -141,6 +141,9 @@ class MySQLStore(_MySQLBase):
         except MySQLdb.Error as exc:
             self._rollback()
             raise StorageError(f"{self.name}: cannot store the song") from exc
+        except BaseException:
+            self._rollback()   # never leave a transaction open on a pooled connection
+            raise
 
     def _rollback(self) -> None:
         try:
@@ -193,6 +196,9 @@ class MySQLStore(_MySQLBase):
         except MySQLdb.Error as exc:
             self._rollback()
             raise StorageError(f"{self.name}: cannot delete the song") from exc
+        except BaseException:
+            self._rollback()
+            raise
 
     def stats(self) -> dict:
         songs, hashes = self._run("SELECT COUNT(*), COALESCE(SUM(total_hashes), 0) FROM songs")[0]

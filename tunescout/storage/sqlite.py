@@ -1,6 +1,7 @@
 """SQLiteStore and SQLiteResultStore: the embedded default, one file each."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
@@ -72,9 +73,8 @@ class SQLiteStore:
     def add_songs(self, songs: list[NewSong]) -> list[int]:
         conn = self._db.get()
         ids: list[int] = []
-        with self._write:
+        with self._write, self._transaction(conn, "Cannot store the song"):
             try:
-                conn.execute("BEGIN IMMEDIATE")
                 # Ids are never reused, even the last one after a delete.
                 last = conn.execute("SELECT MAX(CAST(value AS INTEGER)) FROM meta"
                                     " WHERE key = 'last_song_id'").fetchone()[0]
@@ -91,15 +91,27 @@ class SQLiteStore:
                     ids.append(last)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_song_id', ?)", (str(last),))
                 self._bump(conn)
-                conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
                 raise DuplicateSongError(blob_sha1=songs[len(ids)].blob_sha1) from exc
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StorageError("Cannot store the song") from exc
         return ids
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(conn: sqlite3.Connection, message: str):
+        """BEGIN IMMEDIATE ... COMMIT; any exception rolls back (never leave a transaction open)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(message) from exc
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(message) from exc
+            raise
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
         row = self._query("SELECT * FROM songs WHERE blob_sha1 = ?", (blob_sha1,))
@@ -136,17 +148,10 @@ class SQLiteStore:
 
     def delete_song(self, song_id: int) -> bool:
         conn = self._db.get()
-        with self._write:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                found = conn.execute("DELETE FROM songs WHERE song_id = ?", (song_id,)).rowcount
-                conn.execute("DELETE FROM fingerprints WHERE song_id = ?", (song_id,))
-                self._bump(conn)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StorageError("Cannot delete the song") from exc
+        with self._write, self._transaction(conn, "Cannot delete the song"):
+            found = conn.execute("DELETE FROM songs WHERE song_id = ?", (song_id,)).rowcount
+            conn.execute("DELETE FROM fingerprints WHERE song_id = ?", (song_id,))
+            self._bump(conn)
         return bool(found)
 
     def stats(self) -> dict:
