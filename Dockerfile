@@ -9,6 +9,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels -r /src/requirements.txt
 COPY pyproject.toml README.md /src/
 COPY dejavu /src/dejavu
 COPY tunescout /src/tunescout
+COPY uploader /src/uploader
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels /src
 
 FROM python:3.11-slim
