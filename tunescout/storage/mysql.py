@@ -30,18 +30,16 @@ _SCHEMA = (
     " PRIMARY KEY (hash, song_id, `offset`)) ENGINE=InnoDB",
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
-# The query's (hash, offset) pairs sit in a per-connection MEMORY table; the database joins,
-# groups by (song, offset difference), and returns the histograms of the top_k songs only.
+# The query's (hash, offset) pairs sit in a per-connection MEMORY table; the database joins them
+# with the clustered primary key and groups by (song, offset difference); the top_k songs are
+# picked here, in numpy: MariaDB 10.11's window functions over the grouped rows took 5x longer
+# than sending them (measured: 394 ms vs 79 ms for 65k groups, bench/shards.py catalogue).
 _QUERY_TABLE = ("CREATE TEMPORARY TABLE IF NOT EXISTS q (hash INT UNSIGNED NOT NULL,"
                 " q_offset INT NOT NULL, KEY (hash)) ENGINE=MEMORY")
 _ALIGN = """
-SELECT song_id, delta, cnt FROM (
-  SELECT song_id, delta, cnt, DENSE_RANK() OVER (ORDER BY peak DESC, song_id) AS song_rank FROM (
-    SELECT song_id, delta, cnt, MAX(cnt) OVER (PARTITION BY song_id) AS peak FROM (
-      SELECT f.song_id, f.`offset` - q.q_offset AS delta, COUNT(DISTINCT f.hash) AS cnt
-      FROM q JOIN fingerprints AS f ON f.hash = q.hash
-      GROUP BY f.song_id, delta) AS grouped) AS peaks) AS ranked
-WHERE song_rank <= %s
+SELECT f.song_id, f.`offset` - q.q_offset AS delta, COUNT(DISTINCT f.hash) AS cnt
+FROM q JOIN fingerprints AS f ON f.hash = q.hash
+GROUP BY f.song_id, delta ORDER BY NULL
 """
 # The generation row changes in the same transaction as the songs it counts.
 _BUMP = ("INSERT INTO meta VALUES ('generation', '1')"
@@ -162,7 +160,7 @@ class MySQLStore(_MySQLBase):
         self._run("TRUNCATE TABLE q")
         self._run("INSERT INTO q VALUES (%s, %s)", list(zip(hashes.tolist(), offsets.tolist())),
                   many=True)
-        rows = self._run(_ALIGN, (top_k,))
+        rows = self._run(_ALIGN)
         if not rows:
             return []
         song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
