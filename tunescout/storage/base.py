@@ -133,6 +133,14 @@ class ResultStore(Protocol):
         """Release connections."""
 
 
+def top_histograms_of_rows(rows: list[tuple], top_k: int) -> list[Histogram]:
+    """top_histograms of (song_id, delta, count) rows as a database returns them."""
+    if not rows:
+        return []
+    song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
+    return top_histograms(song_ids, deltas, counts, top_k)
+
+
 def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
                    top_k: int) -> list[Histogram]:
     """Split grouped (song, delta, count) rows into the top_k songs' histograms."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms_of_rows
 
 _ER_BAD_DB = 1049
 _ER_DUP_ENTRY = 1062
@@ -161,10 +161,7 @@ class MySQLStore(_MySQLBase):
         self._run("INSERT INTO q VALUES (%s, %s)", list(zip(hashes.tolist(), offsets.tolist())),
                   many=True)
         rows = self._run(_ALIGN)
-        if not rows:
-            return []
-        song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
-        return top_histograms(song_ids, deltas, counts, top_k)
+        return top_histograms_of_rows(rows, top_k)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:

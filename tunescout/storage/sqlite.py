@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms_of_rows
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -127,10 +127,7 @@ class SQLiteStore:
             rows = conn.execute(_ALIGN).fetchall()
         except sqlite3.Error as exc:
             raise StorageError("Fingerprint lookup failed") from exc
-        if not rows:
-            return []
-        song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
-        return top_histograms(song_ids, deltas, counts, top_k)
+        return top_histograms_of_rows(rows, top_k)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
