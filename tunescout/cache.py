@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import zlib
 
 import numpy as np
 import redis
@@ -35,17 +36,19 @@ def redis_client(config: RedisConfig, db: int) -> redis.Redis:
 
 
 def encode(histograms: list[Histogram]) -> bytes:
-    """Histograms as one int64 array: per song [song_id, n, deltas..., counts...]."""
-    parts = [np.concatenate(([h.song_id, h.deltas.size], h.deltas, h.counts)) for h in histograms]
-    return np.concatenate(parts).astype("<i8").tobytes() if parts else b""
+    """Histograms as one zlib-compressed int64 array: per song [song_id, n, deltas..., counts...]
+    (deltas as differences from the previous one, which compress well)."""
+    parts = [np.concatenate(([h.song_id, h.deltas.size], np.diff(h.deltas, prepend=0), h.counts))
+             for h in histograms]
+    return zlib.compress(np.concatenate(parts).astype("<i8").tobytes(), 1) if parts else b""
 
 
 def decode(payload: bytes) -> list[Histogram]:
-    values = np.frombuffer(payload, dtype="<i8")
+    values = np.frombuffer(zlib.decompress(payload), dtype="<i8") if payload else np.zeros(0, np.int64)
     out, i = [], 0
     while i < values.size:
         song_id, n = int(values[i]), int(values[i + 1])
-        out.append(Histogram(song_id, values[i + 2:i + 2 + n].copy(), values[i + 2 + n:i + 2 + 2 * n].copy()))
+        out.append(Histogram(song_id, np.cumsum(values[i + 2:i + 2 + n]), values[i + 2 + n:i + 2 + 2 * n].copy()))
         i += 2 + 2 * n
     return out
 

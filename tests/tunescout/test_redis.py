@@ -204,3 +204,17 @@ def test_cors_star_and_off(tmp_path, flushed):
     assert "Access-Control-Allow-Origin" not in resp.headers
     for app in (star, off):
         app.extensions["tunescout"].close()
+
+
+def test_cache_entries_round_trip_exactly():
+    from tunescout.cache import decode, encode
+    from tunescout.storage.base import Histogram
+    rng = np.random.default_rng(0)
+    hists = [Histogram(int(s), np.sort(rng.choice(np.arange(-500, 5000), 300, replace=False)).astype(np.int64),
+                       rng.integers(1, 9, 300).astype(np.int64)) for s in (3, 7, 2**40)]
+    back = decode(encode(hists))
+    assert [h.song_id for h in back] == [3, 7, 2**40]
+    for a, b in zip(hists, back):
+        assert (a.deltas == b.deltas).all() and (a.counts == b.counts).all()
+    assert decode(encode([])) == []
+    assert len(encode(hists)) < 0.4 * 3 * 300 * 16
