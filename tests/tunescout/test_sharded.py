@@ -225,6 +225,8 @@ def test_an_instance_that_comes_back_is_used_again_without_restart(tmp_path, dat
         assert best(engine, query)["song_id"] == ids[on_private]
 
         private.stop()
+        health = engine.health()
+        assert health["degraded"] is True and [i["status"] for i in health["instances"]] == ["up", "down"]
         body = engine.recognize(query)
         assert body["degraded"] is True
         assert all(r["song_id"] != ids[on_private] for r in body["results"])
@@ -238,6 +240,7 @@ def test_an_instance_that_comes_back_is_used_again_without_restart(tmp_path, dat
             assert time.monotonic() < deadline, "instance not used again within 15 s"
             time.sleep(0.5)
         assert body["results"][0]["song_id"] == ids[on_private]
+        assert "degraded" not in engine.health()
         engine.close()
     finally:
         private.remove()
