@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hashing import generate_hashes
+from .hashing import generate_hashes, jitter_hashes
 from .params import FingerprintParams
 from .peaks import find_peaks
 from .spectrogram import spectrogram
@@ -31,8 +31,19 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Dense hashes of a query clip: a superset of what the index holds for it.
 
-    Same shapes and units as :func:`fingerprint_reference`; offsets count frames
-    from the start of the clip.
+    Denser peaks, more targets per anchor, and each pair's +-jitter neighbours
+    (:func:`dejavu.hashing.jitter_hashes`). A clip that would give more than
+    ``query_max_hashes`` is sampled with fewer peaks per second (a long clip has evidence to
+    spare, and the lookup's cost grows with the hashes sent). Same shapes and units as
+    :func:`fingerprint_reference`; offsets count frames from the start of the clip.
     """
-    freq, frame = find_peaks(spectrogram(samples, params), params, params.query_peaks_per_block)
-    return generate_hashes(freq, frame, params, params.query_fanout)
+    spec = spectrogram(samples, params)
+    per_block = params.query_peaks_per_block
+    while True:
+        freq, frame = find_peaks(spec, params, per_block)
+        hashes, offsets = jitter_hashes(*generate_hashes(freq, frame, params, params.query_fanout), params)
+        if hashes.size <= params.query_max_hashes or per_block <= params.ref_peaks_per_block:
+            return hashes, offsets
+        # Too many for one lookup (a long clip): fewer peaks per second, never below the index's.
+        per_block = max(params.ref_peaks_per_block,
+                        min(per_block - 1, int(per_block * params.query_max_hashes / hashes.size)))

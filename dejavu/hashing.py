@@ -96,3 +96,35 @@ def _unique_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, 
     key = (offsets.astype(np.int64) << 32) | hashes.astype(np.int64)
     key = np.unique(key)
     return (key & 0xFFFFFFFF).astype(np.uint32), (key >> 32).astype(np.int32)
+
+
+def jitter_hashes(hashes: np.ndarray, offsets: np.ndarray, params: FingerprintParams
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Add the neighbours of each hash: dt +- ``query_dt_jitter``, df +- ``query_df_jitter``.
+
+    A clip rarely starts on the index's frame grid; at another phase a peak can land one
+    frame (or bin) away, and a pair's dt (or df) changes by one while its meaning does not.
+    Looking up the neighbours on the query side finds those pairs again at no index cost.
+
+    Parameters
+    ----------
+    hashes : np.ndarray [shape=(n,)], uint32
+    offsets : np.ndarray [shape=(n,)], int32, frames
+    params : FingerprintParams
+
+    Returns
+    -------
+    hashes, offsets : unique pairs, sorted by offset then hash (the originals included)
+    """
+    if hashes.size == 0 or (params.query_dt_jitter == 0 and params.query_df_jitter == 0):
+        return hashes, offsets
+    anchor, df, dt = unpack_hashes(hashes)
+    out_h, out_o = [hashes], [offsets]
+    for jt in range(-params.query_dt_jitter, params.query_dt_jitter + 1):
+        for jf in range(-params.query_df_jitter, params.query_df_jitter + 1):
+            if jt == 0 and jf == 0:
+                continue
+            ok = (dt + jt >= 1) & (dt + jt <= _DT_MASK) & (np.abs(df + jf) < _DF_BIAS)
+            out_h.append(pack_hashes(anchor[ok], df[ok] + jf, dt[ok] + jt))
+            out_o.append(offsets[ok])
+    return _unique_pairs(np.concatenate(out_h), np.concatenate(out_o))

@@ -33,6 +33,9 @@ class FingerprintParams:
     query_fanout: int = 12           # targets per anchor tried by a query
     max_dt_frames: int = 40          # target zone: 1..max_dt_frames after the anchor
     max_df_bins: int = 100           # and within +-max_df_bins of it
+    query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
+    query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
+    query_max_hashes: int = 4000     # a longer clip is sampled sparser: lookup cost follows hashes
 
     def validate(self) -> "FingerprintParams":
         """Check ranges and the hash layout; return self.
@@ -52,7 +55,9 @@ class FingerprintParams:
             raise ParameterError(f"max_dt_frames must be in [1, {(1 << DT_BITS) - 1}]")
         if not 0 < self.max_df_bins < 1 << (DF_BITS - 1):
             raise ParameterError(f"max_df_bins must be in (0, {1 << (DF_BITS - 1)})")
-        for name in ("ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",
+        if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
+            raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
+        for name in ("query_max_hashes", "ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",
                      "query_fanout", "block_frames", "peak_freq_radius", "peak_time_radius",
                      "whiten_freq_radius"):
             if getattr(self, name) < 1:
@@ -60,8 +65,13 @@ class FingerprintParams:
         return self
 
     def digest(self) -> str:
-        """Return a short stable digest; an index built with other params has another."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        """Return a short stable digest of what the stored hashes depend on.
+
+        An index built with other reference-side params has another digest; the
+        query-side knobs (``query_*``) are left out: changing them needs no re-index.
+        """
+        stored = {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("query_")}
+        blob = json.dumps(stored, sort_keys=True).encode()
         return hashlib.sha1(b"dejavu-v1:" + blob).hexdigest()[:16]
 
     @property
@@ -91,9 +101,9 @@ class MatchParams:
     """
 
     tolerance_frames: int = 1
-    min_aligned: float = 6.0
-    matched_weight: float = 0.1
-    runner_up_weight: float = 0.5
+    min_aligned: float = 7.0
+    matched_weight: float = 0.05
+    runner_up_weight: float = 0.75
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
 

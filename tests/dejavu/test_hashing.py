@@ -57,3 +57,20 @@ def test_a_clip_cut_at_frame_k_aligns_at_k(rng):
     deltas = [o - qo for h, qo in zip(q_h.tolist(), q_o.tolist()) for o in ref.get(h, [])]
     values, counts = np.unique(deltas, return_counts=True)
     assert values[counts.argmax()] == k
+
+
+def test_jitter_adds_each_pairs_neighbours_and_keeps_the_originals():
+    import dataclasses
+    from dejavu import DEFAULT_PARAMS
+    from dejavu.hashing import jitter_hashes, pack_hashes, unpack_hashes
+    hashes = pack_hashes(np.array([50, 60]), np.array([3, -2]), np.array([1, 10]))
+    offsets = np.array([7, 9], np.int32)
+    params = dataclasses.replace(DEFAULT_PARAMS, query_dt_jitter=1, query_df_jitter=1)
+    h, o = jitter_hashes(hashes, offsets, params)
+    got = set(zip(*[a.tolist() for a in unpack_hashes(h)], o.tolist()))
+    # dt 1 - 1 = 0 is not a pair; every other neighbour is there, at the anchor's offset.
+    want = {(50, 3 + jf, 1 + jt, 7) for jt in (0, 1) for jf in (-1, 0, 1)} | \
+           {(60, -2 + jf, 10 + jt, 9) for jt in (-1, 0, 1) for jf in (-1, 0, 1)}
+    assert got == want
+    none = dataclasses.replace(DEFAULT_PARAMS, query_dt_jitter=0, query_df_jitter=0)
+    assert jitter_hashes(hashes, offsets, none)[0] is hashes

@@ -16,3 +16,8 @@ def test_digest_is_stable_and_changes_with_any_knob():
 def test_out_of_range_values_are_refused(change):
     with pytest.raises(ParameterError):
         dataclasses.replace(DEFAULT_PARAMS, **change).validate()
+
+
+def test_query_side_knobs_do_not_change_the_index_digest():
+    for change in ({"query_fanout": 20}, {"query_peaks_per_block": 40}, {"query_dt_jitter": 0}):
+        assert dataclasses.replace(DEFAULT_PARAMS, **change).digest() == DEFAULT_PARAMS.digest()
