@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 
 import pytest
 import redis
@@ -28,9 +29,15 @@ def server(tmp_path):
     limits.flushdb()
 
 
-def worker_pids(proc) -> set[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+def worker_pids(proc, expected: int = 2, wait_s: float = 15.0) -> set[int]:
+    """The master's worker processes (waiting a little: workers boot one after the other)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+        pids = {int(p) for p in out.stdout.split()}
+        if len(pids) >= expected or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)
 
 
 def test_rate_limit_counters_are_shared_between_processes(tmp_path, server):
