@@ -69,7 +69,9 @@ class UploadClient:
                     return Outcome("failed", reason=reason)
                 wait = _retry_after(resp)
             if attempt < self.retries:
-                delay = wait if wait is not None else self.backoff_s * 2 ** attempt * (1 + random.random() / 4)
+                # Jitter either way, so that parallel uploads do not retry in lock-step.
+                base = wait if wait is not None else self.backoff_s * 2 ** attempt
+                delay = base * (1 + random.random() / 2)
                 self._sleep(min(delay, 120.0))
         return Outcome("failed", reason=f"{reason} (after {self.retries} retries)")
 

@@ -132,7 +132,7 @@ def test_rate_limits_are_retried_until_done(tmp_path, folder):
     live = servers.LiveServer(tmp_path / "limited", {"fingerprinting": {"token": TOKEN},
                                                      "rate_limit": {"fingerprinting": "1 per second"}})
     try:
-        code, output = finish(run_uploader("--url", live.url, "--workers", "4", str(folder),
+        code, output = finish(run_uploader("--url", live.url, "--workers", "3", "--retries", "15", str(folder),
                                            manifest=tmp_path / "m.jsonl"))
         assert code == 0, output
         assert len(catalogue(live.url)) == 8
