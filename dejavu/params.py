@@ -30,7 +30,7 @@ class FingerprintParams:
     ref_peaks_per_block: int = 8
     query_peaks_per_block: int = 32
     ref_fanout: int = 3              # targets per anchor stored in the index
-    query_fanout: int = 12           # targets per anchor tried by a query
+    query_fanout: int = 16           # targets per anchor tried by a query
     max_dt_frames: int = 40          # target zone: 1..max_dt_frames after the anchor
     max_df_bins: int = 100           # and within +-max_df_bins of it
     query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
