@@ -27,7 +27,7 @@ if ! port_open 3306; then
     if [ ! -d /var/lib/mysql/mysql ]; then
         $SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
     fi
-    $SUDO install -d -o mysql -g mysql /run/mysqld
+    $SUDO install -d -o mysql -g mysql /run/mysqld /var/log/mysql
     $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
         --user=mysql --bind-address=127.0.0.1 --log-error=/var/log/mysql/error.log
     wait_for mariadb port_open 3306
