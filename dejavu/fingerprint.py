@@ -5,7 +5,7 @@ import numpy as np
 
 from .hashing import generate_hashes, jitter_hashes
 from .params import FingerprintParams
-from .peaks import find_peaks
+from .peaks import find_peaks, peak_candidates, ration_peaks
 from .spectrogram import spectrogram
 
 
@@ -37,10 +37,10 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams
     spare, and the lookup's cost grows with the hashes sent). Same shapes and units as
     :func:`fingerprint_reference`; offsets count frames from the start of the clip.
     """
-    spec = spectrogram(samples, params)
+    candidates = peak_candidates(spectrogram(samples, params), params)   # once, however often rationed
     per_block = params.query_peaks_per_block
     while True:
-        freq, frame = find_peaks(spec, params, per_block)
+        freq, frame = ration_peaks(candidates, params, per_block)
         hashes, offsets = jitter_hashes(*generate_hashes(freq, frame, params, params.query_fanout), params)
         if hashes.size <= params.query_max_hashes or per_block <= params.ref_peaks_per_block:
             return hashes, offsets

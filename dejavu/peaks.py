@@ -34,8 +34,20 @@ def find_peaks(spec: np.ndarray, params: FingerprintParams,
         ``freq_bins`` are FFT bins (``min_freq_bin`` added back). Sorted by frame,
         then by bin. Empty arrays for silence.
     """
+    return ration_peaks(peak_candidates(spec, params), params, n_per_block)
+
+
+def peak_candidates(spec: np.ndarray, params: FingerprintParams
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every local maximum that passes the prominence and silence tests, before rationing.
+
+    Returns
+    -------
+    freq_rows, frames, prominence : np.ndarray [shape=(n,)]
+        Spectrogram rows (not yet FFT bins), frame indices, and prominence in dB.
+    """
     if spec.size == 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     floor = ndimage.uniform_filter1d(spec, 2 * params.whiten_freq_radius + 1, axis=0,
                                      mode="nearest")
     prominence = spec - floor
@@ -44,7 +56,16 @@ def find_peaks(spec: np.ndarray, params: FingerprintParams,
         mode="nearest")
     is_peak = (spec == local_max) & (prominence > MIN_PROMINENCE_DB) & (spec > SILENCE_DB)
     freq, frame = np.nonzero(is_peak)
-    keep = _ration(frame // params.block_frames, prominence[freq, frame], n_per_block)
+    return freq, frame, prominence[freq, frame]
+
+
+def ration_peaks(candidates: tuple[np.ndarray, np.ndarray, np.ndarray], params: FingerprintParams,
+                 n_per_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the ``n_per_block`` most prominent candidates of each block; same output as find_peaks."""
+    freq, frame, prominence = candidates
+    if freq.size == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    keep = _ration(frame // params.block_frames, prominence, n_per_block)
     freq, frame = freq[keep], frame[keep]
     order = np.lexsort((freq, frame))
     return ((freq[order] + params.min_freq_bin).astype(np.int32),
