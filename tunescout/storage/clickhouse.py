@@ -141,11 +141,10 @@ class ClickHouseStore(_ClickHouseBase):
                               {"sha1s": tuple(s.blob_sha1 for s in songs)})
             if known:
                 raise DuplicateSongError(blob_sha1=known[0][0])
-            # Ids past every id ever handed out (recorded before the hashes are written), so a
-            # deleted song's id and the hashes of an ingest that died are never reused.
-            last = max(self._run("SELECT max(song_id) FROM songs")[0][0],
-                       self._run("SELECT max(song_id) FROM fingerprints")[0][0],
-                       self._meta_max("last_song_id")) or None
+            # Ids past every id ever handed out: the last one is recorded in meta before any hash
+            # is written, so a deleted song's id and the hashes of an ingest that died are never
+            # reused (and the fingerprints table need not be scanned).
+            last = self._meta_max("last_song_id") or None
             ids = []
             for _ in songs:
                 last = self.slot.next_id(last)

@@ -60,8 +60,10 @@ def _connect(db: DatabaseConfig, timeout_s: float, slot: IdSlot | None):
         conn.select_db(db.database)
     if slot is not None:
         # Instance i of n hands out ids = i+1 (mod n): unique across instances, no coordination.
-        conn.cursor().execute("SET SESSION auto_increment_increment = %s, auto_increment_offset = %s",
-                              (slot.count, slot.index + 1))
+        cur = conn.cursor()
+        cur.execute("SET SESSION auto_increment_increment = %s, auto_increment_offset = %s",
+                    (slot.count, slot.index + 1))
+        cur.execute(_QUERY_TABLE)   # this connection's table of query pairs, for every lookup
     return conn
 
 
@@ -156,7 +158,6 @@ class MySQLStore(_MySQLBase):
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
             return []
-        self._run(_QUERY_TABLE)
         self._run("TRUNCATE TABLE q")
         self._run("INSERT INTO q VALUES (%s, %s)", list(zip(hashes.tolist(), offsets.tolist())),
                   many=True)

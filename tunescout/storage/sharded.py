@@ -103,14 +103,13 @@ class ShardedStore:
             DuplicateSongError: an instance already holds this audio.
             StorageError: an instance could not be checked, or none can take it.
         """
-        found = self._fan_out(lambda s: s.find_sha1(song.blob_sha1))
-        counts = self._fan_out(lambda s: s.count_songs())
-        if any(f is not None for f in found):
+        answers = self._fan_out(lambda s: (s.find_sha1(song.blob_sha1), s.count_songs()))
+        if any(a is not None and a[0] is not None for a in answers):
             raise DuplicateSongError(blob_sha1=song.blob_sha1)
-        if any(c is None for c in counts):
+        if any(a is None for a in answers):
             # A duplicate could hide on the missing instance: refuse rather than store twice.
             raise StorageError("A fingerprint instance is unavailable; try again later")
-        target = min(range(len(self.stores)), key=lambda i: (counts[i], i))
+        target = min(range(len(self.stores)), key=lambda i: (answers[i][1], i))
         return self._prepared(target).add_song(song)
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
