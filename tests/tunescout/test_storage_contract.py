@@ -8,6 +8,7 @@ from tests import servers
 from tests.conftest import need
 from tunescout.config import DatabaseConfig
 from tunescout.errors import DuplicateSongError, IndexMismatchError, StorageError
+from tunescout.storage import result_store_class, store_class
 from tunescout.storage.base import IdSlot, NewSong
 
 BACKENDS = ("sqlite", "mysql", "clickhouse")
@@ -30,17 +31,12 @@ class Backend:
         return DatabaseConfig(**servers.clickhouse_database(name))
 
     def store(self, name=None, slot=IdSlot(0, 1), digest="digest-1"):
-        cls = {"sqlite": "SQLiteStore", "mysql": "MySQLStore", "clickhouse": "ClickHouseStore"}[self.kind]
-        module = __import__(f"tunescout.storage.{self.kind}", fromlist=[cls])
-        store = getattr(module, cls)(self.location(name), slot, timeout_s=5.0)
+        store = store_class(self.kind)(self.location(name), slot, timeout_s=5.0)
         store.ensure_schema(digest)
         return store
 
     def result_store(self, name=None):
-        cls = {"sqlite": "SQLiteResultStore", "mysql": "MySQLResultStore",
-               "clickhouse": "ClickHouseResultStore"}[self.kind]
-        module = __import__(f"tunescout.storage.{self.kind}", fromlist=[cls])
-        return getattr(module, cls)(self.location(name), timeout_s=5.0)
+        return result_store_class(self.kind)(self.location(name), timeout_s=5.0)
 
     def cleanup(self):
         drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse}.get(self.kind)
@@ -199,9 +195,7 @@ def test_result_store_round_trip(backend):
 def test_an_unreachable_server_raises_storage_error(backend):
     location = backend.location()
     down = type(location)(**{**location.__dict__, "port": servers.closed_port()})
-    cls = {"mysql": "MySQLStore", "clickhouse": "ClickHouseStore"}[backend.kind]
-    module = __import__(f"tunescout.storage.{backend.kind}", fromlist=[cls])
-    store = getattr(module, cls)(down, IdSlot(0, 1), timeout_s=1.0)
+    store = store_class(backend.kind)(down, IdSlot(0, 1), timeout_s=1.0)
     with pytest.raises(StorageError):
         store.ensure_schema("digest-1")
     with pytest.raises(StorageError):

@@ -22,6 +22,16 @@ def _load(target: str):
     return getattr(importlib.import_module(module), name)
 
 
+def store_class(database_type: str):
+    """The FingerprintStore class of a database type."""
+    return _load(BACKENDS[database_type][0])
+
+
+def result_store_class(database_type: str):
+    """The ResultStore class of a database type."""
+    return _load(BACKENDS[database_type][1])
+
+
 def _location(config: Config, instance: InstanceConfig):
     """A SQLite file path, or a server's DatabaseConfig with its port resolved."""
     if instance.database_type == "sqlite":
@@ -32,7 +42,7 @@ def _location(config: Config, instance: InstanceConfig):
 def open_store(config: Config, index: int) -> FingerprintStore:
     """Open fingerprint instance ``index`` of the config (connections are made on first use)."""
     instance = config.instances[index]
-    cls = _load(BACKENDS[instance.database_type][0])
+    cls = store_class(instance.database_type)
     return cls(_location(config, instance), IdSlot(index, len(config.instances)),
                timeout_s=config.recognizing.instance_timeout_s)
 
@@ -40,5 +50,5 @@ def open_store(config: Config, index: int) -> FingerprintStore:
 def open_result_store(config: Config, index: int) -> ResultStore:
     """Open result shard ``index`` of the config."""
     instance = config.results[index]
-    return _load(BACKENDS[instance.database_type][1])(_location(config, instance),
+    return result_store_class(instance.database_type)(_location(config, instance),
                                                       timeout_s=config.recognizing.instance_timeout_s)
