@@ -130,9 +130,9 @@ def test_a_digest_the_server_does_not_serve_is_a_clear_400(server, folder):
 
 def test_rate_limits_are_retried_until_done(tmp_path, folder):
     live = servers.LiveServer(tmp_path / "limited", {"fingerprinting": {"token": TOKEN},
-                                                     "rate_limit": {"fingerprinting": "1 per second"}})
+                                                     "rate_limit": {"fingerprinting": "2 per second"}})
     try:
-        code, output = finish(run_uploader("--url", live.url, "--workers", "3", "--retries", "15", str(folder),
+        code, output = finish(run_uploader("--url", live.url, "--workers", "3", "--retries", "20", str(folder),
                                            manifest=tmp_path / "m.jsonl"))
         assert code == 0, output
         assert len(catalogue(live.url)) == 8
