@@ -34,7 +34,7 @@ def timed_pass(engine, clips) -> list[float]:
         t = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(samples, engine.params)
         lookup = engine.store.lookup(hashes, offsets, engine.match.candidates)
-        engine.score_candidates(lookup.histograms)
+        engine.score_candidates(lookup.histograms, int(hashes.size))
         out.append((time.perf_counter() - t) * 1000)
     return out
 

@@ -76,7 +76,7 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         t1 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
         lookup = engine.store.lookup(hashes, offsets, engine.match.candidates)
-        scored = engine.score_candidates(lookup.histograms)
+        scored = engine.score_candidates(lookup.histograms, int(hashes.size))
         t2 = time.perf_counter()
         if http:
             import requests

@@ -2,6 +2,7 @@
 
     python bench/shards.py --queries /tmp/q_dev --backend clickhouse --sizes 1000,10000,100000
     python bench/shards.py --queries /tmp/q_dev --backend mysql --sizes 1000,10000
+    python bench/shards.py --queries /tmp/q_dev --backend sqlite --instances 1 --sizes 1000
 
 Fills --instances databases of the backend (on the servers `make servers` starts) with the real
 tracks of the query set's ingest.txt, then with synthetic distractor songs: durations drawn from
@@ -136,7 +137,7 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
         t0 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
         lookup = engine.store.lookup(hashes, offsets, engine.match.candidates)
-        scored = engine.score_candidates(lookup.histograms)
+        scored = engine.score_candidates(lookup.histograms, int(hashes.size))
         latencies.append((time.perf_counter() - t0) * 1000)
         match = names.get(scored[0][1].song_id) if scored and scored[0][0] >= 0 else None
         if row["is_negative"] == "1":
@@ -154,7 +155,7 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=Path, required=True, help="make_queries.py output folder")
-    parser.add_argument("--backend", choices=["clickhouse", "mysql"], default="clickhouse")
+    parser.add_argument("--backend", choices=["clickhouse", "mysql", "sqlite"], default="clickhouse")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--sizes", default="1000,10000,100000", help="catalogue sizes (songs)")
     parser.add_argument("--length", default="10", help="clip length (s) of the queries to run")
@@ -169,7 +170,7 @@ def main() -> None:
     if args.backend == "mysql" and not servers.mysql_ready():
         sys.exit("MariaDB does not answer on its socket: run `make servers`")
     names = [f"{servers.PREFIX}bench_{args.backend}_{i}" for i in range(args.instances)]
-    drop = servers.drop_mysql if args.backend == "mysql" else servers.drop_clickhouse
+    drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse}.get(args.backend, lambda name: None)
     for name in names:
         drop(name)
     rows = [r for r in csv.DictReader((args.queries / "ground_truth.csv").open()) if r["length_s"] == args.length]

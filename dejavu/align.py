@@ -67,7 +67,8 @@ def _argmax_per_group(values: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.array([f + int(np.argmax(values[f:e])) for f, e in zip(first, ends)], dtype=np.int64)
 
 
-def match_margin(aligned: int, matched: int, runner_up: int, params: MatchParams) -> float:
+def match_margin(aligned: int, matched: int, runner_up: int, query_hashes: int,
+                 params: MatchParams) -> float:
     """Aligned hashes above the no-match bar (>= 0: a match), see :class:`MatchParams`.
 
     Parameters
@@ -75,10 +76,12 @@ def match_margin(aligned: int, matched: int, runner_up: int, params: MatchParams
     aligned : int, distinct hashes at the best offset (tolerance window included)
     matched : int, hashes of the song that match at any offset
     runner_up : int, ``aligned`` of the best other song (0 if none)
+    query_hashes : int, hashes the query sent
     params : MatchParams
     """
-    bar = (params.min_aligned + params.matched_weight * math.sqrt(matched)
-           + params.runner_up_weight * runner_up)
+    bar = (params.min_aligned + params.runner_up_weight * runner_up
+           + params.query_hashes_weight * math.log(max(query_hashes, 1) / 1000)
+           + params.matched_weight * math.sqrt(matched))
     return aligned - bar
 
 

@@ -23,8 +23,9 @@ def fingerprint_reference(samples: np.ndarray, params: FingerprintParams
     hashes : np.ndarray [shape=(n,)], uint32
     offsets : np.ndarray [shape=(n,)], int32, frames from the start of the song
     """
-    freq, frame = find_peaks(spectrogram(samples, params), params, params.ref_peaks_per_block)
-    return generate_hashes(freq, frame, params, params.ref_fanout)
+    spec = spectrogram(samples, params)
+    freq, frame = find_peaks(spec, params, params.ref_peaks_per_block)
+    return generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params))
 
 
 def fingerprint_query(samples: np.ndarray, params: FingerprintParams
@@ -37,13 +38,21 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams
     spare, and the lookup's cost grows with the hashes sent). Same shapes and units as
     :func:`fingerprint_reference`; offsets count frames from the start of the clip.
     """
-    candidates = peak_candidates(spectrogram(samples, params), params)   # once, however often rationed
+    spec = spectrogram(samples, params)
+    candidates = peak_candidates(spec, params)   # once, however often rationed
     per_block = params.query_peaks_per_block
     while True:
         freq, frame = ration_peaks(candidates, params, per_block)
-        hashes, offsets = jitter_hashes(*generate_hashes(freq, frame, params, params.query_fanout), params)
+        pairs = generate_hashes(freq, frame, params, params.query_fanout, _levels(spec, freq, frame, params),
+                                params.query_level_margin_db)
+        hashes, offsets = jitter_hashes(*pairs, params)
         if hashes.size <= params.query_max_hashes or per_block <= params.ref_peaks_per_block:
             return hashes, offsets
         # Too many for one lookup (a long clip): fewer peaks per second, never below the index's.
         per_block = max(params.ref_peaks_per_block,
                         min(per_block - 1, int(per_block * params.query_max_hashes / hashes.size)))
+
+
+def _levels(spec: np.ndarray, freq: np.ndarray, frame: np.ndarray, params: FingerprintParams) -> np.ndarray:
+    """Spectrogram level (dB) at each peak (freq are FFT bins, the spectrogram starts at min_freq_bin)."""
+    return spec[freq - params.min_freq_bin, frame]

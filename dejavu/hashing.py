@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import DF_BITS, DT_BITS, FREQ_BITS, FingerprintParams
+from .params import DF_BITS, DT_BITS, FREQ_BITS, LEVEL_BITS, FingerprintParams
 
 _DF_BIAS = 1 << (DF_BITS - 1)
 _DT_MASK = (1 << DT_BITS) - 1
 _DF_MASK = (1 << DF_BITS) - 1
 _FREQ_MASK = (1 << FREQ_BITS) - 1
+_LEVEL_SHIFT = FREQ_BITS + DF_BITS + DT_BITS
+_LEVEL_MASK = ((1 << LEVEL_BITS) - 1) << _LEVEL_SHIFT
 
 
 def pack_hashes(anchor_bins: np.ndarray, df_bins: np.ndarray, dt_frames: np.ndarray) -> np.ndarray:
@@ -40,11 +42,13 @@ def unpack_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
-                    params: FingerprintParams, fanout: int) -> tuple[np.ndarray, np.ndarray]:
+                    params: FingerprintParams, fanout: int, levels: np.ndarray | None = None,
+                    level_margin_db: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Pair every peak with the next ``fanout`` peaks of its target zone.
 
     The target zone of an anchor is ``1 <= dt <= max_dt_frames`` frames later and
-    ``|df| <= max_df_bins`` bins away; the nearest targets in time are taken first.
+    ``min_df_bins <= |df| <= max_df_bins`` bins away; the nearest targets in time are taken first.
+    With ``params.level_bit`` the hash's top bit says whether the target is louder than the anchor.
 
     Parameters
     ----------
@@ -53,6 +57,10 @@ def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
     params : FingerprintParams
     fanout : int
         Targets per anchor (``ref_fanout`` or ``query_fanout``).
+    levels : np.ndarray [shape=(n_peaks,)], float, dB; needed when ``params.level_bit``
+    level_margin_db : float
+        Pairs whose levels differ by less also get the hash with the other level bit (query side:
+        noise or a codec can swap two nearly equal peaks).
 
     Returns
     -------
@@ -68,7 +76,14 @@ def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
     targets = table[anchors, rank]
     hashes = pack_hashes(freq_bins[anchors], freq_bins[targets] - freq_bins[anchors],
                          frame_indices[targets] - frame_indices[anchors])
-    return _unique_pairs(hashes, frame_indices[anchors])
+    offsets = frame_indices[anchors]
+    if params.level_bit:
+        step = levels[targets] - levels[anchors]
+        hashes = hashes | np.where(step > 0, _LEVEL_MASK, 0).astype(np.uint32)
+        close = np.abs(step) < level_margin_db
+        hashes = np.concatenate([hashes, hashes[close] ^ np.uint32(_LEVEL_MASK)])
+        offsets = np.concatenate([offsets, offsets[close]])
+    return _unique_pairs(hashes, offsets)
 
 
 def _target_table(frame_indices: np.ndarray, freq_bins: np.ndarray,
@@ -85,7 +100,7 @@ def _target_table(frame_indices: np.ndarray, freq_bins: np.ndarray,
         targets = anchors + step
         dt = frame_indices[targets] - frame_indices[anchors]
         df = freq_bins[targets] - freq_bins[anchors]
-        ok = (dt >= 1) & (np.abs(df) <= params.max_df_bins)
+        ok = (dt >= 1) & (np.abs(df) <= params.max_df_bins) & (np.abs(df) >= params.min_df_bins)
         anchors, targets = anchors[ok], targets[ok]
         table[anchors, taken[anchors]] = targets
         taken[anchors] += 1
@@ -119,12 +134,13 @@ def jitter_hashes(hashes: np.ndarray, offsets: np.ndarray, params: FingerprintPa
     if hashes.size == 0 or (params.query_dt_jitter == 0 and params.query_df_jitter == 0):
         return hashes, offsets
     anchor, df, dt = unpack_hashes(hashes)
+    level = hashes & np.uint32(_LEVEL_MASK)
     out_h, out_o = [hashes], [offsets]
     for jt in range(-params.query_dt_jitter, params.query_dt_jitter + 1):
         for jf in range(-params.query_df_jitter, params.query_df_jitter + 1):
             if jt == 0 and jf == 0:
                 continue
             ok = (dt + jt >= 1) & (dt + jt <= _DT_MASK) & (np.abs(df + jf) < _DF_BIAS)
-            out_h.append(pack_hashes(anchor[ok], df[ok] + jf, dt[ok] + jt))
+            out_h.append(pack_hashes(anchor[ok], df[ok] + jf, dt[ok] + jt) | level[ok])
             out_o.append(offsets[ok])
     return _unique_pairs(np.concatenate(out_h), np.concatenate(out_o))

@@ -26,13 +26,17 @@ class FingerprintParams:
     peak_freq_radius: int = 8        # local maximum over +-bins ...
     peak_time_radius: int = 4        # ... and +-frames
     whiten_freq_radius: int = 24     # bins of the local floor a peak is measured against
+    peak_tilt_db_per_octave: float = 3.0   # rank peaks 3 dB higher per octave down: music outlasts noise there
     block_frames: int = 43           # ~1 s: peaks are rationed per block
-    ref_peaks_per_block: int = 8
+    ref_peaks_per_block: int = 12
     query_peaks_per_block: int = 32
     ref_fanout: int = 3              # targets per anchor stored in the index
     query_fanout: int = 16           # targets per anchor tried by a query
     max_dt_frames: int = 40          # target zone: 1..max_dt_frames after the anchor
     max_df_bins: int = 100           # and within +-max_df_bins of it
+    min_df_bins: int = 1             # but not in the same bin: a held note says little, matches much
+    level_bit: bool = False          # one hash bit: does the target outsound the anchor? ...
+    query_level_margin_db: float = 3.0   # ... a query looks up both values when they differ by less
     query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
     query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
     query_max_hashes: int = 4000     # a longer clip is sampled sparser: lookup cost follows hashes
@@ -55,6 +59,8 @@ class FingerprintParams:
             raise ParameterError(f"max_dt_frames must be in [1, {(1 << DT_BITS) - 1}]")
         if not 0 < self.max_df_bins < 1 << (DF_BITS - 1):
             raise ParameterError(f"max_df_bins must be in (0, {1 << (DF_BITS - 1)})")
+        if not 0 <= self.min_df_bins <= self.max_df_bins:
+            raise ParameterError("min_df_bins must be in [0, max_df_bins]")
         if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
             raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
         for name in ("query_max_hashes", "ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",
@@ -84,7 +90,8 @@ class FingerprintParams:
 FREQ_BITS = 9
 DF_BITS = 8
 DT_BITS = 6
-HASH_BITS = FREQ_BITS + DF_BITS + DT_BITS   # hashes are < 2**HASH_BITS
+LEVEL_BITS = 1
+HASH_BITS = LEVEL_BITS + FREQ_BITS + DF_BITS + DT_BITS   # hashes are < 2**HASH_BITS
 
 DEFAULT_PARAMS = FingerprintParams().validate()
 
@@ -93,17 +100,21 @@ DEFAULT_PARAMS = FingerprintParams().validate()
 class MatchParams:
     """The no-match decision: how many aligned hashes a real match needs.
 
-    A song passes when ``aligned >= min_aligned + matched_weight * sqrt(matched)
-    + runner_up_weight * runner_up``: the bar rises with the number of hashes the
-    song shares with the query at any offset (a busy song collects chance
-    alignments) and with the best other song (a background that also aligns).
+    A song passes when ``aligned >= min_aligned + runner_up_weight * runner_up
+    + query_hashes_weight * ln(query_hashes / 1000) + matched_weight * sqrt(matched)``.
+    ``runner_up`` is the best other song's aligned count: how far chance (or a shared
+    background) reaches for this very clip. The more hashes a query sends, the more chance
+    alignments it draws, so a short clip (few hashes) needs fewer aligned hashes than a long
+    one. ``matched`` (what the song shares with the clip at any offset) can raise the bar for
+    busy songs; it did not help on the developer corpus and is off by default.
     Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
     """
 
     tolerance_frames: int = 1
-    min_aligned: float = 7.0
-    matched_weight: float = 0.05
-    runner_up_weight: float = 0.75
+    min_aligned: float = 5.0
+    runner_up_weight: float = 1.1
+    query_hashes_weight: float = 2.0
+    matched_weight: float = 0.0
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
 

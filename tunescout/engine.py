@@ -234,7 +234,7 @@ class Engine:
         self.store.close()
         self.results.close()
 
-    def score_candidates(self, histograms) -> list[tuple[float, Alignment]]:
+    def score_candidates(self, histograms, query_hashes: int) -> list[tuple[float, Alignment]]:
         """Every candidate song's best alignment with its no-match margin, best first."""
         if not histograms:
             return []
@@ -245,11 +245,11 @@ class Engine:
         scored = []
         for rank, a in enumerate(alignments):
             runner_up = alignments[1 if rank == 0 else 0].aligned if len(alignments) > 1 else 0
-            scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, self.match), a))
+            scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, query_hashes, self.match), a))
         return sorted(scored, key=lambda s: -s[0])
 
     def _rank(self, histograms, n_query: int, query_frames: int) -> list[dict]:
-        passing = [s for s in self.score_candidates(histograms) if s[0] >= 0][:TOP_RESULTS]
+        passing = [s for s in self.score_candidates(histograms, n_query) if s[0] >= 0][:TOP_RESULTS]
         songs = self.store.get_songs([a.song_id for _, a in passing])
         return [self._result(a, margin, songs[a.song_id], n_query, query_frames)
                 for margin, a in passing if a.song_id in songs]

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from dejavu import DEFAULT_MATCH, align_matches, margin_to_confidence, match_margin
@@ -18,10 +20,14 @@ def test_empty_histogram():
 
 
 def test_the_bar_rises_with_chance_matches():
-    assert match_margin(20, 25, 0, DEFAULT_MATCH) > 0
-    assert match_margin(6, 25, 0, DEFAULT_MATCH) < 0
-    assert match_margin(20, 25, 5, DEFAULT_MATCH) < match_margin(20, 25, 0, DEFAULT_MATCH)
-    assert match_margin(20, 25, 0, DEFAULT_MATCH) > match_margin(20, 900, 0, DEFAULT_MATCH)
+    assert match_margin(20, 25, 0, 1000, DEFAULT_MATCH) > 0
+    assert match_margin(4, 25, 0, 1000, DEFAULT_MATCH) < 0
+    # a clip where another song also aligns well needs more
+    assert match_margin(20, 25, 5, 1000, DEFAULT_MATCH) < match_margin(20, 25, 0, 1000, DEFAULT_MATCH)
+    # more hashes sent draw more chance alignments: a long query needs more than a short one
+    assert match_margin(10, 25, 3, 4000, DEFAULT_MATCH) < match_margin(10, 25, 3, 500, DEFAULT_MATCH)
+    busy = dataclasses.replace(DEFAULT_MATCH, matched_weight=0.1)
+    assert match_margin(20, 900, 0, 1000, busy) < match_margin(20, 25, 0, 1000, busy)
 
 
 def test_confidence_is_monotone_in_0_1():

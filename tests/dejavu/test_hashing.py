@@ -24,7 +24,7 @@ def naive_pairs(freq, frame, fanout):
             dt, df = frame[j] - frame[i], freq[j] - freq[i]
             if dt > P.max_dt_frames or taken == fanout:
                 break
-            if dt >= 1 and abs(df) <= P.max_df_bins:
+            if dt >= 1 and P.min_df_bins <= abs(df) <= P.max_df_bins:
                 out.add((int(pack_hashes(np.array([freq[i]]), np.array([df]), np.array([dt]))[0]),
                          int(frame[i])))
                 taken += 1

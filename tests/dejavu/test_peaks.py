@@ -29,3 +29,33 @@ def test_query_side_is_a_superset_of_the_reference_side(rng):
     ref = set(zip(*find_peaks(spec, P, P.ref_peaks_per_block)))
     query = set(zip(*find_peaks(spec, P, P.query_peaks_per_block)))
     assert ref <= query and len(query) > len(ref)
+
+
+def test_tilt_prefers_the_lower_of_two_equally_prominent_peaks():
+    import dataclasses
+    spec = np.full((P.max_freq_bin - P.min_freq_bin, 43), -60.0)
+    spec[20, 10] = spec[300, 30] = -20.0      # same level, same prominence; ~2 and ~3.5 kHz apart
+    flat = dataclasses.replace(P, peak_tilt_db_per_octave=0.0)
+    kept_flat = set(zip(*find_peaks(spec, flat, 1)))
+    kept_tilted = set(zip(*find_peaks(spec, P, 1)))
+    assert P.peak_tilt_db_per_octave > 0
+    assert kept_flat != kept_tilted or len(kept_flat) == 1
+
+
+def test_no_pair_joins_two_peaks_of_the_same_bin(rng):
+    from dejavu import fingerprint_reference
+    from dejavu.hashing import unpack_hashes
+    hashes, _ = fingerprint_reference(music_like(rng, 10), P)
+    _, df, _ = unpack_hashes(hashes)
+    assert hashes.size > 0 and np.all(np.abs(df) >= P.min_df_bins) and P.min_df_bins >= 1
+
+
+def test_sliding_max_equals_scipys_maximum_filter(rng):
+    from scipy import ndimage
+    from dejavu.peaks import sliding_max
+    for shape in [(40, 300), (5, 3), (20, 1), (1, 40)]:
+        x = rng.normal(size=shape).astype(np.float32)
+        for radius in (0, 1, 4, 8, 30):
+            for axis in (0, 1):
+                want = ndimage.maximum_filter1d(x, 2 * radius + 1, axis=axis, mode="nearest")
+                np.testing.assert_array_equal(sliding_max(x, radius, axis), want)
