@@ -26,7 +26,7 @@ class FingerprintParams:
     peak_freq_radius: int = 8        # local maximum over +-bins ...
     peak_time_radius: int = 4        # ... and +-frames
     whiten_freq_radius: int = 24     # bins of the local floor a peak is measured against
-    peak_tilt_db_per_octave: float = 3.0   # rank peaks 3 dB higher per octave down: music outlasts noise there
+    peak_tilt_db_per_octave: float = 5.0   # rank peaks 5 dB higher per octave down: music outlasts noise there
     block_frames: int = 43           # ~1 s: peaks are rationed per block
     ref_peaks_per_block: int = 12
     query_peaks_per_block: int = 32
@@ -35,7 +35,7 @@ class FingerprintParams:
     max_dt_frames: int = 40          # target zone: 1..max_dt_frames after the anchor
     max_df_bins: int = 100           # and within +-max_df_bins of it
     min_df_bins: int = 1             # but not in the same bin: a held note says little, matches much
-    level_bit: bool = False          # one hash bit: does the target outsound the anchor? ...
+    level_bit: bool = True           # one hash bit: does the target outsound the anchor? ...
     query_level_margin_db: float = 3.0   # ... a query looks up both values when they differ by less
     query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
     query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
@@ -105,16 +105,16 @@ class MatchParams:
     ``runner_up`` is the best other song's aligned count: how far chance (or a shared
     background) reaches for this very clip. The more hashes a query sends, the more chance
     alignments it draws, so a short clip (few hashes) needs fewer aligned hashes than a long
-    one. ``matched`` (what the song shares with the clip at any offset) can raise the bar for
-    busy songs; it did not help on the developer corpus and is off by default.
+    one. ``matched`` (what the song shares with the clip at any offset) raises the bar a
+    little for busy songs, which collect chance alignments.
     Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
     """
 
     tolerance_frames: int = 1
-    min_aligned: float = 5.0
-    runner_up_weight: float = 1.1
-    query_hashes_weight: float = 2.0
-    matched_weight: float = 0.0
+    min_aligned: float = 4.5
+    runner_up_weight: float = 0.6
+    query_hashes_weight: float = 3.0
+    matched_weight: float = 0.05
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
 

@@ -1,6 +1,9 @@
+import dataclasses
+
 import numpy as np
 
 from dejavu import DEFAULT_PARAMS as P
+from dejavu import HASH_BITS
 from dejavu import fingerprint_query, fingerprint_reference
 from dejavu.hashing import generate_hashes, pack_hashes, unpack_hashes
 from tests.conftest import music_like
@@ -34,8 +37,31 @@ def naive_pairs(freq, frame, fanout):
 def test_vectorised_pairs_match_the_naive_oracle(rng):
     frame = np.sort(rng.integers(0, 400, 300)).astype(np.int32)
     freq = rng.integers(P.min_freq_bin, P.max_freq_bin, 300).astype(np.int32)
-    hashes, offsets = generate_hashes(freq, frame, P, 5)
+    no_level = dataclasses.replace(P, level_bit=False)
+    hashes, offsets = generate_hashes(freq, frame, no_level, 5)
     assert set(zip(hashes.tolist(), offsets.tolist())) == naive_pairs(freq, frame, 5)
+
+
+def test_level_bit_marks_louder_targets_and_the_query_tries_both_when_close(rng):
+    frame = np.sort(rng.integers(0, 400, 300)).astype(np.int32)
+    freq = rng.integers(P.min_freq_bin, P.max_freq_bin, 300).astype(np.int32)
+    levels = rng.uniform(-60, -10, 300)
+    plain = set(zip(*(a.tolist() for a in generate_hashes(freq, frame, dataclasses.replace(P, level_bit=False), 5))))
+    ref_h, ref_o = generate_hashes(freq, frame, P, 5, levels)
+    top = 1 << (HASH_BITS - 1)
+    assert {(h & ~top, o) for h, o in zip(ref_h.tolist(), ref_o.tolist())} == plain
+    by_anchor = {(int(f), int(t)): lv for f, t, lv in zip(freq, frame, levels)}
+    for h, o in zip(ref_h.tolist(), ref_o.tolist()):
+        anchor, df, dt = (int(v[0]) for v in unpack_hashes(np.array([h & ~top], np.uint32)))
+        louder = by_anchor.get((anchor + df, o + dt), None)
+        if louder is not None and (anchor, o) in by_anchor and sum(
+                1 for f, t in by_anchor if (f, t) == (anchor + df, o + dt)) == 1:
+            assert bool(h & top) == (louder > by_anchor[(anchor, o)])
+    query_h, query_o = generate_hashes(freq, frame, P, 5, levels, level_margin_db=3.0)
+    query = set(zip(query_h.tolist(), query_o.tolist()))
+    assert set(zip(ref_h.tolist(), ref_o.tolist())) <= query
+    flipped = {(h ^ top, o) for h, o in zip(ref_h.tolist(), ref_o.tolist())}
+    assert 0 < len(query & flipped) < len(flipped)     # only the close pairs get both values
 
 
 def test_query_hashes_contain_most_reference_hashes(rng):
