@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED ?= $(abspath ../shared)
 CACHE := .cache
 CORPUS := $(CACHE)/corpus_small
-QUERIES := $(CACHE)/queries_small
+QUERIES := $(CACHE)/queries_guard
 
 .PHONY: run test venv system-deps corpus servers bench clean
 
@@ -31,7 +31,7 @@ $(CORPUS)/tracks.csv:
 
 $(QUERIES)/ground_truth.csv: $(CORPUS)/tracks.csv
 	$(PY) $(SHARED)/corpus/make_queries.py --tracks $(CORPUS)/tracks --out $(QUERIES) \
-	    --seed 7 --lengths 5 --degradations clean,noise5 --max-tracks 16 --auto-negatives 6 --jobs 2
+	    --seed 7 --lengths 1,5 --degradations clean,noise0 --max-tracks 16 --auto-negatives 6 --jobs 2
 
 corpus: venv $(QUERIES)/ground_truth.csv
 

@@ -32,10 +32,11 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Dense hashes of a query clip: a superset of what the index holds for it.
 
-    Denser peaks, more targets per anchor, and each pair's +-jitter neighbours
-    (:func:`dejavu.hashing.jitter_hashes`). A clip that would give more than
-    ``query_max_hashes`` is sampled with fewer peaks per second (a long clip has evidence to
-    spare, and the lookup's cost grows with the hashes sent). Same shapes and units as
+    Denser peaks, more targets per anchor, both level bits for nearly equal peaks, and each
+    pair's +-jitter neighbours (:func:`dejavu.hashing.jitter_hashes`), as long as that stays
+    within ``query_max_hashes`` (the lookup's cost grows with the hashes sent). A longer clip
+    has evidence to spare: it first drops the jitter, then is sampled with fewer peaks per
+    second, never fewer than the index's. Same shapes and units as
     :func:`fingerprint_reference`; offsets count frames from the start of the clip.
     """
     spec = spectrogram(samples, params)
@@ -45,12 +46,13 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams
         freq, frame = ration_peaks(candidates, params, per_block)
         pairs = generate_hashes(freq, frame, params, params.query_fanout, _levels(spec, freq, frame, params),
                                 params.query_level_margin_db)
-        hashes, offsets = jitter_hashes(*pairs, params)
-        if hashes.size <= params.query_max_hashes or per_block <= params.ref_peaks_per_block:
-            return hashes, offsets
-        # Too many for one lookup (a long clip): fewer peaks per second, never below the index's.
+        if pairs[0].size <= params.query_max_hashes:
+            jittered = jitter_hashes(*pairs, params)
+            return jittered if jittered[0].size <= params.query_max_hashes else pairs
+        if per_block <= params.ref_peaks_per_block:
+            return pairs
         per_block = max(params.ref_peaks_per_block,
-                        min(per_block - 1, int(per_block * params.query_max_hashes / hashes.size)))
+                        min(per_block - 1, int(per_block * params.query_max_hashes / pairs[0].size)))
 
 
 def _levels(spec: np.ndarray, freq: np.ndarray, frame: np.ndarray, params: FingerprintParams) -> np.ndarray:

@@ -39,7 +39,7 @@ class FingerprintParams:
     query_level_margin_db: float = 3.0   # ... a query looks up both values when they differ by less
     query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
     query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
-    query_max_hashes: int = 4000     # a longer clip is sampled sparser: lookup cost follows hashes
+    query_max_hashes: int = 3000     # a longer clip is sampled sparser: lookup cost follows hashes
 
     def validate(self) -> "FingerprintParams":
         """Check ranges and the hash layout; return self.
@@ -111,7 +111,7 @@ class MatchParams:
     """
 
     tolerance_frames: int = 1
-    min_aligned: float = 4.5
+    min_aligned: float = 5.0
     runner_up_weight: float = 0.6
     query_hashes_weight: float = 3.0
     matched_weight: float = 0.05

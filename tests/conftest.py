@@ -13,7 +13,7 @@ from tunescout.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("TUNESCOUT_TEST_CORPUS", ROOT / ".cache" / "corpus_small"))
-QUERIES = Path(os.environ.get("TUNESCOUT_TEST_QUERIES", ROOT / ".cache" / "queries_small"))
+QUERIES = Path(os.environ.get("TUNESCOUT_TEST_QUERIES", ROOT / ".cache" / "queries_guard"))
 SR = 11025
 
 

@@ -1,4 +1,4 @@
-"""Regression guard on real music: a slice of the benchmark (5 s clips, clean and 5 dB SNR)."""
+"""Regression guard on real music: a slice of the benchmark (1 s and 5 s clips, clean and 0 dB SNR)."""
 import csv
 from pathlib import Path
 
@@ -7,9 +7,11 @@ import pytest
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine
 
-# Floors measured with the default parameters, minus a margin for noise.
-MIN_ACCURACY = {"clean": 0.95, "noise5": 0.85}
-MAX_FALSE_POSITIVE_RATE = 0.10
+# Floors: what the default parameters give on this slice (16 tracks of drascula-music: 1 s clean
+# 15/16, 1 s at 0 dB 12/16, 5 s clean 16/16, 5 s at 0 dB 15/16, no false positive), minus one or
+# two clips for the noise of 16-clip cells. Issue 6's targets are measured by bench/quality.py.
+MIN_ACCURACY = {("clean", "1"): 0.85, ("clean", "5"): 0.95, ("noise0", "5"): 0.85, ("noise0", "1"): 0.60}
+MAX_FALSE_POSITIVE_RATE = 0.05   # at most 1 of the 24 clips of songs not ingested
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def engine(queries, tmp_path_factory):
 
 
 def test_accuracy_floor_and_false_positive_ceiling(engine, queries):
-    hits: dict[str, list[bool]] = {}
+    hits: dict[tuple[str, str], list[bool]] = {}
     false_positives = []
     for row in csv.DictReader((queries / "ground_truth.csv").open()):
         body = engine.recognize((queries / row["query_file"]).read_bytes())
@@ -33,10 +35,11 @@ def test_accuracy_floor_and_false_positive_ceiling(engine, queries):
             false_positives.append(top is not None)
             continue
         correct = top is not None and top["song_name"] == row["track_id"]
-        hits.setdefault(row["degradation"], []).append(correct)
+        hits.setdefault((row["degradation"], row["length_s"]), []).append(correct)
     report = {d: sum(v) / len(v) for d, v in hits.items()}
     fp_rate = sum(false_positives) / len(false_positives)
     print("accuracy", report, "false positives", fp_rate)
-    for degradation, floor in MIN_ACCURACY.items():
-        assert report[degradation] >= floor, report
+    assert set(report) == set(MIN_ACCURACY), report
+    for cell, floor in MIN_ACCURACY.items():
+        assert report[cell] >= floor, report
     assert fp_rate <= MAX_FALSE_POSITIVE_RATE
