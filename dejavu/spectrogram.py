@@ -38,7 +38,7 @@ def spectrogram(samples: np.ndarray, params: FingerprintParams) -> np.ndarray:
     spectrum = scipy.fft.rfft(frames, axis=1)[:, params.min_freq_bin:params.max_freq_bin]
     magnitude = np.abs(spectrum).astype(np.float32, copy=False)
     np.maximum(magnitude, _EPS, out=magnitude)
-    return (20.0 * np.log10(magnitude)).T
+    return np.ascontiguousarray((20.0 * np.log10(magnitude)).T)
 
 
 def _window(n_fft: int) -> np.ndarray:
