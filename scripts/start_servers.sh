@@ -36,9 +36,9 @@ fi
 # ClickHouse: listen on 127.0.0.1 only, and a user profile with small compression blocks so a
 # point lookup by hash decompresses little (see docs/DEPLOYMENT.md and ../shared/SERVERS.md).
 CH_ETC=/etc/clickhouse-server
-if [ ! -f $CH_ETC/config.d/compression.xml ]; then
+if [ ! -f $CH_ETC/config.d/tunescout.xml ]; then
     $SUDO mkdir -p $CH_ETC/config.d $CH_ETC/users.d
-    $SUDO cp deploy/clickhouse/config.d/tunescout.xml deploy/clickhouse/config.d/compression.xml $CH_ETC/config.d/
+    $SUDO cp deploy/clickhouse/config.d/tunescout.xml $CH_ETC/config.d/tunescout.xml
     $SUDO cp deploy/clickhouse/users.d/tunescout.xml $CH_ETC/users.d/tunescout.xml
 fi
 if ! port_open 9000; then
