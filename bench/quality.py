@@ -11,6 +11,7 @@ import collections
 import concurrent.futures as cf
 import csv
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import dejavu
 from tunescout.audio import decode_audio, decode_query
 from tunescout.config import config_from_dict
-from tunescout.engine import Engine
+from tunescout.engine import Engine, analyse
 
 DEGRADATIONS = ["clean", "noise10", "noise5", "noise0", "mp3_64k", "phone", "speed+2", "speed-2"]
 OFFSET_TOLERANCE_S = 0.05
@@ -29,14 +30,14 @@ BAR_SHIFTS = [-4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8]
 
 
 def ingest(engine: Engine, files: list[str], workers: int) -> dict:
-    start = time.perf_counter()
-
-    def one(path):
-        with open(path, "rb") as f:
-            engine.fingerprint(f, Path(path).stem)
-
-    with cf.ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, files))
+    """Ingest end to end the way `tunescout ingest` does: decode + fingerprint in a pool of processes,
+    store from this one."""
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        list(pool.map(exec, ["import tunescout.engine"] * workers))   # start and warm the workers first
+        start = time.perf_counter()
+        for song in pool.map(analyse, files, [Path(f).stem for f in files], [engine.params] * len(files)):
+            engine.store_song(song)
     wall = time.perf_counter() - start
     songs = engine.store.get_songs(list(range(1, len(files) + 1)))
     durations = [s.duration_seconds for s in songs.values()]
@@ -119,7 +120,8 @@ def mark_repeats(results: list[dict], files: list[str], params) -> None:
             continue
         m = min(seg_a.size, seg_b.size)
         x, y = spectrogram(seg_a[:m], params).ravel(), spectrogram(seg_b[:m], params).ravel()
-        row["repeat"] = bool(np.corrcoef(x, y)[0, 1] >= REPEAT_CORRELATION)
+        row["repeat_correlation"] = float(np.corrcoef(x, y)[0, 1])
+        row["repeat"] = row["repeat_correlation"] >= REPEAT_CORRELATION
 
 
 def summarise(results: list[dict]) -> dict:
@@ -146,6 +148,8 @@ def summarise(results: list[dict]) -> dict:
                                            for e, r in zip(errors, right)])) if right else None,
             "offset_within_50ms_of_non_repeats": float(np.mean(errors[~np.array([r.get("repeat", False) for r in right])]
                                                                <= OFFSET_TOLERANCE_S)) if right else None,
+            "wrong_offset_correlations": sorted(round(r["repeat_correlation"], 2) for r in right
+                                                if "repeat_correlation" in r and not r["repeat"]),
             "latency_ms": {"p50": float(np.median(server)), "p95": float(np.percentile(server, 95)),
                            "p50_10s": float(np.nanmedian(ten)), "p95_10s": float(np.nanpercentile(ten, 95)),
                            "decode_p50": float(np.median([r["decode_ms"] for r in results]))},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -87,22 +88,24 @@ def find_audio(paths) -> list[Path]:
 @main.command()
 @config_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--workers", default=2, show_default=True, help="Files fingerprinted in parallel.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Processes decoding and fingerprinting in parallel.")
 def ingest(config_path, paths, workers):
     """Fingerprint audio files and folders into the catalogue (already stored audio is skipped)."""
+    from .engine import analyse
     engine = _engine(config_path)
     files = find_audio(paths)
     outcome = {"stored": 0, "already there": 0, "failed": 0}
     failures = []
-
-    def one(path: Path):
-        with path.open("rb") as f:
-            return engine.fingerprint(f, path.stem)
-
-    with cf.ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(files), unit="file") as bar:
-        for path, future in [(p, pool.submit(one, p)) for p in files]:
+    # Decoding and fingerprinting are CPU-bound: a pool of processes does them (a fresh interpreter
+    # each, nothing of this process's connections is inherited); this process stores the results.
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max(1, workers), mp_context=context) as pool, \
+            tqdm(total=len(files), unit="file") as bar:
+        futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
+        for path, future in futures:
             try:
-                future.result()
+                engine.store_song(future.result())
                 outcome["stored"] += 1
             except DuplicateSongError:
                 outcome["already there"] += 1

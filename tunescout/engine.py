@@ -34,6 +34,20 @@ def safe_song_name(name: str) -> str:
     return name[:200] or "untitled"
 
 
+def analyse(source, name: str, params: FingerprintParams = dejavu.DEFAULT_PARAMS) -> NewSong:
+    """Decode and fingerprint one song, without storing it (what :meth:`Engine.fingerprint` stores).
+
+    A plain function of picklable arguments, so that bulk ingest can run it in a pool of processes
+    (decoding and fingerprinting are CPU-bound) and store the results from one place.
+
+    Raises:
+        BadAudioError: undecodable input.
+    """
+    decoded = decode_audio(source, params.sample_rate_hz)
+    hashes, offsets = dejavu.fingerprint_reference(decoded.samples, params)
+    return NewSong(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
+
+
 class Engine:
     """Fingerprint songs, recognise clips, keep results."""
 
@@ -68,9 +82,7 @@ class Engine:
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
-        decoded = decode_audio(source, self.params.sample_rate_hz)
-        hashes, offsets = dejavu.fingerprint_reference(decoded.samples, self.params)
-        return self._store(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
+        return self.store_song(analyse(source, name, self.params))
 
     def fingerprint_packed(self, data: bytes, name: str) -> dict:
         """Store a song fingerprinted by the client (dejavu.pack_fingerprint format).
@@ -90,13 +102,21 @@ class Engine:
                                   f"(this server uses {served})", params_digest=served)
         if packed.hashes.size and int(packed.hashes.max()) >= 1 << dejavu.HASH_BITS:
             raise BadRequestError("Invalid fingerprint: hash out of range")
-        return self._store(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes, packed.offsets)
+        return self.store_song(NewSong(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes,
+                                       packed.offsets))
 
-    def _store(self, name: str, pcm_sha1: str, duration: float, hashes, offsets) -> dict:
-        song = NewSong(safe_song_name(name), pcm_sha1, round(duration, 3), hashes, offsets)
+    def store_song(self, song: NewSong) -> dict:
+        """Store a song made by :func:`analyse` (or unpacked from a client's fingerprint).
+
+        Raises:
+            DuplicateSongError: the same audio is already stored.
+            StorageError: no instance can take it.
+        """
+        song = NewSong(safe_song_name(song.song_name), song.blob_sha1, round(song.duration_seconds, 3),
+                       song.hashes, song.offsets)
         song_id = self.store.add_song(song)
         return {"status": "success", "song_id": song_id, "song_name": song.song_name,
-                "blob_sha1": song.blob_sha1, "total_hashes": int(hashes.size)}
+                "blob_sha1": song.blob_sha1, "total_hashes": int(song.hashes.size)}
 
     def recognize(self, data: bytes, start_seconds: float = 0.0,
                   duration_seconds: float | None = None) -> dict:
