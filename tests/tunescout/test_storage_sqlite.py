@@ -77,3 +77,23 @@ def test_a_killed_ingest_leaves_nothing_visible(store, tmp_path):
     assert fresh.count_songs() == 0
     assert fresh._query("SELECT COUNT(*) FROM fingerprints", ())[0][0] == 0
     fresh.close()
+
+
+def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
+    from collections import defaultdict
+    from tunescout.storage.base import top_histograms_of_postings
+    q_hashes = rng.integers(0, 30, 200).astype(np.uint32)       # few values: repeated hashes
+    q_offsets = rng.integers(0, 50, 200).astype(np.int32)
+    postings = [(int(h), int(s), int(o)) for h, s, o in
+                zip(rng.integers(0, 30, 2000), rng.integers(1, 2**40, 2000) % 7 + 2**40, rng.integers(0, 500, 2000))]
+    want = defaultdict(set)
+    for qh, qo in zip(q_hashes.tolist(), q_offsets.tolist()):
+        for h, s, o in postings:
+            if h == qh:
+                want[(s, o - qo)].add(h)
+    got = {}
+    for hist in top_histograms_of_postings(q_hashes, q_offsets, postings, top_k=100):
+        for d, c in zip(hist.deltas.tolist(), hist.counts.tolist()):
+            got[(hist.song_id, d)] = c
+    assert got == {k: len(v) for k, v in want.items()}
+    assert max(got.values()) > 1
