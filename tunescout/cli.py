@@ -100,7 +100,7 @@ def ingest(config_path, paths, workers):
     # Decoding and fingerprinting are CPU-bound: a pool of processes does them (a fresh interpreter
     # each, nothing of this process's connections is inherited); this process stores the results.
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max(1, workers), mp_context=context) as pool, \
+    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool, \
             tqdm(total=len(files), unit="file") as bar:
         futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
         for path, future in futures:
