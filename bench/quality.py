@@ -77,8 +77,7 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, engine.config.recognizing.max_duration)
         t1 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-        lookup = engine.store.lookup(hashes, offsets, engine.match.candidates)
-        scored = engine.score_candidates(lookup.histograms, int(hashes.size))
+        scored = engine.search(hashes, offsets).scored
         t2 = time.perf_counter()
         if http:
             import requests

@@ -14,6 +14,7 @@ docs/bench/shards_<backend>.json. The databases are dropped at the end unless --
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import concurrent.futures as cf
 import csv
 import json
@@ -128,7 +129,7 @@ def add_distractors_in_clickhouse(engine: Engine, names: list[str], count: int, 
 
 
 def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, max_queries: int) -> dict:
-    latencies, correct, false_pos, by_degradation = [], [], [], {}
+    latencies, correct, false_pos, by_degradation, lookups = [], [], [], {}, []
     if len(rows) > max_queries:   # an even spread over the degradations and negatives
         rows = rows[::int(np.ceil(len(rows) / max_queries))]
     for row in rows:
@@ -136,9 +137,10 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
                                0.0, engine.config.recognizing.max_duration)
         t0 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-        lookup = engine.store.lookup(hashes, offsets, engine.match.candidates)
-        scored = engine.score_candidates(lookup.histograms, int(hashes.size))
+        search = engine.search(hashes, offsets)
+        scored = search.scored
         latencies.append((time.perf_counter() - t0) * 1000)
+        lookups.append(search.lookups)
         match = names.get(scored[0][1].song_id) if scored and scored[0][0] >= 0 else None
         if row["is_negative"] == "1":
             false_pos.append(scored[0][0] >= 0 if scored else False)
@@ -149,7 +151,7 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
     return {"latency_p50_ms": float(np.median(latencies)), "latency_p95_ms": float(np.percentile(latencies, 95)),
             "accuracy": float(np.mean(correct)), "false_positive_rate": float(np.mean(false_pos or [0])),
             "accuracy_by_degradation": {k: float(np.mean(v)) for k, v in by_degradation.items()},
-            "queries": len(latencies)}
+            "queries": len(latencies), "two_lookups": float(np.mean(np.array(lookups) == 2))}
 
 
 def main() -> None:
@@ -163,6 +165,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--max-queries", type=int, default=100_000, help="run at most this many clips per size")
+    parser.add_argument("--row-budget", type=int, default=None,
+                        help="override MatchParams.row_budget (0: every hash in one lookup, as before)")
     parser.add_argument("--python-distractors", action="store_true",
                         help="ClickHouse: insert distractors through the store (slow past 10k songs)")
     args = parser.parse_args()
@@ -179,6 +183,8 @@ def main() -> None:
     report = {"backend": args.backend, "instances": args.instances, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         engine = open_engine(args.backend, args.instances, names, tmp)
+        if args.row_budget is not None:
+            engine.match = dataclasses.replace(engine.match, row_budget=args.row_budget)
         t = time.perf_counter()
         real_hashes, durations, song_names = load_real(engine, files, args.workers)
         print(f"real tracks: {len(files)} ({sum(durations) / 3600:.2f} h) in {time.perf_counter() - t:.0f} s")
@@ -209,7 +215,8 @@ def main() -> None:
             print(f"{songs:>7} songs {seconds / 3600:8.1f} h {hashes / 1e6:8.1f} M hashes | "
                   f"{args.length} s clips p50 {figures['latency_p50_ms']:6.1f} ms p95 {figures['latency_p95_ms']:6.1f} ms | "
                   f"{entry['index_kb_per_min']:5.1f} kB/min | accuracy {100 * figures['accuracy']:5.1f} % "
-                  f"FP {100 * figures['false_positive_rate']:.1f} %", flush=True)
+                  f"FP {100 * figures['false_positive_rate']:.1f} % | both lookups {100 * figures['two_lookups']:.0f} %",
+                  flush=True)
         engine.close()
     if not args.keep:
         for name in names:

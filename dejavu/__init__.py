@@ -1,5 +1,5 @@
 """dejavu: audio fingerprinting by spectral-peak pair hashes (pure numpy/scipy)."""
-from .align import Alignment, align_matches, margin_to_confidence, match_margin
+from .align import Alignment, align_matches, margin_to_confidence, match_margin, rarest_hashes
 from .errors import DejavuError, ParameterError
 from .fingerprint import fingerprint_query, fingerprint_reference
 from .packed import FormatError, PackedFingerprint, pack_fingerprint, unpack_fingerprint
@@ -8,4 +8,4 @@ from .params import DEFAULT_MATCH, DEFAULT_PARAMS, HASH_BITS, FingerprintParams,
 __all__ = ["Alignment", "DEFAULT_MATCH", "DEFAULT_PARAMS", "DejavuError", "FingerprintParams",
            "FormatError", "HASH_BITS", "MatchParams", "PackedFingerprint", "ParameterError", "align_matches",
            "fingerprint_query", "fingerprint_reference", "margin_to_confidence", "match_margin",
-           "pack_fingerprint", "unpack_fingerprint"]
+           "pack_fingerprint", "rarest_hashes", "unpack_fingerprint"]

@@ -1,4 +1,5 @@
-"""align_matches(histogram) -> best offset per song, and its significance."""
+"""rarest_hashes (what to look up first), align_matches (histogram -> best offset per song), and
+the significance of a match."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,30 @@ class Alignment:
     offset_frames: int   # song frame at which the query starts (may be < 0 near the start)
     aligned: int         # matches within +-tolerance frames of that offset
     matched: int         # matches of this song at any offset
+
+
+def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np.ndarray:
+    """The hash values to look up first: the rarest in the index, as many as fit in row_budget rows.
+
+    A rare hash is informative (it points at few songs) and cheap to look up (it has few rows);
+    a hash shared by hundreds of songs costs hundreds of rows and adds little but chance
+    alignments. Values the index does not hold are left out (nothing to read).
+
+    Parameters
+    ----------
+    values : np.ndarray [shape=(n,)], the query's distinct hash values
+    counts : np.ndarray [shape=(n,)], int, index rows of each value (over all instances)
+    row_budget : int, rows the chosen values may hold in all
+
+    Returns
+    -------
+    np.ndarray, the chosen values (a subset of ``values``, rarest first)
+    """
+    values, counts = np.asarray(values), np.asarray(counts, np.int64)
+    order = np.argsort(counts, kind="stable")
+    order = order[counts[order] > 0]
+    within = np.cumsum(counts[order]) <= row_budget
+    return values[order[within]]
 
 
 def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,

@@ -108,6 +108,11 @@ class MatchParams:
     one. ``matched`` (what the song shares with the clip at any offset) raises the bar a
     little for busy songs, which collect chance alignments.
     Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
+
+    The lookup comes in two steps when the query's hashes hold more than ``row_budget`` index
+    rows: first only the rarest hashes that fit in the budget; if the best song then clears the
+    bar (computed for the whole query) by ``early_stop_margin``, that is the answer, otherwise
+    every hash is looked up. Most clips of catalogue songs stop after the first step.
     """
 
     tolerance_frames: int = 1
@@ -117,6 +122,8 @@ class MatchParams:
     matched_weight: float = 0.05
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
+    row_budget: int = 8000           # index rows of the first lookup (0: one lookup of every hash)
+    early_stop_margin: float = 3.0   # margin over the bar that ends the search after the first lookup
 
     def validate(self) -> "MatchParams":
         """Check ranges; return self.
@@ -127,6 +134,8 @@ class MatchParams:
         """
         if self.tolerance_frames < 0 or self.candidates < 1 or self.confidence_scale <= 0:
             raise ParameterError("tolerance_frames >= 0, candidates >= 1, confidence_scale > 0")
+        if self.row_budget < 0 or self.early_stop_margin < 0:
+            raise ParameterError("row_budget >= 0, early_stop_margin >= 0")
         return self
 
 

@@ -1,6 +1,7 @@
 """CachedStore: a fingerprint instance's lookups cached in its own Redis database, never stale.
 
-Key: ``{prefix}:lookup:{instance}:{generation}:{sha1 of the query's hashes, offsets, top_k}``.
+Key: ``{prefix}:lookup:{instance}:{generation}:{sha1 of the query's hashes, offsets, top_k}``
+(hash counts: ``...:{generation}:counts:{sha1 of the hash values}``).
 The generation is read from the instance's database, where every add and delete bumps it in the
 same transaction as the change, so once a change is visible no cached answer from before it can
 be found, even if Redis missed the moment of the change. Entries expire after ``redis.ttl_s``;
@@ -61,7 +62,8 @@ def query_digest(hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> str:
 
 
 class CachedStore:
-    """A FingerprintStore whose best_alignments answers are cached in Redis; the rest passes through."""
+    """A FingerprintStore whose hash_counts and best_alignments answers are cached in Redis; the rest
+    passes through."""
 
     def __init__(self, store: FingerprintStore, client: redis.Redis, prefix: str, ttl_s: int,
                  clock=time.monotonic):
@@ -76,18 +78,31 @@ class CachedStore:
     def __getattr__(self, name):
         return getattr(self.store, name)
 
+    def hash_counts(self, values: np.ndarray) -> np.ndarray:
+        digest = hashlib.sha1(np.ascontiguousarray(values, "<u4").tobytes()).hexdigest()
+        return self._cached(f"{self.store.generation()}:counts:{digest}", lambda: self.store.hash_counts(values),
+                            lambda counts: zlib.compress(np.asarray(counts, "<i8").tobytes(), 1),
+                            lambda payload: np.frombuffer(zlib.decompress(payload), "<i8").astype(np.int64),
+                            tally=False)
+
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
-        key = f"{self.namespace}:{self.store.generation()}:{query_digest(hashes, offsets, top_k)}"
+        return self._cached(f"{self.store.generation()}:{query_digest(hashes, offsets, top_k)}",
+                            lambda: self.store.best_alignments(hashes, offsets, top_k), encode, decode)
+
+    def _cached(self, key: str, compute, dump, load, tally: bool = True):
+        """load(Redis's value of key) if there is one, else compute() (stored for next time);
+        tally: count it in hits and misses (lookups are counted, hash counts are not)."""
+        key = f"{self.namespace}:{key}"
         payload = self._redis(lambda: self.client.get(key))
         if payload is not None:
-            self.hits += 1
-            return decode(payload)
-        self.misses += 1
-        histograms = self.store.best_alignments(hashes, offsets, top_k)
-        value = encode(histograms)
+            self.hits += tally
+            return load(payload)
+        self.misses += tally
+        answer = compute()
+        value = dump(answer)
         if len(value) <= MAX_ENTRY_BYTES:
             self._redis(lambda: self.client.set(key, value, ex=self.ttl_s))
-        return histograms
+        return answer
 
     def redis_up(self) -> bool:
         """Probe Redis now (for health); True if it answers."""

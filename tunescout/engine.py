@@ -143,15 +143,45 @@ class Engine:
         clock = clock or _Stopwatch()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params)
         clock.lap("fingerprint")
-        lookup = self.store.lookup(hashes, offsets, self.match.candidates)
+        search = self.search(hashes, offsets)
         clock.lap("query")
         query_frames = decoded.samples.shape[0] // self.params.hop_length
-        results = self._rank(lookup.histograms, int(hashes.size), query_frames)
+        results = self._rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
         body = {"results": results, "timings": clock.laps}
-        if lookup.unanswered:
-            body.update(degraded=True, instances_unanswered=lookup.unanswered)
+        if search.unanswered:
+            body.update(degraded=True, instances_unanswered=search.unanswered)
         return body
+
+    def search(self, hashes: np.ndarray, offsets: np.ndarray) -> "Search":
+        """Look the query's hashes up on every instance and score the candidate songs.
+
+        When the hashes hold more than ``match.row_budget`` index rows, the rarest of them are
+        looked up first (they point at few songs and cost few rows); a song that then clears the
+        bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index holds is
+        looked up. The bar always counts every hash the query made.
+        """
+        n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
+        rows = counts = None
+        if budget and n_query:
+            values = np.unique(hashes)
+            counts = self.store.hash_counts(values)
+        if counts is not None:
+            rows = int(counts.sum())
+            if rows > budget:
+                first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
+                lookup = self.store.lookup(hashes[first], offsets[first], top_k)
+                scored = self.score_candidates(lookup.histograms, n_query)
+                if scored and scored[0][0] >= self.match.early_stop_margin:
+                    metrics.search_finished(1)
+                    return Search(scored, lookup.unanswered, 1, int(first.sum()), rows)
+            held = np.isin(hashes, values[counts > 0])
+            hashes, offsets = hashes[held], offsets[held]
+        lookup = self.store.lookup(hashes, offsets, top_k)
+        stages = 2 if rows is not None and rows > budget else 1
+        metrics.search_finished(stages)
+        return Search(self.score_candidates(lookup.histograms, n_query), lookup.unanswered, stages,
+                      int(hashes.size), rows)
 
     def fetch(self, token: str) -> dict:
         """The stored result of a token.
@@ -268,8 +298,8 @@ class Engine:
             scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, query_hashes, self.match), a))
         return sorted(scored, key=lambda s: -s[0])
 
-    def _rank(self, histograms, n_query: int, query_frames: int) -> list[dict]:
-        passing = [s for s in self.score_candidates(histograms, n_query) if s[0] >= 0][:TOP_RESULTS]
+    def _rank(self, scored: list[tuple[float, Alignment]], n_query: int, query_frames: int) -> list[dict]:
+        passing = [s for s in scored if s[0] >= 0][:TOP_RESULTS]
         songs = self.store.get_songs([a.song_id for _, a in passing])
         return [self._result(a, margin, songs[a.song_id], n_query, query_frames)
                 for margin, a in passing if a.song_id in songs]
@@ -289,6 +319,17 @@ class Engine:
                 "offset": a.offset_frames, "offset_seconds": round(a.offset_frames * frame_s, 3),
                 "blob_sha1": song.blob_sha1,
                 "confidence": round(dejavu.margin_to_confidence(margin, self.match), 4)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What :meth:`Engine.search` found, and what it cost."""
+
+    scored: list            # (margin, Alignment), best first
+    unanswered: int         # instances that were down, slow or failing
+    lookups: int            # 1: answered by the rarest hashes, or all looked up at once; 2: both
+    hashes_looked_up: int   # query pairs sent in the last lookup
+    index_rows: int | None  # rows the query's hashes hold in the index (None: not counted)
 
 
 @dataclasses.dataclass

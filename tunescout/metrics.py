@@ -1,4 +1,5 @@
-"""Prometheus metrics (prometheus-client): requests, recognitions, ingests, instance failures; GET /metrics.
+"""Prometheus metrics (prometheus-client): requests, recognitions, searches, ingests, instance failures;
+GET /metrics.
 
 Under gunicorn every worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (set by
 ``tunescout serve`` before any worker starts) and ``/metrics`` adds them up, so a scrape sees the
@@ -22,6 +23,9 @@ RECOGNITIONS = Counter("tunescout_recognitions_total", "Recognitions by outcome 
 SONGS_INGESTED = Counter("tunescout_songs_ingested_total", "Songs fingerprinted and stored")
 HASHES_INGESTED = Counter("tunescout_hashes_ingested_total", "Hashes stored with ingested songs")
 SONGS_DELETED = Counter("tunescout_songs_deleted_total", "Songs deleted")
+SEARCHES = Counter("tunescout_searches_total",
+                   "Recognition searches by lookups made (1: the rarest hashes answered, or one lookup of"
+                   " all; 2: all hashes after the rarest)", ["lookups"])
 INSTANCE_FAILURES = Counter("tunescout_instance_failures_total",
                             "Fingerprint instance calls that failed, by instance and kind (error, timeout)",
                             ["instance", "kind"])
@@ -29,6 +33,10 @@ INSTANCE_FAILURES = Counter("tunescout_instance_failures_total",
 
 def instance_failed(index: int, kind: str) -> None:
     INSTANCE_FAILURES.labels(str(index), kind).inc()
+
+
+def search_finished(lookups: int) -> None:
+    SEARCHES.labels(str(lookups)).inc()
 
 
 def recognised(body: dict) -> None:

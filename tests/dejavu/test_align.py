@@ -2,7 +2,7 @@ import dataclasses
 
 import numpy as np
 
-from dejavu import DEFAULT_MATCH, align_matches, margin_to_confidence, match_margin
+from dejavu import DEFAULT_MATCH, align_matches, margin_to_confidence, match_margin, rarest_hashes
 
 
 def test_best_offset_sums_the_tolerance_window():
@@ -34,3 +34,12 @@ def test_confidence_is_monotone_in_0_1():
     values = [margin_to_confidence(m, DEFAULT_MATCH) for m in (-50, -2, 0, 2, 50)]
     assert values == sorted(values) and 0 <= values[0] and values[-1] <= 1
     assert values[2] == 0.5
+
+
+def test_rarest_hashes_fill_the_budget_rarest_first_and_skip_absent_values():
+    values = np.array([10, 11, 12, 13, 14], np.uint32)
+    counts = np.array([50, 0, 3, 7, 3])
+    assert rarest_hashes(values, counts, 6).tolist() == [12, 14]        # 3 + 3 rows
+    assert rarest_hashes(values, counts, 13).tolist() == [12, 14, 13]   # + 7
+    assert rarest_hashes(values, counts, 2).tolist() == []
+    assert rarest_hashes(values, counts, 10**6).tolist() == [12, 14, 13, 10]   # never the absent 11

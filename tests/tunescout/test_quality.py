@@ -43,3 +43,33 @@ def test_accuracy_floor_and_false_positive_ceiling(engine, queries):
     for cell, floor in MIN_ACCURACY.items():
         assert report[cell] >= floor, report
     assert fp_rate <= MAX_FALSE_POSITIVE_RATE
+
+
+def test_rarest_hashes_first_answer_as_one_lookup_of_all(engine, queries):
+    """The two-step search (rarest hashes first, everything if that is not conclusive) gives the
+    answers of one lookup of every hash; with a small row budget, some 5 s clips of catalogue
+    songs stop after the first step and every clip of a song not ingested takes both."""
+    import dataclasses
+
+    import dejavu
+    from tunescout.audio import decode_query
+
+    default = engine.match
+    try:
+        answers, lookups = {}, {}
+        for budget in (0, 300):
+            engine.match = dataclasses.replace(default, row_budget=budget)
+            for row in csv.DictReader((queries / "ground_truth.csv").open()):
+                if row["length_s"] != "5":
+                    continue
+                decoded = decode_query((queries / row["query_file"]).read_bytes(), engine.params.sample_rate_hz, 0.0, 10.0)
+                search = engine.search(*dejavu.fingerprint_query(decoded.samples, engine.params))
+                passing = [a.song_id for margin, a in search.scored if margin >= 0][:1]
+                answers.setdefault(row["query_file"], []).append(passing)
+                lookups.setdefault((budget, row["is_negative"]), []).append(search.lookups)
+    finally:
+        engine.match = default
+    assert all(zero == budget for zero, budget in answers.values())
+    assert set(lookups[0, "0"]) == set(lookups[0, "1"]) == {1}
+    assert lookups[300, "1"] and set(lookups[300, "1"]) == {2}
+    assert 1 in lookups[300, "0"]

@@ -243,3 +243,39 @@ def test_a_failure_inside_a_write_leaves_no_transaction_open(store, rng):
         pass
     song_id = store.add_song(make_song(rng))   # the next write is not stuck behind an open one
     assert store.count_songs() == 1 and store.delete_song(song_id) is True
+
+
+def test_hash_counts_follow_adds_and_deletes(backend, rng):
+    """Exact for common values (EXACT_COUNTS_FROM rows or more), under that bound for rare ones,
+    through adds and deletes; a backend that cannot count cheaply says so."""
+    from tunescout.storage.base import EXACT_COUNTS_FROM
+    store = backend.store()
+    if not store.counts_hashes:
+        assert backend.kind == "clickhouse"   # documented: counting costs a lookup there
+        return
+    common = np.arange(100, 120, dtype=np.uint32)
+    songs = []
+    for k in range(6):   # each song holds every common value twice (at two offsets) and rare ones
+        rare = rng.integers(2**20, 2**23, 300).astype(np.uint32)
+        hashes = np.concatenate([common, common, rare])
+        offsets = np.concatenate([np.arange(20), np.arange(20) + 500, np.arange(300) + 30]).astype(np.int32)
+        songs.append(NewSong(f"s{k}", rng.bytes(20).hex(), 60.0, hashes, offsets))
+    ids = [store.add_song(s) for s in songs]
+
+    def naive(values):
+        return np.array([sum(int((s.hashes == v).sum()) for s, i in zip(songs, ids) if i in alive)
+                         for v in values.tolist()])
+
+    alive = set(ids)
+    probe = np.concatenate([common, songs[0].hashes[40:60], np.array([2**23 + 5], np.uint32)])
+    probe = np.unique(probe)
+    for step in range(3):
+        got, want = store.hash_counts(probe), naive(probe)
+        exact = want >= EXACT_COUNTS_FROM
+        assert exact.sum() == (common.size if len(alive) * 2 >= EXACT_COUNTS_FROM else 0)
+        assert (got[exact] == want[exact]).all()
+        assert (got[~exact] < EXACT_COUNTS_FROM).all()
+        if step < 2:   # 12 rows per common value, then 8, then 4
+            assert store.delete_song(ids[step * 2]) and store.delete_song(ids[step * 2 + 1])
+            alive -= {ids[step * 2], ids[step * 2 + 1]}
+    store.close()

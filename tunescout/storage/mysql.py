@@ -9,7 +9,8 @@ import numpy as np
 
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, top_histograms_of_rows
+from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, counts_of_rows,
+                   top_histograms_of_rows)
 
 _ER_BAD_DB = 1049
 _ER_DUP_ENTRY = 1062
@@ -41,6 +42,7 @@ SELECT f.song_id, f.`offset` - q.q_offset AS delta, COUNT(DISTINCT f.hash) AS cn
 FROM q JOIN fingerprints AS f ON f.hash = q.hash
 GROUP BY f.song_id, delta ORDER BY NULL
 """
+_COUNTS = "SELECT q.hash, COUNT(*) FROM q JOIN fingerprints AS f ON f.hash = q.hash GROUP BY q.hash"
 # The generation row changes in the same transaction as the songs it counts.
 _BUMP = ("INSERT INTO meta VALUES ('generation', '1')"
          " ON DUPLICATE KEY UPDATE value = CAST(value AS UNSIGNED) + 1")
@@ -97,6 +99,8 @@ class _MySQLBase:
 
 class MySQLStore(_MySQLBase):
     """Fingerprints and songs in one MySQL/MariaDB database (InnoDB)."""
+
+    counts_hashes = True
 
     def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
         super().__init__(db, timeout_s, slot)
@@ -155,14 +159,21 @@ class MySQLStore(_MySQLBase):
         rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %s", (blob_sha1,))
         return _song(rows[0]) if rows else None
 
+    def hash_counts(self, values: np.ndarray) -> np.ndarray:
+        if values.size == 0:
+            return np.zeros(0, np.int64)
+        return counts_of_rows(values, self._with_query(values, np.zeros(values.size, np.int64), _COUNTS))
+
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
             return []
+        return top_histograms_of_rows(self._with_query(hashes, offsets, _ALIGN), top_k)
+
+    def _with_query(self, hashes: np.ndarray, offsets: np.ndarray, sql: str) -> list[tuple]:
+        """Rows of sql run over the query's (hash, offset) pairs in the connection's table q."""
         self._run("TRUNCATE TABLE q")
-        self._run("INSERT INTO q VALUES (%s, %s)", list(zip(hashes.tolist(), offsets.tolist())),
-                  many=True)
-        rows = self._run(_ALIGN)
-        return top_histograms_of_rows(rows, top_k)
+        self._run("INSERT INTO q VALUES (%s, %s)", list(zip(hashes.tolist(), offsets.tolist())), many=True)
+        return self._run(sql)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
