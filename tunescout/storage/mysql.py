@@ -29,6 +29,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS fingerprints ("
     " hash INT UNSIGNED NOT NULL, song_id BIGINT UNSIGNED NOT NULL, `offset` INT NOT NULL,"
     " PRIMARY KEY (hash, song_id, `offset`)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS hash_counts (hash INT UNSIGNED NOT NULL PRIMARY KEY, n INT NOT NULL)"
+    " ENGINE=InnoDB",
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 # The query's (hash, offset) pairs sit in a per-connection MEMORY table; the database joins them
@@ -42,7 +44,12 @@ SELECT f.song_id, f.`offset` - q.q_offset AS delta, COUNT(DISTINCT f.hash) AS cn
 FROM q JOIN fingerprints AS f ON f.hash = q.hash
 GROUP BY f.song_id, delta ORDER BY NULL
 """
-_COUNTS = "SELECT q.hash, COUNT(*) FROM q JOIN fingerprints AS f ON f.hash = q.hash GROUP BY q.hash"
+# Rows per hash value, kept in hash_counts in the same transaction as every add and delete: reading
+# the counts of a query's hashes is a probe each, where counting their rows took as long as the
+# lookup itself (70 vs 78 ms at 1,000 songs on 2 instances).
+_COUNTS = "SELECT q.hash, c.n FROM q JOIN hash_counts AS c ON c.hash = q.hash"
+_ADD_COUNTS = "INSERT INTO hash_counts (hash, n) VALUES (%s, %s) ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+_FILL_COUNTS = "INSERT INTO hash_counts SELECT hash, COUNT(*) FROM fingerprints GROUP BY hash"
 # The generation row changes in the same transaction as the songs it counts.
 _BUMP = ("INSERT INTO meta VALUES ('generation', '1')"
          " ON DUPLICATE KEY UPDATE value = CAST(value AS UNSIGNED) + 1")
@@ -97,6 +104,13 @@ class _MySQLBase:
         self._db.close()
 
 
+def _add_counts(cur, values: list[int], counts: list[int]) -> None:
+    """hash_counts[value] += count (batched multi-row upserts)."""
+    rows = list(zip(values, counts))
+    for start in range(0, len(rows), _INSERT_BATCH):
+        cur.executemany(_ADD_COUNTS, rows[start:start + _INSERT_BATCH])
+
+
 class MySQLStore(_MySQLBase):
     """Fingerprints and songs in one MySQL/MariaDB database (InnoDB)."""
 
@@ -111,7 +125,20 @@ class MySQLStore(_MySQLBase):
             self._run(statement)
         wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
         self._run("INSERT IGNORE INTO meta VALUES (%s, %s)", list(wanted.items()), many=True)
-        check_meta(self.name, dict(self._run("SELECT name, value FROM meta")), wanted)
+        stored = dict(self._run("SELECT name, value FROM meta"))
+        check_meta(self.name, stored, wanted)
+        if "hash_counts" not in stored:   # an index made before hash_counts existed
+            try:
+                conn = self._db.get()
+                cur = conn.cursor()
+                conn.begin()
+                cur.execute("DELETE FROM hash_counts")
+                cur.execute(_FILL_COUNTS)
+                cur.execute("INSERT INTO meta VALUES ('hash_counts', '1')")
+                conn.commit()
+            except MySQLdb.Error as exc:
+                self._rollback()
+                raise StorageError(f"{self.name}: cannot count the hashes") from exc
 
     def add_song(self, song: NewSong) -> int:
         return self.add_songs([song])[0]
@@ -134,6 +161,8 @@ class MySQLStore(_MySQLBase):
                 for start in range(0, len(rows), _INSERT_BATCH):
                     cur.executemany("INSERT INTO fingerprints (hash, song_id, `offset`)"
                                     " VALUES (%s, %s, %s)", rows[start:start + _INSERT_BATCH])
+                values, counts = np.unique(np.array([h for h, _ in pairs], np.int64), return_counts=True)
+                _add_counts(cur, values.tolist(), counts.tolist())
             cur.execute(_BUMP)
             conn.commit()
             return ids
@@ -160,6 +189,7 @@ class MySQLStore(_MySQLBase):
         return _song(rows[0]) if rows else None
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
+        """Exact counts (kept for every value)."""
         if values.size == 0:
             return np.zeros(0, np.int64)
         return counts_of_rows(values, self._with_query(values, np.zeros(values.size, np.int64), _COUNTS))
@@ -196,7 +226,11 @@ class MySQLStore(_MySQLBase):
             cur = conn.cursor()
             conn.begin()
             found = cur.execute("DELETE FROM songs WHERE song_id = %s", (song_id,))
+            cur.execute("SELECT hash, COUNT(*) FROM fingerprints WHERE song_id = %s GROUP BY hash", (song_id,))
+            counts = cur.fetchall()
             cur.execute("DELETE FROM fingerprints WHERE song_id = %s", (song_id,))
+            _add_counts(cur, [h for h, _ in counts], [-n for _, n in counts])
+            cur.execute("DELETE FROM hash_counts WHERE n <= 0")
             cur.execute(_BUMP)
             conn.commit()
             return bool(found)
