@@ -123,6 +123,8 @@ def add_distractors_in_clickhouse(engine: Engine, names: list[str], count: int, 
                 f"SELECT {base} + {n} * number, concat('distractor ', toString({base} + {n} * number)), "
                 f"hex(cityHash64(number, {base})), {per_song}, {duration} FROM numbers({songs})")
             print(f"\r  distractors on {name}: {chunk + songs}/{k}", end="", flush=True)
+        client.execute(f"INSERT INTO hash_counts SELECT hash, count() FROM fingerprints"
+                       f" WHERE song_id >= {start} GROUP BY hash")
         print()
         client.disconnect()
     return count * duration

@@ -159,7 +159,8 @@ class Engine:
         When the hashes hold more than ``match.row_budget`` index rows, the rarest of them are
         looked up first (they point at few songs and cost few rows); a song that then clears the
         bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index holds is
-        looked up. The bar always counts every hash the query made.
+        looked up (all of them if no instance answers the counts). The bar always counts every
+        hash the query made.
         """
         n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
         rows = counts = None

@@ -247,12 +247,9 @@ def test_a_failure_inside_a_write_leaves_no_transaction_open(store, rng):
 
 def test_hash_counts_follow_adds_and_deletes(backend, rng):
     """Exact for common values (EXACT_COUNTS_FROM rows or more), under that bound for rare ones,
-    through adds and deletes; a backend that cannot count cheaply says so."""
+    through adds and deletes."""
     from tunescout.storage.base import EXACT_COUNTS_FROM
     store = backend.store()
-    if not store.counts_hashes:
-        assert backend.kind == "clickhouse"   # documented: counting costs a lookup there
-        return
     common = np.arange(100, 120, dtype=np.uint32)
     songs = []
     for k in range(6):   # each song holds every common value twice (at two offsets) and rare ones

@@ -92,9 +92,6 @@ class FingerprintStore(Protocol):
     def find_sha1(self, blob_sha1: str) -> Song | None:
         """The song with this PCM digest, if stored here."""
 
-    counts_hashes: bool
-    """hash_counts is much cheaper than a lookup (if not, the engine looks every hash up at once)."""
-
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
         """Index rows of each of the distinct hash ``values`` (int64, same order): exact from
         EXACT_COUNTS_FROM rows on; a rarer value may answer any count below that."""

@@ -14,7 +14,7 @@ from clickhouse_driver import errors as ch_errors
 
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, counts_of_rows
 
 # Sorted by hash with small granules (256 rows) so that a lookup of a few thousand hashes reads
 # a few thousand granules, not millions of rows; the server profile's small compression blocks
@@ -27,20 +27,28 @@ _SCHEMA = (
     " ENGINE = MergeTree ORDER BY song_id SETTINGS index_granularity = 256",
     "CREATE TABLE IF NOT EXISTS fingerprints (hash UInt32, song_id UInt64, offset UInt32)"
     " ENGINE = MergeTree ORDER BY (hash, song_id, offset) SETTINGS index_granularity = 256",
+    "CREATE TABLE IF NOT EXISTS hash_counts (hash UInt32, n Int64)"
+    " ENGINE = SummingMergeTree ORDER BY hash SETTINGS index_granularity = 256",
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 # The query's pairs travel as an external table. `hash IN (SELECT ...)` lets the primary key
 # skip granules (a bare JOIN scans the table); offsets are UInt32, so cast before subtracting.
 # A song's hashes are written before its songs row, so the songs filter hides a song until it
-# is complete (and forever, if its ingest died half way).
+# is complete (and forever, if its ingest died half way). The filter runs on the grouped songs,
+# not on the joined rows (77 -> 56 ms p50 at 1,000 songs).
 _ALIGN = """
 SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
     SELECT song_id, toInt64(offset) - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
     FROM fingerprints ALL INNER JOIN q USING (hash)
-    WHERE hash IN (SELECT hash FROM q) AND song_id IN (SELECT song_id FROM songs)
+    WHERE hash IN (SELECT hash FROM q)
     GROUP BY song_id, delta)
-GROUP BY song_id ORDER BY peak DESC, song_id LIMIT %(top_k)s
+GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
 """
+# Rows per hash value: +n with every song added, -n when one is deleted; merges sum them (and
+# drop values that reach 0), so a reader sums what is not merged yet. Counting the query's rows in
+# fingerprints instead read as many granules as the lookup itself.
+_COUNTS = "SELECT hash, sum(n) FROM hash_counts WHERE hash IN (SELECT hash FROM q) GROUP BY hash"
+_FILL_COUNTS = "INSERT INTO hash_counts SELECT hash, count() FROM fingerprints GROUP BY hash"
 _QUERY_STRUCTURE = [("hash", "UInt32"), ("q_offset", "UInt32")]
 _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
@@ -100,9 +108,6 @@ class _ClickHouseBase:
 class ClickHouseStore(_ClickHouseBase):
     """Fingerprints and songs in one ClickHouse database (MergeTree tables)."""
 
-    # Counting the rows of a query's hashes reads the same granules as looking them up (measured:
-    # 100 ms p50 either way at 1,000 songs), so every hash is looked up at once.
-    counts_hashes = False
 
     def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
         super().__init__(db, timeout_s)
@@ -119,6 +124,9 @@ class ClickHouseStore(_ClickHouseBase):
             missing = [(k, v) for k, v in wanted.items() if k not in stored]
             if missing:
                 self._run("INSERT INTO meta (name, value) VALUES", missing)
+            if not self._meta_max("hash_counts"):   # an index made before hash_counts existed
+                self._run(_FILL_COUNTS)
+                self._run("INSERT INTO meta (name, value) VALUES", [("hash_counts", "1")])
         check_meta(self.name, {**dict(missing), **stored}, wanted)
 
     @contextlib.contextmanager
@@ -162,6 +170,9 @@ class ClickHouseStore(_ClickHouseBase):
                 song_ids += [song_id] * int(song.hashes.size)
             self._run("INSERT INTO fingerprints (hash, song_id, offset) VALUES",
                       [hashes, song_ids, offsets], columnar=True)
+            values, counts = np.unique(np.array(hashes, np.int64), return_counts=True)
+            self._run("INSERT INTO hash_counts (hash, n) VALUES", [values.tolist(), counts.tolist()],
+                      columnar=True)
             self._run("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
                       " VALUES", [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds)
                                   for i, s in zip(ids, songs)])
@@ -172,6 +183,13 @@ class ClickHouseStore(_ClickHouseBase):
         rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %(sha1)s LIMIT 1",
                          {"sha1": blob_sha1})
         return _song(rows[0]) if rows else None
+
+    def hash_counts(self, values: np.ndarray) -> np.ndarray:
+        """Exact counts (kept for every value)."""
+        if values.size == 0:
+            return np.zeros(0, np.int64)
+        query = {"name": "q", "structure": [("hash", "UInt32")], "data": [{"hash": h} for h in values.tolist()]}
+        return np.maximum(counts_of_rows(values, self._run(_COUNTS, external_tables=[query])), 0)
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
@@ -204,6 +222,8 @@ class ClickHouseStore(_ClickHouseBase):
                 return False
             self._mutate("songs", song_id)
             self._bump()
+            self._run("INSERT INTO hash_counts SELECT hash, -count() FROM fingerprints"
+                      " WHERE song_id = %(id)s GROUP BY hash", {"id": int(song_id)})
             self._run("ALTER TABLE fingerprints DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
         return True
 

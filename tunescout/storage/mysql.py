@@ -114,7 +114,6 @@ def _add_counts(cur, values: list[int], counts: list[int]) -> None:
 class MySQLStore(_MySQLBase):
     """Fingerprints and songs in one MySQL/MariaDB database (InnoDB)."""
 
-    counts_hashes = True
 
     def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
         super().__init__(db, timeout_s, slot)

@@ -91,15 +91,10 @@ class ShardedStore:
         return self.stores[i]
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray | None:
-        """Index rows of each distinct hash value, summed over the instances that answer; None if
-        an instance cannot count (see FingerprintStore.hash_counts)."""
-        if not all(store.counts_hashes for store in self.stores):
-            return None
-        total = np.zeros(len(values), np.int64)
-        for answer in self._fan_out(lambda s: s.hash_counts(values)):
-            if answer is not None:
-                total += answer
-        return total
+        """Index rows of each distinct hash value, summed over the instances that answer (None if
+        none does)."""
+        answers = [a for a in self._fan_out(lambda s: s.hash_counts(values)) if a is not None]
+        return np.sum(answers, axis=0) if answers else None
 
     def lookup(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> Lookup:
         """Ask every usable instance for its best candidates, in parallel."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -28,17 +29,17 @@ CREATE TABLE IF NOT EXISTS hash_counts (hash INTEGER PRIMARY KEY, n INTEGER NOT 
 # visible to recognition only complete, and a crash leaves nothing behind.
 # The index rows of the query's distinct hashes; the join with the query's offsets and the grouping
 # run in numpy (storage.base.top_histograms_of_postings): 25 % faster than GROUP BY with
-# COUNT(DISTINCT) in SQLite, and the gap grows with the rows. CROSS JOIN keeps the query table outside.
-_QUERY_TABLE = "CREATE TEMP TABLE IF NOT EXISTS query_hashes (hash INTEGER PRIMARY KEY)"  # per connection
+# COUNT(DISTINCT) in SQLite, and the gap grows with the rows. The hashes travel as one JSON array
+# (json_each), which costs half of filling a temporary table; CROSS JOIN keeps it the outer loop.
 _POSTINGS = """
 SELECT f.hash, f.song_id, f.offset_frames
-FROM temp.query_hashes AS q CROSS JOIN fingerprints AS f ON f.hash = q.hash
+FROM json_each(?) AS q CROSS JOIN fingerprints AS f ON f.hash = q.value
 """
 # Rows per hash value, for hash_counts: kept in a table with every add and delete (same transaction)
 # for the values with at least EXACT_COUNTS_FROM rows, which are few (36 k of 318 k values at 174
 # songs: 2 % of the file); rarer values are not kept and answer 1. Reading a count is one probe,
 # where counting the rows of a query's hashes walks them all (3x slower at 1,000 songs).
-_COUNTS = "SELECT c.hash, c.n FROM temp.query_hashes AS q CROSS JOIN hash_counts AS c ON c.hash = q.hash"
+_COUNTS = "SELECT c.hash, c.n FROM json_each(?) AS q CROSS JOIN hash_counts AS c ON c.hash = q.value"
 _ADD_COUNT = "UPDATE hash_counts SET n = n + ?2 WHERE hash = ?1"
 # A value not in the table is counted afresh (it had fewer rows than EXACT_COUNTS_FROM: cheap).
 _NEW_COUNT = ("INSERT INTO hash_counts SELECT hash, COUNT(*) FROM fingerprints"
@@ -50,16 +51,14 @@ _FILL_COUNTS = ("INSERT INTO hash_counts SELECT hash, COUNT(*) FROM fingerprints
                 f" HAVING COUNT(*) >= {EXACT_COUNTS_FROM}")
 
 
-def _connections(path: Path, setup: tuple[str, ...] = ()) -> ThreadConnections[sqlite3.Connection]:
-    """Per-thread connections to one SQLite file, in WAL mode, each running ``setup`` once."""
+def _connections(path: Path) -> ThreadConnections[sqlite3.Connection]:
+    """Per-thread connections to one SQLite file, in WAL mode."""
     def connect() -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in setup:
-                conn.execute(statement)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"Cannot open {path.name}") from exc
         return conn
@@ -75,12 +74,11 @@ def _distinct_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray
 class SQLiteStore:
     """Fingerprints and songs in one SQLite file."""
 
-    counts_hashes = True
 
     def __init__(self, path: Path, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 30.0):
         self._path = Path(path)
         self.name = f"sqlite {self._path.resolve()}"
-        self._db = _connections(self._path, (_QUERY_TABLE,))
+        self._db = _connections(self._path)
         self._write = threading.Lock()
         self.slot = slot
 
@@ -155,19 +153,16 @@ class SQLiteStore:
         return Song(*row[0]) if row else None
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
-        return np.maximum(counts_of_rows(values, self._with_query_hashes(values, _COUNTS)), 1)
+        return np.maximum(counts_of_rows(values, self._with_hashes(values, _COUNTS)), 1)
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
-        postings = self._with_query_hashes(np.unique(hashes), _POSTINGS)
+        postings = self._with_hashes(np.unique(hashes), _POSTINGS)
         return top_histograms_of_postings(hashes, offsets, postings, top_k)
 
-    def _with_query_hashes(self, values: np.ndarray, sql: str) -> list[tuple]:
-        """Rows of sql run over the distinct hash values in temp.query_hashes."""
-        conn = self._db.get()
+    def _with_hashes(self, values: np.ndarray, sql: str) -> list[tuple]:
+        """Rows of sql, whose one parameter is the distinct hash values as a JSON array."""
         try:
-            conn.execute("DELETE FROM temp.query_hashes")
-            conn.executemany("INSERT OR IGNORE INTO temp.query_hashes VALUES (?)", ((h,) for h in values.tolist()))
-            return conn.execute(sql).fetchall()
+            return self._db.get().execute(sql, (json.dumps(values.tolist()),)).fetchall()
         except sqlite3.Error as exc:
             raise StorageError("Fingerprint lookup failed") from exc
 
