@@ -225,7 +225,8 @@ def test_metrics_count_requests_recognitions_and_ingests(client, song):
     no_match = 'tunescout_recognitions_total{outcome="no_match"}'
     songs = "tunescout_songs_ingested_total"
     not_found = 'tunescout_http_requests_total{endpoint="/api/fetch/<token>",method="GET",status="404"}'
-    before = {k: metric(client, k) for k in (match, no_match, songs, not_found)}
+    searches = ('tunescout_searches_total{lookups="1"}', 'tunescout_searches_total{lookups="2"}')
+    before = {k: metric(client, k) for k in (match, no_match, songs, not_found, *searches)}
     upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))
     upload(client, "/api/fingerprint", wav_bytes(song), "s.wav", AUTH)
     upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))
@@ -233,5 +234,7 @@ def test_metrics_count_requests_recognitions_and_ingests(client, song):
     resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     after = {k: metric(client, k) for k in before}
-    assert {k: after[k] - before[k] for k in before} == {match: 1, no_match: 1, songs: 1, not_found: 1}
+    assert {k: after[k] - before[k] for k in before if k not in searches} == {
+        match: 1, no_match: 1, songs: 1, not_found: 1}
+    assert sum(after[k] - before[k] for k in searches) == 2   # one search per recognition
     assert "tunescout_http_request_duration_seconds_bucket" in resp.get_data(as_text=True)

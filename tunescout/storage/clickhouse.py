@@ -27,7 +27,7 @@ _SCHEMA = (
     " ENGINE = MergeTree ORDER BY song_id SETTINGS index_granularity = 256",
     "CREATE TABLE IF NOT EXISTS fingerprints (hash UInt32, song_id UInt64, offset UInt32)"
     " ENGINE = MergeTree ORDER BY (hash, song_id, offset) SETTINGS index_granularity = 256",
-    "CREATE TABLE IF NOT EXISTS hash_counts (hash UInt32, n Int64)"
+    "CREATE TABLE IF NOT EXISTS hash_counts (hash UInt32, n Int32)"
     " ENGINE = SummingMergeTree ORDER BY hash SETTINGS index_granularity = 256",
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
