@@ -32,7 +32,9 @@ _SCHEMA = (
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 # The query's pairs travel as an external table. `hash IN (SELECT ...)` lets the primary key
-# skip granules (a bare JOIN scans the table); offsets are UInt32, so cast before subtracting.
+# skip granules (a bare JOIN scans the table), as PREWHERE: the other columns are read only for the
+# rows that pass (first step 28 -> 24 ms, one lookup of every hash 53 -> 46 ms, 1,000 songs).
+# Offsets are UInt32, so cast before subtracting.
 # A song's hashes are written before its songs row, so the songs filter hides a song until it
 # is complete (and forever, if its ingest died half way). The filter runs on the grouped songs,
 # not on the joined rows (77 -> 56 ms p50 at 1,000 songs).
@@ -40,7 +42,7 @@ _ALIGN = """
 SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
     SELECT song_id, toInt64(offset) - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
     FROM fingerprints ALL INNER JOIN q USING (hash)
-    WHERE hash IN (SELECT hash FROM q)
+    PREWHERE hash IN (SELECT hash FROM q)
     GROUP BY song_id, delta)
 GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
 """
