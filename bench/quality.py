@@ -23,7 +23,6 @@ import dejavu
 from tunescout.audio import decode_audio, decode_query
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine, analyse
-from tunescout.memory import keep_freed_memory
 
 DEGRADATIONS = ["clean", "noise10", "noise5", "noise0", "mp3_64k", "phone", "speed+2", "speed-2"]
 OFFSET_TOLERANCE_S = 0.05
@@ -34,7 +33,7 @@ def ingest(engine: Engine, files: list[str], workers: int) -> dict:
     """Ingest end to end the way `tunescout ingest` does: decode + fingerprint in a pool of processes,
     store from this one."""
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
         list(pool.map(exec, ["import tunescout.engine"] * workers))   # start and warm the workers first
         start = time.perf_counter()
         for song in pool.map(analyse, files, [Path(f).stem for f in files], [engine.params] * len(files)):

@@ -93,7 +93,6 @@ def find_audio(paths) -> list[Path]:
 def ingest(config_path, paths, workers):
     """Fingerprint audio files and folders into the catalogue (already stored audio is skipped)."""
     from .engine import analyse
-    from .memory import keep_freed_memory
     engine = _engine(config_path)
     files = find_audio(paths)
     outcome = {"stored": 0, "already there": 0, "failed": 0}
@@ -101,7 +100,7 @@ def ingest(config_path, paths, workers):
     # Decoding and fingerprinting are CPU-bound: a pool of processes does them (a fresh interpreter
     # each, nothing of this process's connections is inherited); this process stores the results.
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool, \
+    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool, \
             tqdm(total=len(files), unit="file") as bar:
         futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
         for path, future in futures:

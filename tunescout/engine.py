@@ -17,7 +17,6 @@ from .audio import Decoded, decode_audio, decode_query
 from .cache import CachedStore, redis_client
 from .config import Config
 from .errors import BadRequestError, NotFoundError, StorageError
-from .memory import keep_freed_memory
 from .results import ResultShards
 from .storage import open_result_store, open_store
 from .storage.base import NewSong, Song, instance_of
@@ -64,9 +63,7 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: Config) -> "Engine":
-        """Open every configured instance and result shard (and tune this process's allocator for
-        the engine's arrays: :func:`tunescout.memory.keep_freed_memory`)."""
-        keep_freed_memory()
+        """Open every configured instance and result shard."""
         stores = [open_store(config, i) for i in range(len(config.instances))]
         if config.redis.host:
             stores = [CachedStore(store, redis_client(config.redis, instance.redis_db_index),
