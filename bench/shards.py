@@ -217,8 +217,8 @@ def main() -> None:
             print(f"{songs:>7} songs {seconds / 3600:8.1f} h {hashes / 1e6:8.1f} M hashes | "
                   f"{args.length} s clips p50 {figures['latency_p50_ms']:6.1f} ms p95 {figures['latency_p95_ms']:6.1f} ms | "
                   f"{entry['index_kb_per_min']:5.1f} kB/min | accuracy {100 * figures['accuracy']:5.1f} % "
-                  f"FP {100 * figures['false_positive_rate']:.1f} % | both lookups {100 * figures['two_lookups']:.0f} %",
-                  flush=True)
+                  f"FP {100 * figures['false_positive_rate']:.1f} % | "
+                  f"both lookups {100 * figures['two_lookups']:.0f} %", flush=True)
         engine.close()
     if not args.keep:
         for name in names:

@@ -62,7 +62,8 @@ def test_rarest_hashes_first_answer_as_one_lookup_of_all(engine, queries):
             for row in csv.DictReader((queries / "ground_truth.csv").open()):
                 if row["length_s"] != "5":
                     continue
-                decoded = decode_query((queries / row["query_file"]).read_bytes(), engine.params.sample_rate_hz, 0.0, 10.0)
+                data = (queries / row["query_file"]).read_bytes()
+                decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, 10.0)
                 search = engine.search(*dejavu.fingerprint_query(decoded.samples, engine.params))
                 passing = [a.song_id for margin, a in search.scored if margin >= 0][:1]
                 answers.setdefault(row["query_file"], []).append(passing)

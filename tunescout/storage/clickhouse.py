@@ -110,7 +110,6 @@ class _ClickHouseBase:
 class ClickHouseStore(_ClickHouseBase):
     """Fingerprints and songs in one ClickHouse database (MergeTree tables)."""
 
-
     def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
         super().__init__(db, timeout_s)
         self.slot = slot

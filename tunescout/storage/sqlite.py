@@ -74,7 +74,6 @@ def _distinct_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray
 class SQLiteStore:
     """Fingerprints and songs in one SQLite file."""
 
-
     def __init__(self, path: Path, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 30.0):
         self._path = Path(path)
         self.name = f"sqlite {self._path.resolve()}"
