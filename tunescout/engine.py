@@ -163,26 +163,23 @@ class Engine:
         hash the query made.
         """
         n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
-        rows = counts = None
-        if budget and n_query:
-            values = np.unique(hashes)
-            counts = self.store.hash_counts(values)
+        lookups = 1
+        values = np.unique(hashes)
+        counts = self.store.hash_counts(values) if budget and n_query else None
         if counts is not None:
-            rows = int(counts.sum())
-            if rows > budget:
+            if counts.sum() > budget:
                 first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
                 lookup = self.store.lookup(hashes[first], offsets[first], top_k)
                 scored = self.score_candidates(lookup.histograms, n_query)
                 if scored and scored[0][0] >= self.match.early_stop_margin:
                     metrics.search_finished(1)
-                    return Search(scored, lookup.unanswered, 1, int(first.sum()), rows)
+                    return Search(scored, lookup.unanswered, 1)
+                lookups = 2
             held = np.isin(hashes, values[counts > 0])
             hashes, offsets = hashes[held], offsets[held]
         lookup = self.store.lookup(hashes, offsets, top_k)
-        stages = 2 if rows is not None and rows > budget else 1
-        metrics.search_finished(stages)
-        return Search(self.score_candidates(lookup.histograms, n_query), lookup.unanswered, stages,
-                      int(hashes.size), rows)
+        metrics.search_finished(lookups)
+        return Search(self.score_candidates(lookup.histograms, n_query), lookup.unanswered, lookups)
 
     def fetch(self, token: str) -> dict:
         """The stored result of a token.
@@ -329,8 +326,6 @@ class Search:
     scored: list            # (margin, Alignment), best first
     unanswered: int         # instances that were down, slow or failing
     lookups: int            # 1: answered by the rarest hashes, or all looked up at once; 2: both
-    hashes_looked_up: int   # query pairs sent in the last lookup
-    index_rows: int | None  # rows the query's hashes hold in the index (None: not counted)
 
 
 @dataclasses.dataclass
