@@ -118,3 +118,47 @@ def test_an_index_made_before_hash_counts_gets_them_on_open(tmp_path, rng):
     store.ensure_schema("digest-1")
     assert store.hash_counts(np.array([77, 2**23 + 1], np.uint32)).tolist() == [30, 1]
     store.close()
+
+
+def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, rng, monkeypatch):
+    import contextlib
+    import sqlite3
+    import threading
+    path = tmp_path / "old.sqlite"
+    store = SQLiteStore(path)
+    store.ensure_schema("digest-1")
+    for k in range(3):
+        hashes = np.concatenate([np.full(10, 77, np.uint32), rng.integers(2**20, 2**23, 100).astype(np.uint32)])
+        store.add_song(NewSong("s", f"{k:040d}", 60.0, hashes, np.arange(110, dtype=np.int32)))
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE hash_counts")
+    conn.execute("DELETE FROM meta WHERE key = 'hash_counts'")
+    conn.commit()
+    conn.close()
+    stores = [SQLiteStore(path) for _ in range(4)]   # as gunicorn workers starting at once
+    errors = []
+    # All four have read meta (no counts yet) before any of them starts filling.
+    barrier, transaction = threading.Barrier(4, timeout=10), SQLiteStore._transaction
+
+    @contextlib.contextmanager
+    def after_all_read(conn, message):
+        barrier.wait()
+        with transaction(conn, message):
+            yield
+    monkeypatch.setattr(SQLiteStore, "_transaction", staticmethod(after_all_read))
+
+    def open_it(s):
+        try:
+            s.ensure_schema("digest-1")
+        except Exception as exc:   # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=open_it, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [s.hash_counts(np.array([77], np.uint32)).tolist() for s in stores] == [[30]] * 4
+    for s in stores:
+        s.close()

@@ -130,9 +130,10 @@ class MySQLStore(_MySQLBase):
                 conn = self._db.get()
                 cur = conn.cursor()
                 conn.begin()
-                cur.execute("DELETE FROM hash_counts")
-                cur.execute(_FILL_COUNTS)
-                cur.execute("INSERT INTO meta VALUES ('hash_counts', '1')")
+                # Whoever marks meta first fills the counts (other processes may be opening it too).
+                if cur.execute("INSERT IGNORE INTO meta VALUES ('hash_counts', '1')"):
+                    cur.execute("DELETE FROM hash_counts")
+                    cur.execute(_FILL_COUNTS)
                 conn.commit()
             except MySQLdb.Error as exc:
                 self._rollback()

@@ -90,10 +90,11 @@ class SQLiteStore:
                 conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", wanted.items())
             stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if "hash_counts" not in stored:
+                # Whoever marks meta first fills the counts (other processes may be opening it too).
                 with self._write, self._transaction(conn, f"Cannot count the hashes of {self._path.name}"):
-                    conn.execute("DELETE FROM hash_counts")
-                    conn.execute(_FILL_COUNTS)
-                    conn.execute("INSERT INTO meta VALUES ('hash_counts', '1')")
+                    if conn.execute("INSERT OR IGNORE INTO meta VALUES ('hash_counts', '1')").rowcount:
+                        conn.execute("DELETE FROM hash_counts")
+                        conn.execute(_FILL_COUNTS)
         except sqlite3.Error as exc:
             raise StorageError(f"Cannot open {self._path.name}") from exc
         check_meta(self._path.name, stored, wanted)
