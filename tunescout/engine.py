@@ -112,8 +112,8 @@ class Engine:
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
-        song = NewSong(safe_song_name(song.song_name), song.blob_sha1, round(song.duration_seconds, 3),
-                       song.hashes, song.offsets)
+        song = dataclasses.replace(song, song_name=safe_song_name(song.song_name),
+                                   duration_seconds=round(song.duration_seconds, 3))
         song_id = self.store.add_song(song)
         return {"status": "success", "song_id": song_id, "song_name": song.song_name,
                 "blob_sha1": song.blob_sha1, "total_hashes": int(song.hashes.size)}
@@ -163,9 +163,10 @@ class Engine:
         hash the query made.
         """
         n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
-        lookups = 1
-        values = np.unique(hashes)
-        counts = self.store.hash_counts(values) if budget and n_query else None
+        lookups, counts = 1, None
+        if budget and n_query:
+            values = np.unique(hashes)
+            counts = self.store.hash_counts(values)
         if counts is not None:
             if counts.sum() > budget:
                 first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))

@@ -99,31 +99,9 @@ def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
     assert max(got.values()) > 1
 
 
-def test_an_index_made_before_hash_counts_gets_them_on_open(tmp_path, rng):
+def index_without_counts(tmp_path, rng):
+    """An index as the previous release left it: no hash_counts; value 77 has 30 rows."""
     import sqlite3
-    path = tmp_path / "old.sqlite"
-    store = SQLiteStore(path)
-    store.ensure_schema("digest-1")
-    common = np.full(10, 77, np.uint32)
-    for k in range(3):
-        hashes = np.concatenate([common, rng.integers(2**20, 2**23, 100).astype(np.uint32)])
-        store.add_song(NewSong("s", f"{k:040d}", 60.0, hashes, np.arange(110, dtype=np.int32)))
-    store.close()
-    conn = sqlite3.connect(path)   # what an index of the previous release holds
-    conn.execute("DROP TABLE hash_counts")
-    conn.execute("DELETE FROM meta WHERE key = 'hash_counts'")
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(path)
-    store.ensure_schema("digest-1")
-    assert store.hash_counts(np.array([77, 2**23 + 1], np.uint32)).tolist() == [30, 1]
-    store.close()
-
-
-def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, rng, monkeypatch):
-    import contextlib
-    import sqlite3
-    import threading
     path = tmp_path / "old.sqlite"
     store = SQLiteStore(path)
     store.ensure_schema("digest-1")
@@ -136,6 +114,21 @@ def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, 
     conn.execute("DELETE FROM meta WHERE key = 'hash_counts'")
     conn.commit()
     conn.close()
+    return path
+
+
+def test_an_index_made_before_hash_counts_gets_them_on_open(tmp_path, rng):
+    path = index_without_counts(tmp_path, rng)
+    store = SQLiteStore(path)
+    store.ensure_schema("digest-1")
+    assert store.hash_counts(np.array([77, 2**23 + 1], np.uint32)).tolist() == [30, 1]
+    store.close()
+
+
+def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, rng, monkeypatch):
+    import contextlib
+    import threading
+    path = index_without_counts(tmp_path, rng)
     stores = [SQLiteStore(path) for _ in range(4)]   # as gunicorn workers starting at once
     errors = []
     # All four have read meta (no counts yet) before any of them starts filling.

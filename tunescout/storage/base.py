@@ -171,16 +171,14 @@ def top_histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, post
     Parameters
     ----------
     q_hashes, q_offsets : np.ndarray [shape=(n,)], the query's (hash, offset) pairs
-    postings : (hash, song_id, offset) index rows of the query's hashes: a list of tuples or an [m, 3] array
+    postings : list of (hash, song_id, offset) index rows of the query's hashes
     top_k : int
     """
-    if len(postings) == 0 or q_hashes.size == 0:
+    if not postings or q_hashes.size == 0:
         return []
-    if isinstance(postings, np.ndarray):
-        p_hash, p_song, p_offset = postings.astype(np.int64, copy=False).T
-    else:   # rows as a driver returns them (fromiter: half the time of np.array on tuples)
-        flat = np.fromiter(itertools.chain.from_iterable(postings), np.int64, 3 * len(postings))
-        p_hash, p_song, p_offset = flat.reshape(-1, 3).T
+    # fromiter over the flattened rows: half the time of np.array on a list of tuples.
+    flat = np.fromiter(itertools.chain.from_iterable(postings), np.int64, 3 * len(postings))
+    p_hash, p_song, p_offset = flat.reshape(-1, 3).T
     order = np.argsort(q_hashes, kind="stable")
     q_hash, q_offset = q_hashes[order].astype(np.int64), q_offsets[order].astype(np.int64)
     lo = np.searchsorted(q_hash, p_hash, "left")
