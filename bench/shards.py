@@ -111,10 +111,11 @@ def add_distractors_in_clickhouse(engine: Engine, names: list[str], count: int, 
             songs = min(5000, k - chunk)
             base = start + chunk * n
             client.execute(
-                f"INSERT INTO fingerprints (hash, song_id, offset) "
-                f"WITH (SELECT groupArray(hash) FROM s) AS sample SELECT "
-                f"arrayElement(sample, cityHash64(number, 1) % {len(sample)} + 1), "
-                f"{base} + {n} * intDiv(number, {per_song}), cityHash64(number, 2) % {frames} "
+                f"INSERT INTO fingerprints (hash, song_hi, song_lo, offset_hi, offset_lo) "
+                f"WITH (SELECT groupArray(hash) FROM s) AS sample, "
+                f"{base} + {n} * intDiv(number, {per_song}) AS song_id, cityHash64(number, 2) % {frames} AS offset "
+                f"SELECT arrayElement(sample, cityHash64(number, 1) % {len(sample)} + 1), "
+                f"intDiv(song_id, 65536), song_id % 65536, intDiv(offset, 65536), offset % 65536 "
                 f"FROM numbers({songs * per_song})",
                 external_tables=[{"name": "s", "structure": [("hash", "UInt32")],
                                   "data": [{"hash": h} for h in sample]}])
@@ -123,8 +124,6 @@ def add_distractors_in_clickhouse(engine: Engine, names: list[str], count: int, 
                 f"SELECT {base} + {n} * number, concat('distractor ', toString({base} + {n} * number)), "
                 f"hex(cityHash64(number, {base})), {per_song}, {duration} FROM numbers({songs})")
             print(f"\r  distractors on {name}: {chunk + songs}/{k}", end="", flush=True)
-        client.execute(f"INSERT INTO hash_counts SELECT hash, count() FROM fingerprints"
-                       f" WHERE song_id >= {start} GROUP BY hash")
         print()
         client.disconnect()
     return count * duration

@@ -88,6 +88,18 @@ def drop_clickhouse(name: str, port: int = CLICKHOUSE_PORT) -> None:
     client.disconnect()
 
 
+def wait_clickhouse_mutations(name: str, port: int = CLICKHOUSE_PORT, timeout_s: float = 30.0) -> None:
+    """Until the background deletes (ALTER ... DELETE) of database `name` have run."""
+    from clickhouse_driver import Client
+    client = Client("127.0.0.1", port=port)
+    deadline = time.monotonic() + timeout_s
+    while client.execute("SELECT count() FROM system.mutations WHERE database = %(db)s AND is_done = 0",
+                         {"db": name})[0][0]:
+        assert time.monotonic() < deadline, f"mutations of {name} still running"
+        time.sleep(0.02)
+    client.disconnect()
+
+
 _CH_CONFIG = """<?xml version="1.0"?>
 <yandex>
     <logger><level>warning</level><log>{dir}/server.log</log><errorlog>{dir}/server.err.log</errorlog></logger>

@@ -94,7 +94,8 @@ class FingerprintStore(Protocol):
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
         """Index rows of each of the distinct hash ``values`` (int64, same order): exact from
-        EXACT_COUNTS_FROM rows on; a rarer value may answer any count below that."""
+        EXACT_COUNTS_FROM rows on; a rarer value may answer any count below that. A backend that
+        deletes in the background (ClickHouse) counts a deleted song's rows until that has run."""
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         """Histograms of the top_k songs with the highest single-delta count."""

@@ -16,41 +16,46 @@ from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
 from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, counts_of_rows
 
-# Sorted by hash with small granules (256 rows) so that a lookup of a few thousand hashes reads
-# a few thousand granules, not millions of rows; the server profile's small compression blocks
-# (deploy/clickhouse/users.d) keep each granule cheap to decompress. UInt32 columns: 12 bytes a
-# row before compression.
+# Fingerprints sorted by hash. Song ids and offsets are split into a high part, which repeats
+# along the sorted rows (LZ4 all but removes it), and a low UInt16: 4.6 bytes a row on disk
+# against 8.8 for (hash UInt32, song_id UInt64, offset UInt32), since LZ4 cannot shrink a column
+# of small random integers padded to 4 or 8 bytes. Granules of 1,024 rows were as fast as 256
+# (the server profile's 1-4 kB compression blocks keep a granule cheap to decompress) and keep
+# the marks small. Measured on the 1,000-song benchmark index, docs/SCALE.md.
+_FINGERPRINTS = ("CREATE TABLE IF NOT EXISTS {table} (hash UInt32, song_hi UInt64, song_lo UInt16,"
+                 " offset_hi UInt16, offset_lo UInt16) ENGINE = MergeTree"
+                 " ORDER BY (hash, song_hi, song_lo, offset_hi, offset_lo) SETTINGS index_granularity = 1024")
+_SPLIT = 65536
+_SONG_ID = f"song_hi * {_SPLIT} + song_lo"
+_OFFSET = f"toInt64(offset_hi) * {_SPLIT} + offset_lo"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name String, value String) ENGINE = MergeTree ORDER BY name",
     "CREATE TABLE IF NOT EXISTS songs (song_id UInt64, song_name String, blob_sha1 String,"
     " total_hashes UInt32, duration_seconds Float64, created DateTime DEFAULT now())"
     " ENGINE = MergeTree ORDER BY song_id SETTINGS index_granularity = 256",
-    "CREATE TABLE IF NOT EXISTS fingerprints (hash UInt32, song_id UInt64, offset UInt32)"
-    " ENGINE = MergeTree ORDER BY (hash, song_id, offset) SETTINGS index_granularity = 256",
-    "CREATE TABLE IF NOT EXISTS hash_counts (hash UInt32, n Int32)"
-    " ENGINE = SummingMergeTree ORDER BY hash SETTINGS index_granularity = 256",
+    _FINGERPRINTS.format(table="fingerprints"),
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 # The query's pairs travel as an external table. `hash IN (SELECT ...)` lets the primary key
 # skip granules (a bare JOIN scans the table), as PREWHERE: the other columns are read only for the
 # rows that pass (first step 28 -> 24 ms, one lookup of every hash 53 -> 46 ms, 1,000 songs).
-# Offsets are UInt32, so cast before subtracting.
+# Offsets are unsigned, so they become Int64 before subtracting.
 # A song's hashes are written before its songs row, so the songs filter hides a song until it
 # is complete (and forever, if its ingest died half way). The filter runs on the grouped songs,
 # not on the joined rows (77 -> 56 ms p50 at 1,000 songs).
 _ALIGN = """
 SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
-    SELECT song_id, toInt64(offset) - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
+    SELECT {song_id} AS song_id, {offset} - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
     FROM fingerprints ALL INNER JOIN q USING (hash)
     PREWHERE hash IN (SELECT hash FROM q)
     GROUP BY song_id, delta)
 GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
-"""
-# Rows per hash value: +n with every song added, -n when one is deleted; merges sum them (and
-# drop values that reach 0), so a reader sums what is not merged yet. Counting the query's rows in
-# fingerprints instead read as many granules as the lookup itself.
-_COUNTS = "SELECT hash, sum(n) FROM hash_counts WHERE hash IN (SELECT hash FROM q) GROUP BY hash"
-_FILL_COUNTS = "INSERT INTO hash_counts SELECT hash, count() FROM fingerprints GROUP BY hash"
+""".format(song_id=_SONG_ID, offset=_OFFSET)
+# Rows per hash value, counted in fingerprints itself: reading the hash column of the granules
+# the lookup reads anyway cost no more than the separate counts table of the previous layout
+# (5.5 vs 5.8 ms on one part), which took 2 kB per minute of audio. Rows of a song being deleted
+# count until the background delete has run: their values look a little more common meanwhile.
+_COUNTS = "SELECT hash, count() FROM fingerprints PREWHERE hash IN (SELECT hash FROM q) GROUP BY hash"
 _QUERY_STRUCTURE = [("hash", "UInt32"), ("q_offset", "UInt32")]
 _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
@@ -125,10 +130,23 @@ class ClickHouseStore(_ClickHouseBase):
             missing = [(k, v) for k, v in wanted.items() if k not in stored]
             if missing:
                 self._run("INSERT INTO meta (name, value) VALUES", missing)
-            if not self._meta_max("hash_counts"):   # an index made before hash_counts existed
-                self._run(_FILL_COUNTS)
-                self._run("INSERT INTO meta (name, value) VALUES", [("hash_counts", "1")])
+            self._upgrade()
         check_meta(self.name, {**dict(missing), **stored}, wanted)
+
+    def _upgrade(self) -> None:
+        """Rewrite an index of the previous layout (whole song_id and offset columns, and a
+        hash_counts table) into the current one. Called with the writer lock held; an upgrade
+        that died half way starts again from the old table, which is dropped last."""
+        old = self._run("SELECT count() FROM system.columns WHERE database = %(db)s"
+                        " AND table = 'fingerprints' AND name = 'song_id'", {"db": self.db.database})[0][0]
+        if old:
+            self._run("DROP TABLE IF EXISTS fingerprints_new")
+            self._run(_FINGERPRINTS.format(table="fingerprints_new"))
+            self._run(f"INSERT INTO fingerprints_new SELECT hash, intDiv(song_id, {_SPLIT}),"
+                      f" song_id % {_SPLIT}, intDiv(offset, {_SPLIT}), offset % {_SPLIT} FROM fingerprints")
+            self._run("RENAME TABLE fingerprints TO fingerprints_old, fingerprints_new TO fingerprints")
+        self._run("DROP TABLE IF EXISTS fingerprints_old")
+        self._run("DROP TABLE IF EXISTS hash_counts")
 
     @contextlib.contextmanager
     def _writer(self):
@@ -163,17 +181,14 @@ class ClickHouseStore(_ClickHouseBase):
                 last = self.slot.next_id(last)
                 ids.append(last)
             self._run("INSERT INTO meta (name, value) VALUES", [("last_song_id", str(last))])
-            hashes, song_ids, offsets = [], [], []
-            for song_id, song in zip(ids, songs):
-                order = np.argsort(song.hashes, kind="stable")
-                hashes += song.hashes[order].tolist()
-                offsets += song.offsets[order].tolist()
-                song_ids += [song_id] * int(song.hashes.size)
-            self._run("INSERT INTO fingerprints (hash, song_id, offset) VALUES",
-                      [hashes, song_ids, offsets], columnar=True)
-            values, counts = np.unique(np.array(hashes, np.int64), return_counts=True)
-            self._run("INSERT INTO hash_counts (hash, n) VALUES", [values.tolist(), counts.tolist()],
-                      columnar=True)
+            hashes = np.concatenate([s.hashes for s in songs]).astype(np.int64)
+            offsets = np.concatenate([s.offsets for s in songs]).astype(np.int64)
+            song_ids = np.repeat(np.array(ids, np.int64), [s.hashes.size for s in songs])
+            order = np.argsort(hashes, kind="stable")
+            hashes, offsets, song_ids = hashes[order], offsets[order], song_ids[order]
+            self._run("INSERT INTO fingerprints (hash, song_hi, song_lo, offset_hi, offset_lo) VALUES",
+                      [hashes.tolist(), (song_ids // _SPLIT).tolist(), (song_ids % _SPLIT).tolist(),
+                       (offsets // _SPLIT).tolist(), (offsets % _SPLIT).tolist()], columnar=True)
             self._run("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
                       " VALUES", [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds)
                                   for i, s in zip(ids, songs)])
@@ -186,11 +201,11 @@ class ClickHouseStore(_ClickHouseBase):
         return _song(rows[0]) if rows else None
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
-        """Exact counts (kept for every value)."""
+        """Exact counts, counted in the fingerprints table (see _COUNTS)."""
         if values.size == 0:
             return np.zeros(0, np.int64)
         query = {"name": "q", "structure": [("hash", "UInt32")], "data": [{"hash": h} for h in values.tolist()]}
-        return np.maximum(counts_of_rows(values, self._run(_COUNTS, external_tables=[query])), 0)
+        return counts_of_rows(values, self._run(_COUNTS, external_tables=[query]))
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
@@ -223,9 +238,8 @@ class ClickHouseStore(_ClickHouseBase):
                 return False
             self._mutate("songs", song_id)
             self._bump()
-            self._run("INSERT INTO hash_counts SELECT hash, -count() FROM fingerprints"
-                      " WHERE song_id = %(id)s GROUP BY hash", {"id": int(song_id)})
-            self._run("ALTER TABLE fingerprints DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
+            self._run("ALTER TABLE fingerprints DELETE WHERE song_hi = %(hi)s AND song_lo = %(lo)s",
+                      {"hi": int(song_id) // _SPLIT, "lo": int(song_id) % _SPLIT})
         return True
 
     def _mutate(self, table: str, song_id: int) -> None:
