@@ -64,3 +64,20 @@ def test_songs_list_show_delete_and_stats(tmp_path, monkeypatch):
     missing = runner.invoke(main, ["songs", "show", "3"])
     assert missing.exit_code == 1 and "Song not found" in missing.output
     assert json.loads(runner.invoke(main, ["stats"]).output)["songs"] == 2
+
+
+def test_compact_gives_back_the_space_of_deleted_songs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        (tmp_path / f"s{i}.wav").write_bytes(wav_bytes(music_like(rng, 30)))
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(tmp_path), "--workers", "1"]).exit_code == 0
+    for song_id in ("1", "2"):
+        assert runner.invoke(main, ["songs", "delete", song_id, "--yes"]).exit_code == 0
+    done = runner.invoke(main, ["compact"])
+    assert done.exit_code == 0, done.output
+    [instance] = json.loads(done.output)["instances"]
+    assert instance["index_bytes"] < instance["index_bytes_before"]
+    recognized = json.loads(runner.invoke(main, ["recognize", str(tmp_path / "s2.wav")]).output)
+    assert recognized["results"][0]["song_name"] == "s2"

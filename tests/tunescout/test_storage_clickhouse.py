@@ -85,3 +85,16 @@ def test_an_index_of_the_previous_layout_is_rewritten_on_open(name, rng):
     assert store.add_song(NewSong("three", "c" * 40, 60.0, np.array([77], np.uint32), np.array([3]))) == 70_002
     store.close()
     assert open_store(name).hash_counts(np.array([77])).tolist() == [4]   # a second open keeps it
+
+
+def test_compact_merges_the_parts_that_each_lookup_pays_for(name, rng):
+    store = open_store(name)
+    for k in range(4):   # one insert, one part each
+        store.add_song(NewSong(f"s{k}", rng.bytes(20).hex(), 60.0, rng.integers(0, 2**23, 500).astype(np.uint32),
+                               np.arange(500)))
+    parts = "SELECT count() FROM system.parts WHERE active AND database = %(db)s AND table = 'fingerprints'"
+    assert store._run(parts, {"db": name})[0][0] > 1
+    store.compact()
+    assert store._run(parts, {"db": name})[0][0] == 1
+    assert store.count_songs() == 4
+    store.close()

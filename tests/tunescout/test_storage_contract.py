@@ -278,3 +278,25 @@ def test_hash_counts_follow_adds_and_deletes(backend, rng):
             assert store.delete_song(ids[step * 2]) and store.delete_song(ids[step * 2 + 1])
             alive -= {ids[step * 2], ids[step * 2 + 1]}
     store.close()
+
+
+def test_compact_keeps_every_answer(backend, rng):
+    """After adds and a delete, compacting changes no lookup, count or listing."""
+    store = backend.store()
+    songs = [make_song(rng) for _ in range(4)]
+    ids = [store.add_song(s) for s in songs]
+    assert store.delete_song(ids[2])
+    if backend.kind == "clickhouse":
+        servers.wait_clickhouse_mutations(backend.names[-1])
+    probe, probe_offsets = songs[1].hashes[100:400], songs[1].offsets[100:400] - 7
+
+    def answers():
+        hists = store.best_alignments(probe, probe_offsets, top_k=5)
+        return ([(h.song_id, sorted(zip(h.deltas.tolist(), h.counts.tolist()))) for h in hists],
+                store.hash_counts(np.unique(probe)).tolist(), [s.song_id for s in store.list_songs(0, 10)])
+
+    before = answers()
+    store.compact()
+    assert answers() == before
+    assert before[2] == [ids[0], ids[1], ids[3]] and before[0][0][0] == ids[1]
+    store.close()

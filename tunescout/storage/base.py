@@ -115,6 +115,10 @@ class FingerprintStore(Protocol):
     def stats(self) -> dict:
         """{"songs", "hashes", "index_bytes"} of this instance."""
 
+    def compact(self) -> None:
+        """Rewrite the index in its most compact and quickest form (after a bulk ingest or many
+        deletes); may take minutes on a large instance, during which lookups keep working."""
+
     def generation(self) -> int:
         """A number that grows with every song added or deleted here, committed with the change
         (the lookup cache keys on it, so a cached answer is never used after a change)."""

@@ -197,6 +197,12 @@ class SQLiteStore:
         pages = self._query("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", ())
         return {"songs": songs, "hashes": hashes, "index_bytes": pages[0][0]}
 
+    def compact(self) -> None:
+        """VACUUM: pages freed by deletes go back to the file system, tables are stored in order."""
+        self._query("PRAGMA wal_checkpoint(TRUNCATE)", ())
+        self._query("VACUUM", ())
+        self._query("PRAGMA optimize", ())
+
     def generation(self) -> int:
         row = self._query("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'", ())
         return row[0][0] if row else 0
