@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=100_000, help="run at most this many clips per size")
     parser.add_argument("--row-budget", type=int, default=None,
                         help="override MatchParams.row_budget (0: every hash in one lookup, as before)")
+    parser.add_argument("--compact", action="store_true",
+                        help="run `tunescout compact` (Engine.compact) after loading each size, as the README advises")
     parser.add_argument("--python-distractors", action="store_true",
                         help="ClickHouse: insert distractors through the store (slow past 10k songs)")
     args = parser.parse_args()
@@ -181,7 +183,7 @@ def main() -> None:
     rows = [r for r in csv.DictReader((args.queries / "ground_truth.csv").open()) if r["length_s"] == args.length]
     files = [line for line in (args.queries / "ingest.txt").read_text().split() if line]
     rng = np.random.default_rng(2026)
-    report = {"backend": args.backend, "instances": args.instances, "sizes": []}
+    report = {"backend": args.backend, "instances": args.instances, "compact": args.compact, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         engine = open_engine(args.backend, args.instances, names, tmp)
         if args.row_budget is not None:
@@ -205,13 +207,19 @@ def main() -> None:
                 songs = size
             else:
                 load_s = 0.0
+            compact_s = None
+            if args.compact:
+                t = time.perf_counter()
+                engine.compact()
+                compact_s = time.perf_counter() - t
             stats = [s.stats() for s in engine.store.stores]
             index_bytes = sum(s["index_bytes"] for s in stats)
             hashes = sum(s["hashes"] for s in stats)
             figures = run_queries(engine, rows, args.queries, song_names, args.max_queries)
             entry = {"songs": songs, "hours": seconds / 3600, "hashes": hashes,
                      "index_bytes": index_bytes, "index_kb_per_min": index_bytes / 1000 / (seconds / 60),
-                     "load_seconds": load_s, "load_rows_per_s": hashes / load_s if load_s else None, **figures}
+                     "load_seconds": load_s, "load_rows_per_s": hashes / load_s if load_s else None,
+                     "compact_seconds": compact_s, **figures}
             report["sizes"].append(entry)
             print(f"{songs:>7} songs {seconds / 3600:8.1f} h {hashes / 1e6:8.1f} M hashes | "
                   f"{args.length} s clips p50 {figures['latency_p50_ms']:6.1f} ms p95 {figures['latency_p95_ms']:6.1f} ms | "

@@ -34,7 +34,7 @@ if ! port_open 3306; then
 fi
 
 # ClickHouse: listen on 127.0.0.1 only, and a user profile with small compression blocks so a
-# point lookup by hash decompresses little (see docs/DEPLOYMENT.md and ../shared/SERVERS.md).
+# point lookup by hash decompresses little (deploy/clickhouse/users.d/tunescout.xml).
 CH_ETC=/etc/clickhouse-server
 if [ ! -f $CH_ETC/config.d/tunescout.xml ]; then
     $SUDO mkdir -p $CH_ETC/config.d $CH_ETC/users.d
