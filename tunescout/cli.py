@@ -195,7 +195,8 @@ def compact(config_path):
     """Rewrite each instance's index compactly (after a bulk ingest or many deletes).
 
     ClickHouse merges its parts (each part costs every lookup time), SQLite and MariaDB give back
-    the space of deleted songs. Recognition keeps working meanwhile.
+    the space of deleted songs. Recognition keeps working meanwhile; run it while no ingest runs
+    (writes wait for it, and an SQLite write gives up after 30 s).
     """
     body = _call(config_path, "compact")
     if body["status"] != "success":

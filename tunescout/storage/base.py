@@ -117,7 +117,8 @@ class FingerprintStore(Protocol):
 
     def compact(self) -> None:
         """Rewrite the index in its most compact and quickest form (after a bulk ingest or many
-        deletes); may take minutes on a large instance, during which lookups keep working."""
+        deletes); may take minutes on a large instance, during which lookups keep working and
+        writes wait."""
 
     def generation(self) -> int:
         """A number that grows with every song added or deleted here, committed with the change
@@ -156,14 +157,6 @@ def counts_of_rows(values: np.ndarray, rows: list[tuple]) -> np.ndarray:
         at = order[np.searchsorted(values, hashes, sorter=order)]
         counts[at] = n
     return counts
-
-
-def top_histograms_of_rows(rows: list[tuple], top_k: int) -> list[Histogram]:
-    """top_histograms of (song_id, delta, count) rows as a database returns them."""
-    if not rows:
-        return []
-    song_ids, deltas, counts = np.array(rows, dtype=np.int64).T
-    return top_histograms(song_ids, deltas, counts, top_k)
 
 
 def top_histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, postings: list[tuple],
