@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--data-dir", type=Path, help="SQLite: keep the files here (default: a temporary folder)")
     parser.add_argument("--max-queries", type=int, default=100_000, help="run at most this many clips per size")
     parser.add_argument("--row-budget", type=int, default=None,
                         help="override MatchParams.row_budget (0: every hash in one lookup, as before)")
@@ -185,7 +186,10 @@ def main() -> None:
     rng = np.random.default_rng(2026)
     report = {"backend": args.backend, "instances": args.instances, "compact": args.compact, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
-        engine = open_engine(args.backend, args.instances, names, tmp)
+        data_dir = args.data_dir or Path(tmp)
+        for name in names:   # a fresh index, like the servers' databases above
+            (data_dir / f"{name}.sqlite").unlink(missing_ok=True)
+        engine = open_engine(args.backend, args.instances, names, str(data_dir))
         if args.row_budget is not None:
             engine.match = dataclasses.replace(engine.match, row_budget=args.row_budget)
         t = time.perf_counter()
