@@ -124,6 +124,9 @@ def add_distractors_in_clickhouse(engine: Engine, names: list[str], count: int, 
                 f"SELECT {base} + {n} * number, concat('distractor ', toString({base} + {n} * number)), "
                 f"hex(cityHash64(number, {base})), {per_song}, {duration} FROM numbers({songs})")
             print(f"\r  distractors on {name}: {chunk + songs}/{k}", end="", flush=True)
+        # A change, as the stores' own writes record it (caches and count copies key on it).
+        client.execute("INSERT INTO meta (name, value) SELECT 'generation', toString(max(toUInt64OrZero(value)) + 1)"
+                       " FROM meta WHERE name = 'generation'")
         print()
         client.disconnect()
     return count * duration
@@ -216,6 +219,9 @@ def main() -> None:
                 t = time.perf_counter()
                 engine.compact()
                 compact_s = time.perf_counter() - t
+            for store in engine.store.stores:   # what a server does within counts_refresh_s of a change
+                if hasattr(store, "refresh"):
+                    store.refresh()
             stats = [s.stats() for s in engine.store.stores]
             index_bytes = sum(s["index_bytes"] for s in stats)
             hashes = sum(s["hashes"] for s in stats)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -27,9 +28,13 @@ def _config(config_path):
 
 
 def _engine(config_path):
+    """An engine for one command. It asks the instances for hash counts: keeping a copy in memory
+    (recognizing.counts_refresh_s) pays off over many clips, not one."""
     from .engine import Engine
+    config = _config(config_path)
+    config = dataclasses.replace(config, recognizing=dataclasses.replace(config.recognizing, counts_refresh_s=0))
     try:
-        return Engine.from_config(_config(config_path))
+        return Engine.from_config(config)
     except TuneScoutError as exc:
         raise click.ClickException(exc.message) from exc
 

@@ -50,6 +50,9 @@ class RecognizingConfig:
     max_duration: float = _field(10.0, "Seconds of a query that are analysed at most.")
     max_file_size_mb: float = _field(20.0, "Largest upload accepted by /api/recognize, in MB.")
     instance_timeout_s: float = _field(5.0, "A fingerprint instance slower than this is skipped.")
+    counts_refresh_s: float = _field(
+        30.0, "How often each worker brings its in-memory copy of every instance's common hash counts up "
+              "to date (they choose which hashes are looked up first); 0 asks the instances for every clip.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +203,8 @@ def _validate(config: Config) -> None:
     for key in ("max_duration", "max_file_size_mb", "instance_timeout_s"):
         if getattr(config.recognizing, key) <= 0:
             raise ConfigError(f"recognizing.{key}: must be > 0")
+    if config.recognizing.counts_refresh_s < 0:
+        raise ConfigError("recognizing.counts_refresh_s: must be >= 0")
     if config.fingerprinting.max_file_size_mb <= 0:
         raise ConfigError("fingerprinting.max_file_size_mb: must be > 0")
     if len(config.instances) > 256:

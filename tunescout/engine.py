@@ -21,6 +21,7 @@ from .results import ResultShards
 from .storage import open_result_store, open_store
 from .storage.base import NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
+from .storage.snapshot import CountsSnapshot
 
 TOP_RESULTS = 3
 MAX_SONG_ID = 2**53   # larger ids are never handed out (and overflow some drivers)
@@ -69,6 +70,8 @@ class Engine:
             stores = [CachedStore(store, redis_client(config.redis, instance.redis_db_index),
                                   config.redis.prefix, config.redis.ttl_s)
                       for store, instance in zip(stores, config.instances)]
+        if config.recognizing.counts_refresh_s:
+            stores = [CountsSnapshot(store, config.recognizing.counts_refresh_s) for store in stores]
         shards = [open_result_store(config, i) for i in range(len(config.results))]
         return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s,
                                         on_failure=metrics.instance_failed),

@@ -1,6 +1,8 @@
 """One contract for every FingerprintStore and ResultStore: SQLite, MySQL and ClickHouse, real servers."""
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -270,6 +272,11 @@ def test_hash_counts_follow_adds_and_deletes(backend, rng):
         if backend.kind == "clickhouse":
             servers.wait_clickhouse_mutations(backend.names[-1])
         got, want = store.hash_counts(probe), naive(probe)
+        stored = collections.Counter(v for s, i in zip(songs, ids) if i in alive for v in s.hashes.tolist())
+        common, counts = store.common_hash_counts(EXACT_COUNTS_FROM)
+        assert (np.diff(common) > 0).all()
+        assert dict(zip(common.tolist(), counts.tolist())) == {
+            v: n for v, n in stored.items() if n >= EXACT_COUNTS_FROM}
         exact = want >= EXACT_COUNTS_FROM
         assert exact.sum() == (common.size if len(alive) * 2 >= EXACT_COUNTS_FROM else 0)
         assert (got[exact] == want[exact]).all()

@@ -97,6 +97,10 @@ class FingerprintStore(Protocol):
         EXACT_COUNTS_FROM rows on; a rarer value may answer any count below that. A backend that
         deletes in the background (ClickHouse) counts a deleted song's rows until that has run."""
 
+    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every hash value with at least min_rows (>= EXACT_COUNTS_FROM) rows, ascending, and its
+        count (int64 arrays): what CountsSnapshot keeps in memory."""
+
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         """Histograms of the top_k songs with the highest single-delta count."""
 
@@ -157,6 +161,12 @@ def counts_of_rows(values: np.ndarray, rows: list[tuple]) -> np.ndarray:
         at = order[np.searchsorted(values, hashes, sorter=order)]
         counts[at] = n
     return counts
+
+
+def arrays_of_counts(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) int64 arrays of (hash, count) rows sorted by hash."""
+    pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
 
 
 def top_histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, postings: list[tuple],

@@ -14,7 +14,8 @@ from clickhouse_driver import errors as ch_errors
 
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, counts_of_rows
+from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta,
+                   counts_of_rows)
 
 # Fingerprints sorted by hash. Song ids and offsets are split into a high part, which repeats
 # along the sorted rows (LZ4 all but removes it), and a low UInt16: 4.6 bytes a row on disk
@@ -206,6 +207,10 @@ class ClickHouseStore(_ClickHouseBase):
             return np.zeros(0, np.int64)
         query = {"name": "q", "structure": [("hash", "UInt32")], "data": [{"hash": h} for h in values.tolist()]}
         return counts_of_rows(values, self._run(_COUNTS, external_tables=[query]))
+
+    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return arrays_of_counts(self._run("SELECT hash, count() AS n FROM fingerprints GROUP BY hash"
+                                          " HAVING n >= %(min)s ORDER BY hash", {"min": int(min_rows)}))
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:

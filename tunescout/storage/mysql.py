@@ -9,8 +9,8 @@ import numpy as np
 
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta, counts_of_rows,
-                   top_histograms_of_postings)
+from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta,
+                   counts_of_rows, top_histograms_of_postings)
 
 _ER_BAD_DB = 1049
 _ER_DUP_ENTRY = 1062
@@ -186,6 +186,10 @@ class MySQLStore(_MySQLBase):
         if values.size == 0:
             return np.zeros(0, np.int64)
         return counts_of_rows(values, self._with_hashes(values, _COUNTS))
+
+    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return arrays_of_counts(self._run("SELECT hash, n FROM hash_counts WHERE n >= %s ORDER BY hash",
+                                          (min_rows,)))
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:

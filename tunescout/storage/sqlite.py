@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DuplicateSongError, StorageError
-from .base import (EXACT_COUNTS_FROM, Histogram, IdSlot, NewSong, Song, ThreadConnections, check_meta,
-                   counts_of_rows, top_histograms_of_postings)
+from .base import (EXACT_COUNTS_FROM, Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts,
+                   check_meta, counts_of_rows, top_histograms_of_postings)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -154,6 +154,10 @@ class SQLiteStore:
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
         return np.maximum(counts_of_rows(values, self._with_hashes(values, _COUNTS)), 1)
+
+    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return arrays_of_counts(self._query("SELECT hash, n FROM hash_counts WHERE n >= ? ORDER BY hash",
+                                            (min_rows,)))
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         postings = self._with_hashes(np.unique(hashes), _POSTINGS)

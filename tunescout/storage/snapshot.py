@@ -1,0 +1,71 @@
+"""CountsSnapshot: an instance's common hash counts, held in memory and brought up to date in the background."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+
+import numpy as np
+
+from ..errors import StorageError
+from .base import EXACT_COUNTS_FROM, FingerprintStore
+
+log = logging.getLogger(__name__)
+
+
+class CountsSnapshot:
+    """A FingerprintStore whose hash_counts come from memory; the rest passes through.
+
+    The search asks for the counts of every clip's hashes only to choose which it looks up first;
+    asking the instance cost a round trip per clip (10 ms on ClickHouse at 1,000 songs). This
+    keeps a copy of the instance's values with EXACT_COUNTS_FROM rows or more (110 k values at
+    1,000 songs: 1.3 MB); rarer values answer 1, as SQLite's own counts do. Every ``refresh_s`` a
+    background thread checks the instance's generation and reloads the copy if it changed, so
+    counts lag adds and deletes by up to ``refresh_s`` plus a reload. A lagging count only changes
+    which hashes go first (every hash the clip made is still looked up when the first step does
+    not settle it); answers stay exact. Until the first copy is loaded, the instance is asked.
+    """
+
+    def __init__(self, store: FingerprintStore, refresh_s: float, clock=time.monotonic):
+        self.store = store
+        self.refresh_s = refresh_s
+        self._clock = clock
+        self._copy: tuple[int, np.ndarray, np.ndarray] | None = None   # generation, values, counts
+        self._due = clock()
+        # One thread for every reload, so that it reuses one database connection.
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="counts-snapshot")
+        self._pending: cf.Future | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def hash_counts(self, values: np.ndarray) -> np.ndarray:
+        if self._clock() >= self._due and (self._pending is None or self._pending.done()):
+            self._due = self._clock() + self.refresh_s
+            self._pending = self._pool.submit(self._load)
+        copy = self._copy
+        if copy is None:
+            return self.store.hash_counts(values)
+        _, common, counts = copy
+        if common.size == 0:
+            return np.ones(len(values), np.int64)
+        values = np.asarray(values, np.int64)
+        at = np.minimum(np.searchsorted(common, values), common.size - 1)
+        return np.where(common[at] == values, counts[at], 1)
+
+    def refresh(self) -> None:
+        """Bring the copy up to date now."""
+        self._pool.submit(self._load).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    def _load(self) -> None:
+        try:
+            generation = self.store.generation()
+            if self._copy is None or self._copy[0] != generation:
+                common, counts = self.store.common_hash_counts(EXACT_COUNTS_FROM)
+                self._copy = (generation, common.astype(np.int64), counts.astype(np.int64))
+        except StorageError as exc:   # keep the old copy (or none); the next refresh tries again
+            log.warning("hash counts of %s not refreshed: %s", getattr(self.store, "name", "instance"), exc)
