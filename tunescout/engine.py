@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import time
@@ -71,7 +72,9 @@ class Engine:
                                   config.redis.prefix, config.redis.ttl_s)
                       for store, instance in zip(stores, config.instances)]
         if config.recognizing.counts_refresh_s:
-            stores = [CountsSnapshot(store, config.recognizing.counts_refresh_s) for store in stores]
+            stores = [CountsSnapshot(store, config.recognizing.counts_refresh_s,
+                                     on_load=functools.partial(metrics.counts_copy_loaded, i))
+                      for i, store in enumerate(stores)]
         shards = [open_result_store(config, i) for i in range(len(config.results))]
         return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s,
                                         on_failure=metrics.instance_failed),
@@ -283,9 +286,10 @@ class Engine:
         An instance that fails is reported as down; the others are compacted all the same.
         """
         instances = []
-        for i, store in enumerate(self.store.stores):
+        for i in range(len(self.store.stores)):
             start = time.perf_counter()
             try:
+                store = self.store.prepared(i)
                 before = store.stats()["index_bytes"]
                 store.compact()
                 after = store.stats()["index_bytes"]

@@ -11,7 +11,7 @@ import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, REGISTRY,
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, REGISTRY,
                                generate_latest, multiprocess)
 
 REQUESTS = Counter("tunescout_http_requests_total", "HTTP requests by endpoint, method and status",
@@ -26,6 +26,12 @@ SONGS_DELETED = Counter("tunescout_songs_deleted_total", "Songs deleted")
 SEARCHES = Counter("tunescout_searches_total",
                    "Recognition searches by lookups made (1: the rarest hashes answered, or one lookup of"
                    " all; 2: all hashes after the rarest)", ["lookups"])
+COUNTS_COPY_LOADS = Counter("tunescout_counts_copy_loads_total",
+                            "Loads of an instance's common hash counts into a worker's memory (after a change)",
+                            ["instance"])
+COUNTS_COPY_VALUES = Gauge("tunescout_counts_copy_values",
+                           "Hash values in the largest worker's copy of an instance's common counts",
+                           ["instance"], multiprocess_mode="livemax")
 INSTANCE_FAILURES = Counter("tunescout_instance_failures_total",
                             "Fingerprint instance calls that failed, by instance and kind (error, timeout)",
                             ["instance", "kind"])
@@ -33,6 +39,11 @@ INSTANCE_FAILURES = Counter("tunescout_instance_failures_total",
 
 def instance_failed(index: int, kind: str) -> None:
     INSTANCE_FAILURES.labels(str(index), kind).inc()
+
+
+def counts_copy_loaded(index: int, values: int) -> None:
+    COUNTS_COPY_LOADS.labels(str(index)).inc()
+    COUNTS_COPY_VALUES.labels(str(index)).set(values)
 
 
 def search_finished(lookups: int) -> None:

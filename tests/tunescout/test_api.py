@@ -1,6 +1,7 @@
 """The HTTP contract of every endpoint and every error, on the embedded SQLite default."""
 import io
 import re
+import time
 
 import numpy as np
 import pytest
@@ -238,3 +239,15 @@ def test_metrics_count_requests_recognitions_and_ingests(client, song):
         match: 1, no_match: 1, songs: 1, not_found: 1}
     assert sum(after[k] - before[k] for k in searches) == 2   # one search per recognition
     assert "tunescout_http_request_duration_seconds_bucket" in resp.get_data(as_text=True)
+
+
+def test_metrics_count_loads_of_the_counts_copy(client, song):
+    loads = 'tunescout_counts_copy_loads_total{instance="0"}'
+    before = metric(client, loads)
+    upload(client, "/api/fingerprint", wav_bytes(song), "s.wav", AUTH)
+    upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))   # loads the copy, in the background
+    deadline = time.monotonic() + 5
+    while metric(client, loads) < before + 1:
+        assert time.monotonic() < deadline, "the copy was not loaded"
+        time.sleep(0.02)
+    assert 'tunescout_counts_copy_values{instance="0"}' in client.get("/metrics").get_data(as_text=True)

@@ -71,7 +71,7 @@ class ShardedStore:
         self._digest = params_digest
         for i in range(len(self.stores)):
             try:
-                self._prepared(i)
+                self.prepared(i)
                 self.health.ok(i)
             except IndexMismatchError:
                 raise
@@ -83,7 +83,7 @@ class ShardedStore:
         self.on_failure(i, kind)
         self.health.failed(i)
 
-    def _prepared(self, i: int) -> FingerprintStore:
+    def prepared(self, i: int) -> FingerprintStore:
         """Store i, its schema ensured once (an instance down at start is prepared on return)."""
         if not self._ready[i] and self._digest is not None:
             self.stores[i].ensure_schema(self._digest)
@@ -116,7 +116,7 @@ class ShardedStore:
             # A duplicate could hide on the missing instance: refuse rather than store twice.
             raise StorageError("A fingerprint instance is unavailable; try again later")
         target = min(range(len(self.stores)), key=lambda i: (answers[i][1], i))
-        return self._prepared(target).add_song(song)
+        return self.prepared(target).add_song(song)
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
         """The song with this digest on any instance."""
@@ -130,7 +130,7 @@ class ShardedStore:
         songs: dict[int, Song] = {}
         for i, ids in by_instance.items():
             try:
-                songs.update(self._prepared(i).get_songs(ids))
+                songs.update(self.prepared(i).get_songs(ids))
             except StorageError:
                 self._failed(i, "error")
         return songs
@@ -150,7 +150,7 @@ class ShardedStore:
         """
         if song_id < 1:
             return False
-        return self._prepared(instance_of(song_id, len(self.stores))).delete_song(song_id)
+        return self.prepared(instance_of(song_id, len(self.stores))).delete_song(song_id)
 
     def stats(self) -> list[dict | None]:
         """Each instance's stats (None where it does not answer)."""
@@ -164,7 +164,7 @@ class ShardedStore:
         """Probe every instance (down ones too): its round-trip in ms, or None if it does not answer."""
         def probe(i: int) -> float:
             start = time.perf_counter()
-            self._prepared(i).check()
+            self.prepared(i).check()
             return (time.perf_counter() - start) * 1000
         futures = [self._pool.submit(probe, i) for i in range(len(self.stores))]
         done, _ = cf.wait(futures, timeout=self.timeout_s)
@@ -184,7 +184,7 @@ class ShardedStore:
 
     def _fan_out(self, call: Callable[[FingerprintStore], object]) -> list:
         """call(store) on every usable instance in parallel; None where it failed."""
-        futures = {i: self._pool.submit(lambda i=i: call(self._prepared(i)))
+        futures = {i: self._pool.submit(lambda i=i: call(self.prepared(i)))
                    for i in range(len(self.stores)) if self.health.usable(i)}
         done, _ = cf.wait(futures.values(), timeout=self.timeout_s)
         results: list = [None] * len(self.stores)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -26,9 +27,11 @@ class CountsSnapshot:
     not settle it); answers stay exact. Until the first copy is loaded, the instance is asked.
     """
 
-    def __init__(self, store: FingerprintStore, refresh_s: float, clock=time.monotonic):
+    def __init__(self, store: FingerprintStore, refresh_s: float, clock=time.monotonic,
+                 on_load: Callable[[int], None] = lambda values: None):
         self.store = store
         self.refresh_s = refresh_s
+        self.on_load = on_load   # called with the number of values after each load
         self._clock = clock
         self._copy: tuple[int, np.ndarray, np.ndarray] | None = None   # generation, values, counts
         self._due = clock()
@@ -67,5 +70,6 @@ class CountsSnapshot:
             if self._copy is None or self._copy[0] != generation:
                 common, counts = self.store.common_hash_counts(EXACT_COUNTS_FROM)
                 self._copy = (generation, common.astype(np.int64), counts.astype(np.int64))
+                self.on_load(int(common.size))
         except StorageError as exc:   # keep the old copy (or none); the next refresh tries again
             log.warning("hash counts of %s not refreshed: %s", getattr(self.store, "name", "instance"), exc)
