@@ -110,7 +110,9 @@ class MatchParams:
     Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
 
     The lookup comes in two steps when the query's hashes hold more than ``row_budget`` index
-    rows: first only the rarest hashes that fit in the budget; if the best song then clears the
+    rows: first only the rarest hashes that fit in the budget, which grows to ``row_budget_share``
+    of the query's rows when that is more (a larger catalogue holds more rows per hash, and a
+    fixed budget would cover too few hashes to settle); if the best song then clears the
     bar (computed for the whole query) by ``early_stop_margin``, that is the answer, otherwise
     every hash is looked up. Most clips of catalogue songs stop after the first step.
     """
@@ -123,6 +125,7 @@ class MatchParams:
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
     row_budget: int = 8000           # index rows of the first lookup (0: one lookup of every hash)
+    row_budget_share: float = 0.12   # or this share of the query's rows, if more (~8,000 at 1,000 songs)
     early_stop_margin: float = 3.0   # margin over the bar that ends the search after the first lookup
 
     def validate(self) -> "MatchParams":
@@ -134,8 +137,8 @@ class MatchParams:
         """
         if self.tolerance_frames < 0 or self.candidates < 1 or self.confidence_scale <= 0:
             raise ParameterError("tolerance_frames >= 0, candidates >= 1, confidence_scale > 0")
-        if self.row_budget < 0 or self.early_stop_margin < 0:
-            raise ParameterError("row_budget >= 0, early_stop_margin >= 0")
+        if self.row_budget < 0 or self.early_stop_margin < 0 or not 0 <= self.row_budget_share < 1:
+            raise ParameterError("row_budget >= 0, early_stop_margin >= 0, 0 <= row_budget_share < 1")
         return self
 
 

@@ -162,8 +162,9 @@ class Engine:
     def search(self, hashes: np.ndarray, offsets: np.ndarray) -> "Search":
         """Look the query's hashes up on every instance and score the candidate songs.
 
-        When the hashes hold more than ``match.row_budget`` index rows, the rarest of them are
-        looked up first (they point at few songs and cost few rows); a song that then clears the
+        When the hashes hold more than ``match.row_budget`` index rows (or ``match.row_budget_share``
+        of their rows, if more), the rarest of them are looked up first, as many as the budget
+        holds (they point at few songs and cost few rows); a song that then clears the
         bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index holds is
         looked up (all of them if no instance answers the counts). The bar always counts every
         hash the query made.
@@ -174,6 +175,7 @@ class Engine:
             values = np.unique(hashes)
             counts = self.store.hash_counts(values)
         if counts is not None:
+            budget = max(budget, int(self.match.row_budget_share * counts.sum()))
             if counts.sum() > budget:
                 first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
                 lookup = self.store.lookup(hashes[first], offsets[first], top_k)
