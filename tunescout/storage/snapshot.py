@@ -18,15 +18,15 @@ class CountsSnapshot:
     """A FingerprintStore whose hash_counts come from memory; the rest passes through.
 
     The search asks for the counts of every clip's hashes only to choose which it looks up first;
-    asking the instance cost a round trip per clip (10 ms on ClickHouse at 1,000 songs). This
-    keeps a copy of the instance's values with EXACT_COUNTS_FROM rows or more; rarer values count 1,
-    as SQLite's own counts do (copying values from 2 rows on measured no faster). Real music uses few
-    of the possible values, so the copy stays small: 110 k values (1.3 MB) per ClickHouse instance at
-    1,000 songs, 283 k (4.5 MB) at 10,000. Every ``refresh_s`` a
-    background thread checks the instance's generation and reloads the copy if it changed, so
-    counts lag adds and deletes by up to ``refresh_s`` plus a reload. A lagging count only changes
-    which hashes go first (every hash the clip made is still looked up when the first step does
-    not settle it); answers stay exact. Until the first copy is loaded, the instance is asked.
+    asking the instance cost a round trip per clip (10 ms on ClickHouse at 1,000 songs). This keeps
+    a copy of the instance's values with EXACT_COUNTS_FROM rows or more; rarer values count 1, as
+    SQLite's own counts do (copying the values from 2 rows on measured no faster). Real music uses
+    few of the possible values, so the copy stays small: 110 k values (1.3 MB) per ClickHouse
+    instance at 1,000 songs, 283 k (4.5 MB) at 10,000. Every ``refresh_s`` a background thread
+    checks the instance's generation and reloads the copy if it changed, so counts lag adds and
+    deletes by up to ``refresh_s`` plus a reload. A lagging count only moves a hash between the two
+    steps of the search: no value counts 0, so a second step still looks up every hash the clip
+    made. Until the first copy is loaded, the instance is asked.
     """
 
     def __init__(self, store: FingerprintStore, refresh_s: float, clock=time.monotonic,
