@@ -45,13 +45,19 @@ def test_bad_config_is_a_clear_message(tmp_path):
     assert "instances[0].database_type: 'postgres' is not one of" in result.output
 
 
-def test_songs_list_show_delete_and_stats(tmp_path, monkeypatch):
+def ingested(tmp_path, monkeypatch, seed: int, seconds: float) -> CliRunner:
+    """A runner in tmp_path (the default config's data folder) after ingesting s0, s1, s2.wav."""
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     for i in range(3):
-        (tmp_path / f"s{i}.wav").write_bytes(wav_bytes(music_like(rng, 20)))
+        (tmp_path / f"s{i}.wav").write_bytes(wav_bytes(music_like(rng, seconds)))
     runner = CliRunner()
     assert runner.invoke(main, ["ingest", str(tmp_path), "--workers", "1"]).exit_code == 0
+    return runner
+
+
+def test_songs_list_show_delete_and_stats(tmp_path, monkeypatch):
+    runner = ingested(tmp_path, monkeypatch, seed=4, seconds=20)
     page = json.loads(runner.invoke(main, ["songs", "list", "--limit", "2"]).output)
     assert [s["song_name"] for s in page["songs"]] == ["s0", "s1"] and page["next_cursor"] == "2"
     rest = json.loads(runner.invoke(main, ["songs", "list", "--cursor", "2"]).output)
@@ -67,12 +73,7 @@ def test_songs_list_show_delete_and_stats(tmp_path, monkeypatch):
 
 
 def test_compact_gives_back_the_space_of_deleted_songs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(5)
-    for i in range(3):
-        (tmp_path / f"s{i}.wav").write_bytes(wav_bytes(music_like(rng, 30)))
-    runner = CliRunner()
-    assert runner.invoke(main, ["ingest", str(tmp_path), "--workers", "1"]).exit_code == 0
+    runner = ingested(tmp_path, monkeypatch, seed=5, seconds=30)
     for song_id in ("1", "2"):
         assert runner.invoke(main, ["songs", "delete", song_id, "--yes"]).exit_code == 0
     done = runner.invoke(main, ["compact"])

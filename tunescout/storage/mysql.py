@@ -194,11 +194,12 @@ class MySQLStore(_MySQLBase):
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
             return []
-        return top_histograms_of_postings(hashes, offsets, self._with_hashes(hashes, _POSTINGS), top_k)
+        postings = self._with_hashes(np.unique(hashes), _POSTINGS)
+        return top_histograms_of_postings(hashes, offsets, postings, top_k)
 
-    def _with_hashes(self, hashes: np.ndarray, sql: str) -> list[tuple]:
-        """Rows of sql over the distinct values of hashes, written into it as integers."""
-        return self._run(sql.format(values=",".join(map(str, np.unique(hashes.astype(np.int64)).tolist()))))
+    def _with_hashes(self, values: np.ndarray, sql: str) -> list[tuple]:
+        """Rows of sql over the distinct hash values, written into it as integers."""
+        return self._run(sql.format(values=",".join(map(str, values.astype(np.int64).tolist()))))
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
