@@ -59,7 +59,9 @@ def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
 
     Returns
     -------
-    list of Alignment, best ``aligned`` first (ties: more ``matched`` first).
+    list of Alignment, best ``aligned`` first (ties: more ``matched`` first). A song's offset is
+    the one with the most matches within the tolerance; of equal ones, the one with the most at
+    exactly that delta, then the earliest.
     """
     if len(song_ids) == 0:
         return []
@@ -75,7 +77,9 @@ def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
             window += _count_at(key, counts, key + shift)
     songs, first = np.unique(song_ids, return_index=True)
     matched = np.add.reduceat(counts, first)
-    best = _argmax_per_group(window, first)
+    # Ties between offsets (a passage that repeats) go to the tighter one: more hashes at exactly
+    # that delta (docs/ALGORITHM.md, "Offsets").
+    best = _argmax_per_group(window * (int(counts.max()) + 1) + counts, first)
     result = [Alignment(int(s), int(deltas[b]), int(window[b]), int(m))
               for s, b, m in zip(songs, best, matched)]
     result.sort(key=lambda a: (-a.aligned, -a.matched, a.song_id))

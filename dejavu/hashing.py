@@ -108,9 +108,50 @@ def _target_table(frame_indices: np.ndarray, freq_bins: np.ndarray,
 
 
 def _unique_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    key = (offsets.astype(np.int64) << 32) | hashes.astype(np.int64)
-    key = np.unique(key)
+    key = distinct(_keys(hashes, offsets))
     return (key & 0xFFFFFFFF).astype(np.uint32), (key >> 32).astype(np.int32)
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer array: ``np.unique(values)``, but by sorting.
+
+    numpy 2.4's ``np.unique`` takes a hash-table path for integers that measured 15x slower
+    than a sort on the query's ~12,000 hash keys (1.0 ms against 0.07 ms).
+    """
+    values = np.sort(np.asarray(values).ravel())
+    return values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
+
+
+def pool_phases(views: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Pool the query pairs found at several phases of the hop, the first phase's pairs first.
+
+    A pair found at a later phase is left out when an earlier one holds the same hash within one
+    frame of it: both would match the same index row at neighbouring offsets, which the
+    alignment's +-1 frame window then counts twice, for chance alignments as much as for the
+    right one. Keeping the earlier phase's copy keeps offsets on the first phase's frame grid.
+
+    Parameters
+    ----------
+    views : list of (hashes, offsets), one per phase, offsets in that phase's frames
+
+    Returns
+    -------
+    hashes, offsets : unique pairs, sorted by offset then hash
+    """
+    kept_h, kept_o = views[0]
+    for hashes, offsets in views[1:]:
+        kept = np.r_[np.sort(_keys(kept_h, kept_o)), np.iinfo(np.int64).max]   # never-found sentinel
+        near = np.zeros(hashes.size, bool)
+        for step in (-1, 0, 1):
+            wanted = _keys(hashes, offsets + step)
+            near |= kept[np.searchsorted(kept, wanted)] == wanted
+        kept_h = np.concatenate([kept_h, hashes[~near]])
+        kept_o = np.concatenate([kept_o, offsets[~near]])
+    return _unique_pairs(kept_h, kept_o)
+
+
+def _keys(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    return (offsets.astype(np.int64) << 32) | hashes.astype(np.int64)
 
 
 def jitter_hashes(hashes: np.ndarray, offsets: np.ndarray, params: FingerprintParams

@@ -40,6 +40,7 @@ class FingerprintParams:
     query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
     query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
     query_max_hashes: int = 3000     # a longer clip is sampled sparser: lookup cost follows hashes
+    query_shifts: int = 2            # a clip is analysed at this many phases of the hop, the index at one
 
     def validate(self) -> "FingerprintParams":
         """Check ranges and the hash layout; return self.
@@ -61,6 +62,8 @@ class FingerprintParams:
             raise ParameterError(f"max_df_bins must be in (0, {1 << (DF_BITS - 1)})")
         if not 0 <= self.min_df_bins <= self.max_df_bins:
             raise ParameterError("min_df_bins must be in [0, max_df_bins]")
+        if not 1 <= self.query_shifts <= self.hop_length:
+            raise ParameterError("query_shifts must be in [1, hop_length]")
         if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
             raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
         for name in ("query_max_hashes", "ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",
@@ -121,7 +124,7 @@ class MatchParams:
     min_aligned: float = 5.0
     runner_up_weight: float = 0.6
     query_hashes_weight: float = 3.0
-    matched_weight: float = 0.05
+    matched_weight: float = 0.1
     confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20             # songs each instance returns
     row_budget: int = 8000           # index rows of the first lookup (0: one lookup of every hash)

@@ -5,7 +5,7 @@ import numpy as np
 from dejavu import DEFAULT_PARAMS as P
 from dejavu import HASH_BITS
 from dejavu import fingerprint_query, fingerprint_reference
-from dejavu.hashing import generate_hashes, pack_hashes, unpack_hashes
+from dejavu.hashing import distinct, generate_hashes, pack_hashes, pool_phases, unpack_hashes
 from tests.conftest import music_like
 
 
@@ -83,6 +83,40 @@ def test_a_clip_cut_at_frame_k_aligns_at_k(rng):
     deltas = [o - qo for h, qo in zip(q_h.tolist(), q_o.tolist()) for o in ref.get(h, [])]
     values, counts = np.unique(deltas, return_counts=True)
     assert values[counts.argmax()] == k
+
+
+def _index_hashes_found(audio, start, frames, params):
+    """Index hashes of audio's frames [start, start + frames) that a clip cut there finds at its offset."""
+    ref_h, ref_o = fingerprint_reference(audio, params)
+    window = (ref_o >= start) & (ref_o < start + frames - params.max_dt_frames)
+    clip = audio[start * params.hop_length + params.hop_length // 2:][:frames * params.hop_length]
+    q_h, q_o = fingerprint_query(clip, params)
+    query = set(zip(q_h.tolist(), q_o.tolist()))
+    found = [any((h, o - start - d) in query for d in (-1, 0, 1)) for h, o in zip(ref_h[window], ref_o[window])]
+    return np.mean(found)
+
+
+def test_a_clip_between_the_index_frames_finds_more_of_them_at_two_phases(rng):
+    audio = music_like(rng, 20)
+    one, two = dataclasses.replace(P, query_shifts=1), dataclasses.replace(P, query_shifts=2)
+    # A 9 s clip starting half a hop after frame 200: its frames sit between the index's, and it is
+    # long enough to be sampled down to the hash budget, which leaves out the dt +-1 neighbours.
+    at_one, at_two = _index_hashes_found(audio, 200, 400, one), _index_hashes_found(audio, 200, 400, two)
+    assert at_two > 0.8 and at_two > at_one + 0.2
+
+
+def test_pooling_phases_keeps_a_later_phase_pair_only_away_from_an_earlier_copy():
+    first = (np.array([7, 7, 9], np.uint32), np.array([10, 30, 10], np.int32))
+    later = (np.array([7, 7, 7, 9, 11], np.uint32), np.array([11, 29, 40, 12, 10], np.int32))
+    h, o = pool_phases([first, later])
+    # 7@11 and 7@29 sit within a frame of the first phase's 7s; 7@40, 9@12 and 11@10 are new.
+    assert list(zip(h.tolist(), o.tolist())) == [(7, 10), (9, 10), (11, 10), (9, 12), (7, 30), (7, 40)]
+
+
+def test_distinct_is_numpys_unique(rng):
+    values = rng.integers(0, 1 << 40, 5000)
+    np.testing.assert_array_equal(distinct(values), np.unique(values))
+    assert distinct(np.zeros(0, np.int64)).size == 0
 
 
 def test_jitter_adds_each_pairs_neighbours_and_keeps_the_originals():
