@@ -26,6 +26,7 @@ import dejavu  # noqa: E402
 from bench.shards import load_real, open_engine  # noqa: E402
 from tests import servers  # noqa: E402
 from tunescout.audio import decode_query  # noqa: E402
+from tunescout.memory import keep_freed_memory  # noqa: E402
 
 
 def timed_pass(engine, clips) -> list[float]:
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--length", default="10", help="clip length (s) of the queries to run")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args()
+    keep_freed_memory()   # as `tunescout serve` does
     if args.backend == "mysql":
         servers.mysql_ready()
     client = redis.Redis(port=args.redis_port, db=0)

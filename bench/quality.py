@@ -23,6 +23,7 @@ import dejavu
 from tunescout.audio import decode_audio, decode_query
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine, analyse
+from tunescout.memory import keep_freed_memory
 
 DEGRADATIONS = ["clean", "noise10", "noise5", "noise0", "mp3_64k", "phone", "speed+2", "speed-2"]
 OFFSET_TOLERANCE_S = 0.05
@@ -33,7 +34,7 @@ def ingest(engine: Engine, files: list[str], workers: int) -> dict:
     """Ingest end to end the way `tunescout ingest` does: decode + fingerprint in a pool of processes,
     store from this one."""
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
         list(pool.map(exec, ["import tunescout.engine"] * workers))   # start and warm the workers first
         start = time.perf_counter()
         for song in pool.map(analyse, files, [Path(f).stem for f in files], [engine.params] * len(files)):
@@ -231,6 +232,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--http", help="also send every query to this running server")
     args = parser.parse_args()
+    keep_freed_memory()   # as `tunescout serve` and `ingest` do
     files = [l for l in (args.queries / "ingest.txt").read_text().split() if l]
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine.from_config(config_from_dict({"data_dir": tmp}))

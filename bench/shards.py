@@ -32,6 +32,7 @@ from tests import servers  # noqa: E402  (creates the MySQL user over the socket
 from tunescout.audio import decode_audio, decode_query  # noqa: E402
 from tunescout.config import config_from_dict  # noqa: E402
 from tunescout.engine import Engine  # noqa: E402
+from tunescout.memory import keep_freed_memory  # noqa: E402
 from tunescout.storage.base import NewSong  # noqa: E402
 
 BATCH = 200   # distractor songs per bulk insert
@@ -177,6 +178,7 @@ def main() -> None:
     parser.add_argument("--python-distractors", action="store_true",
                         help="ClickHouse: insert distractors through the store (slow past 10k songs)")
     args = parser.parse_args()
+    keep_freed_memory()   # as `tunescout serve` does
 
     if args.backend == "mysql" and not servers.mysql_ready():
         sys.exit("MariaDB does not answer on its socket: run `make servers`")

@@ -75,7 +75,8 @@ def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
     for shift in range(-tolerance_frames, tolerance_frames + 1):
         if shift:
             window += _count_at(key, counts, key + shift)
-    songs, first = np.unique(song_ids, return_index=True)
+    first = np.flatnonzero(np.r_[True, song_ids[1:] != song_ids[:-1]])   # song_ids are sorted now
+    songs = song_ids[first]
     matched = np.add.reduceat(counts, first)
     # Ties between offsets (a passage that repeats) go to the tighter one: more hashes at exactly
     # that delta (docs/ALGORITHM.md, "Offsets").

@@ -40,7 +40,8 @@ class FingerprintParams:
     query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
     query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
     query_max_hashes: int = 3000     # a longer clip is sampled sparser: lookup cost follows hashes
-    query_shifts: int = 2            # a clip is analysed at this many phases of the hop, the index at one
+    query_shifts: int = 2            # a clip is analysed at this many phases of the hop, the index at one ...
+    query_shifts_up_to: float = 1.5  # ... unless its first phase alone holds more than this many budgets
 
     def validate(self) -> "FingerprintParams":
         """Check ranges and the hash layout; return self.
@@ -62,8 +63,8 @@ class FingerprintParams:
             raise ParameterError(f"max_df_bins must be in (0, {1 << (DF_BITS - 1)})")
         if not 0 <= self.min_df_bins <= self.max_df_bins:
             raise ParameterError("min_df_bins must be in [0, max_df_bins]")
-        if not 1 <= self.query_shifts <= self.hop_length:
-            raise ParameterError("query_shifts must be in [1, hop_length]")
+        if not 1 <= self.query_shifts <= self.hop_length or self.query_shifts_up_to <= 0:
+            raise ParameterError("query_shifts must be in [1, hop_length], query_shifts_up_to > 0")
         if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
             raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
         for name in ("query_max_hashes", "ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",

@@ -8,11 +8,13 @@ from .auth import resolve_write_token
 from .config import Config, load_config
 from .engine import Engine
 from .limits import init_cors, init_limits
+from .memory import keep_freed_memory
 
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the WSGI app; tests pass a Config, `tunescout serve` loads one."""
     config = config or load_config()
+    keep_freed_memory()
     app = Flask(__name__)
     app.config["WRITE_TOKEN"] = resolve_write_token(config)
     app.json.sort_keys = False

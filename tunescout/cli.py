@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from .config import ConfigError, load_config, masked
 from .errors import DuplicateSongError, TuneScoutError
+from .memory import keep_freed_memory
 
 AUDIO_EXTENSIONS = {".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".m4a", ".aac", ".wma",
                     ".aif", ".aiff", ".mp4", ".mkv", ".webm", ".mov", ".avi"}
@@ -42,6 +43,7 @@ def _engine(config_path):
 @click.group()
 def main():
     """TuneScout: recognise songs from short clips."""
+    keep_freed_memory()
 
 
 @main.command()
@@ -105,7 +107,7 @@ def ingest(config_path, paths, workers):
     # Decoding and fingerprinting are CPU-bound: a pool of processes does them (a fresh interpreter
     # each, nothing of this process's connections is inherited); this process stores the results.
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context) as pool, \
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool, \
             tqdm(total=len(files), unit="file") as bar:
         futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
         for path, future in futures:

@@ -172,7 +172,7 @@ class Engine:
         n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
         lookups, counts = 1, None
         if budget and n_query:
-            values = np.unique(hashes)
+            values = dejavu.distinct(hashes)
             counts = self.store.hash_counts(values)
         if counts is not None:
             budget = max(budget, int(self.match.row_budget_share * counts.sum()))

@@ -98,11 +98,21 @@ def _index_hashes_found(audio, start, frames, params):
 
 def test_a_clip_between_the_index_frames_finds_more_of_them_at_two_phases(rng):
     audio = music_like(rng, 20)
-    one, two = dataclasses.replace(P, query_shifts=1), dataclasses.replace(P, query_shifts=2)
+    one = dataclasses.replace(P, query_shifts=1)
+    two = dataclasses.replace(P, query_shifts=2, query_shifts_up_to=100.0)
     # A 9 s clip starting half a hop after frame 200: its frames sit between the index's, and it is
     # long enough to be sampled down to the hash budget, which leaves out the dt +-1 neighbours.
     at_one, at_two = _index_hashes_found(audio, 200, 400, one), _index_hashes_found(audio, 200, 400, two)
     assert at_two > 0.8 and at_two > at_one + 0.2
+
+
+def test_a_clip_with_evidence_to_spare_is_analysed_at_one_phase(rng):
+    audio = music_like(rng, 20)
+    one = dataclasses.replace(P, query_shifts=1)
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(a, b))
+    long_clip, short_clip = audio[:20 * 11025], audio[:3 * 11025]
+    assert same(fingerprint_query(long_clip, P), fingerprint_query(long_clip, one))
+    assert not same(fingerprint_query(short_clip, P), fingerprint_query(short_clip, one))
 
 
 def test_pooling_phases_keeps_a_later_phase_pair_only_away_from_an_earlier_copy():

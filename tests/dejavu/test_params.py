@@ -12,7 +12,8 @@ def test_digest_is_stable_and_changes_with_any_knob():
 
 @pytest.mark.parametrize("change", [{"hop_length": 0}, {"max_freq_bin": 600},
                                     {"max_dt_frames": 64}, {"max_df_bins": 128},
-                                    {"ref_fanout": 0}, {"query_shifts": 0}, {"query_shifts": 257}])
+                                    {"ref_fanout": 0}, {"query_shifts": 0}, {"query_shifts": 257},
+                                    {"query_shifts_up_to": 0}])
 def test_out_of_range_values_are_refused(change):
     with pytest.raises(ParameterError):
         dataclasses.replace(DEFAULT_PARAMS, **change).validate()

@@ -208,13 +208,12 @@ def top_histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, post
 
 def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
                    top_k: int) -> list[Histogram]:
-    """Split grouped (song, delta, count) rows into the top_k songs' histograms."""
+    """Split grouped (song, delta, count) rows, sorted by song then delta, into the top_k songs' histograms."""
     if len(song_ids) == 0:
         return []
     song_ids, deltas, counts = (np.asarray(a, np.int64) for a in (song_ids, deltas, counts))
-    order = np.lexsort((deltas, song_ids))
-    song_ids, deltas, counts = song_ids[order], deltas[order], counts[order]
-    songs, first = np.unique(song_ids, return_index=True)
+    first = np.flatnonzero(np.r_[True, song_ids[1:] != song_ids[:-1]])
+    songs = song_ids[first]
     peak = np.maximum.reduceat(counts, first)
     chosen = np.argsort(-peak, kind="stable")[:top_k]
     ends = np.r_[first[1:], song_ids.size]

@@ -7,6 +7,8 @@ import math
 import MySQLdb
 import numpy as np
 
+from dejavu import distinct
+
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
 from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta,
@@ -194,7 +196,7 @@ class MySQLStore(_MySQLBase):
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
             return []
-        postings = self._with_hashes(np.unique(hashes), _POSTINGS)
+        postings = self._with_hashes(distinct(hashes), _POSTINGS)
         return top_histograms_of_postings(hashes, offsets, postings, top_k)
 
     def _with_hashes(self, values: np.ndarray, sql: str) -> list[tuple]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dejavu import distinct
+
 from ..errors import DuplicateSongError, StorageError
 from .base import (EXACT_COUNTS_FROM, Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts,
                    check_meta, counts_of_rows, top_histograms_of_postings)
@@ -67,7 +69,7 @@ def _connections(path: Path) -> ThreadConnections[sqlite3.Connection]:
 
 def _distinct_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (hash, offset) pairs, sorted by hash then offset."""
-    key = np.unique((hashes.astype(np.int64) << 32) | offsets.astype(np.int64).astype(np.uint32))
+    key = distinct((hashes.astype(np.int64) << 32) | offsets.astype(np.int64).astype(np.uint32))
     return key >> 32, (key & 0xFFFFFFFF).astype(np.int32)
 
 
@@ -160,7 +162,7 @@ class SQLiteStore:
                                             (min_rows,)))
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
-        postings = self._with_hashes(np.unique(hashes), _POSTINGS)
+        postings = self._with_hashes(distinct(hashes), _POSTINGS)
         return top_histograms_of_postings(hashes, offsets, postings, top_k)
 
     def _with_hashes(self, values: np.ndarray, sql: str) -> list[tuple]:
