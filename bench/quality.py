@@ -213,7 +213,8 @@ def print_report(summary: dict, ingest_stats: dict, speed: float, kb_per_min: fl
           f" another repeat of the passage (audio correlation >= {REPEAT_CORRELATION}):"
           f" {100 * (summary['offset_other_repeat'] or 0):.1f} %; wrong offset: {100 * (summary['offset_wrong'] or 0):.1f} %"
           f" -> within 50 ms for {100 * (summary['offset_within_50ms_of_non_repeats'] or 0):.1f} % of answers"
-          f" that are not another repeat ({100 * (summary['offset_within_50ms_of_non_repeats_at_offset'] or 0):.1f} %"
+          f" that are not another repeat"
+          f" ({100 * (summary['offset_within_50ms_of_non_repeats_at_offset'] or 0):.1f} %"
           f" when the repeat test compares at the reported offset only)")
     lat = summary["latency_ms"]
     print(f"server-side latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms; 10 s clips p50 "

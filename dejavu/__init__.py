@@ -7,6 +7,6 @@ from .packed import FormatError, PackedFingerprint, pack_fingerprint, unpack_fin
 from .params import DEFAULT_MATCH, DEFAULT_PARAMS, HASH_BITS, FingerprintParams, MatchParams
 
 __all__ = ["Alignment", "DEFAULT_MATCH", "DEFAULT_PARAMS", "DejavuError", "FingerprintParams",
-           "FormatError", "HASH_BITS", "MatchParams", "PackedFingerprint", "ParameterError", "align_matches", "distinct",
-           "fingerprint_query", "fingerprint_reference", "margin_to_confidence", "match_margin",
+           "FormatError", "HASH_BITS", "MatchParams", "PackedFingerprint", "ParameterError", "align_matches",
+           "distinct", "fingerprint_query", "fingerprint_reference", "margin_to_confidence", "match_margin",
            "pack_fingerprint", "rarest_hashes", "unpack_fingerprint"]

@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 
 from dejavu import DEFAULT_MATCH, align_matches, margin_to_confidence, match_margin, rarest_hashes

@@ -109,10 +109,13 @@ def test_a_clip_between_the_index_frames_finds_more_of_them_at_two_phases(rng):
 def test_a_clip_with_evidence_to_spare_is_analysed_at_one_phase(rng):
     audio = music_like(rng, 20)
     one = dataclasses.replace(P, query_shifts=1)
-    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(a, b))
     long_clip, short_clip = audio[:20 * 11025], audio[:3 * 11025]
-    assert same(fingerprint_query(long_clip, P), fingerprint_query(long_clip, one))
-    assert not same(fingerprint_query(short_clip, P), fingerprint_query(short_clip, one))
+    assert _same_pairs(fingerprint_query(long_clip, P), fingerprint_query(long_clip, one))
+    assert not _same_pairs(fingerprint_query(short_clip, P), fingerprint_query(short_clip, one))
+
+
+def _same_pairs(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def test_pooling_phases_keeps_a_later_phase_pair_only_away_from_an_earlier_copy():
