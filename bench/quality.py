@@ -59,16 +59,6 @@ def fingerprint_speed(files: list[str], params) -> float:
     return audio / spent
 
 
-def index_bytes(data_dir: Path) -> int:
-    import sqlite3
-    path = data_dir / "fingerprints.sqlite"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("VACUUM")
-    conn.close()
-    return path.stat().st_size
-
-
 def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
     rows = list(csv.DictReader((queries / "ground_truth.csv").open()))
     out = []
@@ -241,8 +231,9 @@ def main() -> None:
         speed = fingerprint_speed(files, engine.params)
         results = run_queries(engine, args.queries, args.http)
         mark_repeats(results, files, engine.params)
+        # As `tunescout compact` leaves it: SQLite checkpointed and vacuumed.
+        kb_per_min = engine.compact()["instances"][0]["index_bytes"] / 1000 / (stats["audio_seconds"] / 60)
         engine.close()
-        kb_per_min = index_bytes(Path(tmp)) / 1000 / (stats["audio_seconds"] / 60)
     summary = summarise(results)
     print_report(summary, stats, speed, kb_per_min)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -175,8 +175,9 @@ class Engine:
             values = dejavu.distinct(hashes)
             counts = self.store.hash_counts(values)
         if counts is not None:
-            budget = max(budget, int(self.match.row_budget_share * counts.sum()))
-            if counts.sum() > budget:
+            rows = int(counts.sum())
+            budget = max(budget, int(self.match.row_budget_share * rows))
+            if rows > budget:
                 first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
                 lookup = self.store.lookup(hashes[first], offsets[first], top_k)
                 scored = self.score_candidates(lookup.histograms, n_query)
