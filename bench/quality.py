@@ -1,6 +1,6 @@
 """Recognition quality and speed on the real-music corpus: accuracy table, false positives, speed, size.
 
-    python bench/quality.py --corpus /tmp/corpus_dev --queries /tmp/q_dev [--out docs/bench] [--http URL]
+    python bench/quality.py --queries /tmp/q_dev [--out docs/bench] [--http URL]
 
 Make the clips first with ../shared/corpus/make_queries.py (see docs/ALGORITHM.md for the exact command).
 """

@@ -9,7 +9,7 @@ tracks of the query set's ingest.txt, then with synthetic distractor songs: dura
 the real tracks, hashes drawn from the real catalogue's hash distribution, offsets uniform. At
 each size it runs every 10 s clip (and the negatives) through the engine and prints server-side
 latency p50/p95, index bytes per minute of audio and top-1 accuracy. Writes
-docs/bench/shards_<backend>.json. The databases are dropped at the end unless --keep.
+docs/bench/shards_<backend>_<instances>inst_<sizes>.json. The databases are dropped at the end unless --keep.
 """
 from __future__ import annotations
 
@@ -243,7 +243,8 @@ def main() -> None:
         for name in names:
             drop(name)
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"shards_{args.backend}.json"
+    sizes = "_".join(str(size) for size in sorted(int(s) for s in args.sizes.split(",")))
+    out = args.out / f"shards_{args.backend}_{args.instances}inst_{sizes}.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
 
