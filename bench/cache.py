@@ -27,6 +27,8 @@ from bench.shards import load_real, open_engine  # noqa: E402
 from tests import servers  # noqa: E402
 from tunescout.audio import decode_query  # noqa: E402
 from tunescout.memory import keep_freed_memory  # noqa: E402
+from tunescout.storage.cache import CachedStore  # noqa: E402
+from tunescout.storage.stack import layers  # noqa: E402
 
 
 def timed_pass(engine, clips) -> list[float]:
@@ -34,7 +36,7 @@ def timed_pass(engine, clips) -> list[float]:
     for samples in clips:
         t = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(samples, engine.params)
-        engine.search(hashes, offsets)
+        engine.searcher.search(hashes, offsets)
         out.append((time.perf_counter() - t) * 1000)
     return out
 
@@ -66,7 +68,7 @@ def main() -> None:
                               0.0, float(args.length)).samples for r in rows]
         cold = timed_pass(engine, clips)
         warm = timed_pass(engine, clips)
-        cache = engine.store.stores[0]
+        cache = next(layer for layer in layers(engine.store.stores[0]) if isinstance(layer, CachedStore))
         used = client.info("memory")["used_memory"]
         entries = client.dbsize()
         engine.close()

@@ -68,7 +68,7 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, engine.config.recognizing.max_duration)
         t1 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-        scored = engine.search(hashes, offsets).scored
+        scored = engine.searcher.search(hashes, offsets).scored
         t2 = time.perf_counter()
         if http:
             import requests
@@ -232,7 +232,7 @@ def main() -> None:
         results = run_queries(engine, args.queries, args.http)
         mark_repeats(results, files, engine.params)
         # As `tunescout compact` leaves it: SQLite checkpointed and vacuumed.
-        kb_per_min = engine.compact()["instances"][0]["index_bytes"] / 1000 / (stats["audio_seconds"] / 60)
+        kb_per_min = engine.compact().instances[0].index_bytes / 1000 / (stats["audio_seconds"] / 60)
         engine.close()
     summary = summarise(results)
     print_report(summary, stats, speed, kb_per_min)

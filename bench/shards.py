@@ -142,7 +142,7 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
                                0.0, engine.config.recognizing.max_duration)
         t0 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-        search = engine.search(hashes, offsets)
+        search = engine.searcher.search(hashes, offsets)
         scored = search.scored
         latencies.append((time.perf_counter() - t0) * 1000)
         lookups.append(search.lookups)
@@ -196,7 +196,7 @@ def main() -> None:
             (data_dir / f"{name}.sqlite").unlink(missing_ok=True)
         engine = open_engine(args.backend, args.instances, names, str(data_dir))
         if args.row_budget is not None:
-            engine.match = dataclasses.replace(engine.match, row_budget=args.row_budget)
+            engine.searcher.match = dataclasses.replace(engine.match, row_budget=args.row_budget)
         t = time.perf_counter()
         real_hashes, durations, song_names = load_real(engine, files, args.workers)
         print(f"real tracks: {len(files)} ({sum(durations) / 3600:.2f} h) in {time.perf_counter() - t:.0f} s")

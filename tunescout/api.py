@@ -1,4 +1,4 @@
-"""Blueprint "api": parse the request, call one engine method, shape the JSON."""
+"""Blueprint "api": parse the request, call one engine method, send its record's JSON body."""
 from __future__ import annotations
 
 from pathlib import PurePath
@@ -9,7 +9,7 @@ from . import metrics
 from .auth import bearer_matches
 from .engine import Engine, safe_song_name
 from .openapi import OPENAPI
-from .errors import (BadRequestError, ForbiddenError, PayloadTooLargeError, UnauthorizedError)
+from .errors import BadRequestError, ForbiddenError, PayloadTooLargeError, StorageError, UnauthorizedError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MB = 1024 * 1024
@@ -69,7 +69,7 @@ def recognize():
     engine = current_engine()
     upload = require_file(int(engine.config.recognizing.max_file_size_mb * MB))
     start, duration = form_seconds("start"), form_seconds("duration")
-    body = engine.recognize(upload.read(), start or 0.0, duration)
+    body = engine.recognize(upload.read(), start or 0.0, duration).body()
     metrics.recognised(body)
     return jsonify(body)
 
@@ -114,42 +114,46 @@ def fingerprint():
     packed = request.files.get("fingerprint") if check_size(limit) else None
     if packed is not None:   # fingerprinted by the client: hashes only (dejavu.pack_fingerprint)
         name = request.form.get("name") or PurePath(packed.filename or "").stem
-        body = engine.fingerprint_packed(packed.read(limit + 1), name)
+        body = engine.fingerprint_packed(packed.read(limit + 1), name).body()
     else:
         upload = require_file(limit)
         name = request.form.get("name") or PurePath(upload.filename or "").stem
-        body = engine.fingerprint(upload.stream, safe_song_name(name))
+        body = engine.fingerprint(upload.stream, safe_song_name(name)).body()
     metrics.ingested(body)
     return jsonify(body)
 
 
 @bp.get("/health")
 def health():
-    return jsonify(current_engine().health())
+    health = current_engine().health()
+    body = health.body()
+    if not health.serving:
+        raise StorageError("No storage answers", **{k: v for k, v in body.items() if k != "status"})
+    return jsonify(body)
 
 
 @bp.get("/songs")
 def list_songs():
-    return jsonify(current_engine().list_songs(query_int("limit", 100), request.args.get("cursor")))
+    return jsonify(current_engine().list_songs(query_int("limit", 100), request.args.get("cursor")).body())
 
 
 @bp.get("/songs/<int:song_id>")
 def get_song(song_id: int):
-    return jsonify(current_engine().get_song(song_id))
+    return jsonify(current_engine().get_song(song_id).body())
 
 
 @bp.delete("/songs/<int:song_id>")
 def delete_song(song_id: int):
     engine = current_engine()
     require_writer(engine)
-    body = engine.delete_song(song_id)
+    body = engine.delete_song(song_id).body()
     metrics.SONGS_DELETED.inc()
     return jsonify(body)
 
 
 @bp.get("/stats")
 def stats():
-    return jsonify(current_engine().stats())
+    return jsonify(current_engine().stats().body())
 
 
 @bp.get("/openapi.json")

@@ -1,30 +1,29 @@
-"""Engine: the only module that wires dejavu, storage, results and audio together."""
+"""Engine: the only module that wires dejavu, storage, results and audio together; ingest, recognition,
+the catalogue and its operations, each returning a record of tunescout.records."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import re
 import time
 from pathlib import PurePath
 
-import numpy as np
-
 import dejavu
-from dejavu import Alignment, FingerprintParams, MatchParams
+from dejavu import FingerprintParams, MatchParams
 
 from . import metrics
 from .audio import Decoded, decode_audio, decode_query
-from .cache import CachedStore, redis_client
 from .config import Config
+from .contract import MAX_PAGE_SIZE
 from .errors import BadRequestError, NotFoundError, StorageError
+from .records import (Compacted, Compaction, Deleted, Health, InstanceStats, Part, Recognition, SongInfo, SongPage,
+                      Stats, StoredSong)
 from .results import ResultShards
-from .storage import open_result_store, open_store
+from .search import Searcher
 from .storage.base import NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
-from .storage.snapshot import CountsSnapshot
+from .storage.stack import open_catalogue, open_result_stores
 
-TOP_RESULTS = 3
 MAX_SONG_ID = 2**53   # larger ids are never handed out (and overflow some drivers)
 _UNSAFE = re.compile(r"[^\w\s.,()&'+-]+")
 
@@ -51,7 +50,7 @@ def analyse(source, name: str, params: FingerprintParams = dejavu.DEFAULT_PARAMS
 
 
 class Engine:
-    """Fingerprint songs, recognise clips, keep results."""
+    """Fingerprint songs, recognise clips, keep results, list and maintain the catalogue."""
 
     def __init__(self, config: Config, store: ShardedStore, results: ResultShards,
                  params: FingerprintParams = dejavu.DEFAULT_PARAMS,
@@ -60,27 +59,20 @@ class Engine:
         self.store = store
         self.results = results
         self.params = params
-        self.match = match
+        self.searcher = Searcher(store, params, match)
         store.ensure_schema(params.digest())
 
     @classmethod
-    def from_config(cls, config: Config) -> "Engine":
-        """Open every configured instance and result shard."""
-        stores = [open_store(config, i) for i in range(len(config.instances))]
-        if config.redis.host:
-            stores = [CachedStore(store, redis_client(config.redis, instance.redis_db_index),
-                                  config.redis.prefix, config.redis.ttl_s)
-                      for store, instance in zip(stores, config.instances)]
-        if config.recognizing.counts_refresh_s:
-            stores = [CountsSnapshot(store, config.recognizing.counts_refresh_s,
-                                     on_load=functools.partial(metrics.counts_copy_loaded, i))
-                      for i, store in enumerate(stores)]
-        shards = [open_result_store(config, i) for i in range(len(config.results))]
-        return cls(config, ShardedStore(stores, config.recognizing.instance_timeout_s,
-                                        on_failure=metrics.instance_failed),
-                   ResultShards(shards))
+    def from_config(cls, config: Config) -> Engine:
+        """Open every configured instance's stack and result shard (tunescout.storage.stack)."""
+        store = open_catalogue(config, on_failure=metrics.instance_failed, on_counts_load=metrics.counts_copy_loaded)
+        return cls(config, store, ResultShards(open_result_stores(config)))
 
-    def fingerprint(self, source, name: str) -> dict:
+    @property
+    def match(self) -> MatchParams:
+        return self.searcher.match
+
+    def fingerprint(self, source, name: str) -> StoredSong:
         """Decode, fingerprint and store one song.
 
         Raises:
@@ -90,7 +82,7 @@ class Engine:
         """
         return self.store_song(analyse(source, name, self.params))
 
-    def fingerprint_packed(self, data: bytes, name: str) -> dict:
+    def fingerprint_packed(self, data: bytes, name: str) -> StoredSong:
         """Store a song fingerprinted by the client (dejavu.pack_fingerprint format).
 
         Raises:
@@ -111,7 +103,7 @@ class Engine:
         return self.store_song(NewSong(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes,
                                        packed.offsets))
 
-    def store_song(self, song: NewSong) -> dict:
+    def store_song(self, song: NewSong) -> StoredSong:
         """Store a song made by :func:`analyse` (or unpacked from a client's fingerprint).
 
         Raises:
@@ -121,12 +113,11 @@ class Engine:
         song = dataclasses.replace(song, song_name=safe_song_name(song.song_name),
                                    duration_seconds=round(song.duration_seconds, 3))
         song_id = self.store.add_song(song)
-        return {"status": "success", "song_id": song_id, "song_name": song.song_name,
-                "blob_sha1": song.blob_sha1, "total_hashes": int(song.hashes.size)}
+        return StoredSong(song_id, song.song_name, song.blob_sha1, int(song.hashes.size))
 
     def recognize(self, data: bytes, start_seconds: float = 0.0,
-                  duration_seconds: float | None = None) -> dict:
-        """Recognise a clip, store the result, and return it with its token.
+                  duration_seconds: float | None = None) -> Recognition:
+        """Recognise a clip and store the result under a new token.
 
         Raises:
             BadRequestError: start or duration out of range.
@@ -140,113 +131,57 @@ class Engine:
         clock = _Stopwatch()
         decoded = decode_query(data, self.params.sample_rate_hz, start_seconds, duration)
         clock.lap("decode")
-        body = self.match_samples(decoded, clock)
-        token = self.results.save(lambda t: json.dumps({**body, "token": t}))
-        return {"status": "success", "token": token, **body}
+        found = self.match_samples(decoded, clock)
+        token = self.results.save(lambda t: json.dumps(dataclasses.replace(found, token=t).body()))
+        return dataclasses.replace(found, token=token)
 
-    def match_samples(self, decoded: Decoded, clock: "_Stopwatch | None" = None) -> dict:
-        """The result fields for decoded query audio (no result stored)."""
+    def match_samples(self, decoded: Decoded, clock: _Stopwatch | None = None) -> Recognition:
+        """What decoded clip audio matches (no result stored)."""
         clock = clock or _Stopwatch()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params)
         clock.lap("fingerprint")
-        search = self.search(hashes, offsets)
+        search = self.searcher.search(hashes, offsets)
         clock.lap("query")
         query_frames = decoded.samples.shape[0] // self.params.hop_length
-        results = self._rank(search.scored, int(hashes.size), query_frames)
+        results = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
-        body = {"results": results, "timings": clock.laps}
-        if search.unanswered:
-            body.update(degraded=True, instances_unanswered=search.unanswered)
-        return body
-
-    def search(self, hashes: np.ndarray, offsets: np.ndarray) -> "Search":
-        """Look the query's hashes up on every instance and score the candidate songs.
-
-        When the hashes hold more than ``match.row_budget`` index rows (or ``match.row_budget_share``
-        of their rows, if more), the rarest of them are looked up first, as many as the budget
-        holds (they point at few songs and cost few rows); a song that then clears the
-        bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index holds is
-        looked up (all of them if no instance answers the counts). The bar always counts every
-        hash the query made.
-        """
-        n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
-        lookups, counts = 1, None
-        if budget and n_query:
-            values = dejavu.distinct(hashes)
-            counts = self.store.hash_counts(values)
-        if counts is not None:
-            rows = int(counts.sum())
-            budget = max(budget, int(self.match.row_budget_share * rows))
-            if rows > budget:
-                first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
-                lookup = self.store.lookup(hashes[first], offsets[first], top_k)
-                scored = self.score_candidates(lookup.histograms, n_query)
-                if scored and scored[0][0] >= self.match.early_stop_margin:
-                    metrics.search_finished(1)
-                    return Search(scored, lookup.unanswered, 1)
-                lookups = 2
-            held = np.isin(hashes, values[counts > 0])
-            hashes, offsets = hashes[held], offsets[held]
-        lookup = self.store.lookup(hashes, offsets, top_k)
-        metrics.search_finished(lookups)
-        return Search(self.score_candidates(lookup.histograms, n_query), lookup.unanswered, lookups)
+        return Recognition(results, clock.laps, search.unanswered)
 
     def fetch(self, token: str) -> dict:
-        """The stored result of a token.
+        """The stored JSON body of a token's result.
 
         Raises:
             NotFoundError: malformed or unknown token.
         """
         return {"status": "success", **json.loads(self.results.load(token))}
 
-    def health(self) -> dict:
-        """Status and round-trip of every fingerprint instance, result shard and Redis cache.
-
-        Raises:
-            StorageError: no fingerprint instance or no result shard answers (503).
-        """
-        def entry(i, instance, ms):
-            return {"index": i, "database_type": instance.database_type,
-                    "status": "up" if ms is not None else "down",
-                    "latency_ms": round(ms, 2) if ms is not None else None}
-        instances = [entry(i, inst, ms) for i, (inst, ms) in
+    def health(self) -> Health:
+        """Status and round trip of every fingerprint instance and result shard, and whether the
+        other services they use (Redis) answer."""
+        instances = [Part(i, inst.database_type, ms) for i, (inst, ms) in
                      enumerate(zip(self.config.instances, self.store.check_all()))]
-        shards = [entry(i, inst, ms) for i, (inst, ms) in
+        shards = [Part(i, inst.database_type, ms) for i, (inst, ms) in
                   enumerate(zip(self.config.results, self.results.check_all()))]
-        body = {"status": "ok", "params_digest": self.params.digest(), "instances": instances,
-                "results": shards}
-        caches = [s for s in self.store.stores if isinstance(s, CachedStore)]
-        if caches:
-            up = [c.redis_up() for c in caches]
-            body["redis"] = {"status": "up" if all(up) else "down"}
-        parts = [*instances, *shards]
-        if not any(e["status"] == "up" for e in instances) or not any(e["status"] == "up" for e in shards):
-            raise StorageError("No storage answers", **body)
-        if any(e["status"] == "down" for e in parts) or body.get("redis", {}).get("status") == "down":
-            body["degraded"] = True
-        return body
+        return Health(self.params.digest(), instances, shards, self.store.services())
 
-    def list_songs(self, limit: int, cursor: str | None) -> dict:
+    def list_songs(self, limit: int, cursor: str | None) -> SongPage:
         """A page of the catalogue by song id; ``next_cursor`` continues it (stable across instances).
 
         Raises:
             BadRequestError: malformed cursor or limit.
         """
-        if not 1 <= limit <= 1000:
-            raise BadRequestError("limit must be between 1 and 1000")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise BadRequestError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         after = 0
         if cursor:
             if not re.fullmatch(r"[0-9]{1,18}", cursor):
                 raise BadRequestError("Malformed cursor")
             after = int(cursor)
         songs, unanswered = self.store.list_songs(after, limit)
-        body = {"status": "success", "songs": [self._song(s) for s in songs],
-                "next_cursor": str(songs[-1].song_id) if len(songs) == limit else None}
-        if unanswered:
-            body.update(degraded=True, instances_unanswered=unanswered)
-        return body
+        return SongPage([self._info(s) for s in songs],
+                        str(songs[-1].song_id) if len(songs) == limit else None, unanswered)
 
-    def get_song(self, song_id: int) -> dict:
+    def get_song(self, song_id: int) -> SongInfo:
         """One song of the catalogue.
 
         Raises:
@@ -255,9 +190,9 @@ class Engine:
         songs = self.store.get_songs([song_id]) if 1 <= song_id <= MAX_SONG_ID else {}
         if song_id not in songs:
             raise NotFoundError("Song not found")
-        return {"status": "success", "song": self._song(songs[song_id])}
+        return self._info(songs[song_id])
 
-    def delete_song(self, song_id: int) -> dict:
+    def delete_song(self, song_id: int) -> Deleted:
         """Remove a song and its hashes; its clips stop matching at once (cached answers included).
 
         Raises:
@@ -266,97 +201,38 @@ class Engine:
         """
         if not 1 <= song_id <= MAX_SONG_ID or not self.store.delete_song(song_id):
             raise NotFoundError("Song not found")
-        return {"status": "success", "deleted": song_id}
+        return Deleted(song_id)
 
-    def stats(self) -> dict:
+    def stats(self) -> Stats:
         """Songs, hashes and index bytes per instance; results per shard."""
-        per_instance = self.store.stats()
-        results = self.results.count_results()
-        instances = [{"index": i, "database_type": inst.database_type,
-                      **(st if st is not None else {"status": "down"})}
-                     for i, (inst, st) in enumerate(zip(self.config.instances, per_instance))]
-        up = [st for st in per_instance if st is not None]
-        return {"status": "success",
-                "songs": sum(st["songs"] for st in up), "hashes": sum(st["hashes"] for st in up),
-                "index_bytes": sum(st["index_bytes"] for st in up), "instances": instances,
-                "results": [{"index": i, "stored": n} if n is not None else {"index": i, "status": "down"}
-                            for i, n in enumerate(results)],
-                "results_stored": sum(n for n in results if n is not None)}
+        instances = [InstanceStats(i, inst.database_type, *((st["songs"], st["hashes"], st["index_bytes"])
+                                                            if st is not None else (None, None, None)))
+                     for i, (inst, st) in enumerate(zip(self.config.instances, self.store.stats()))]
+        return Stats(instances, self.results.count_results())
 
-    def compact(self) -> dict:
+    def compact(self) -> Compaction:
         """Compact every instance in turn, without the lookup timeout (a maintenance task).
 
         An instance that fails is reported as down; the others are compacted all the same.
         """
-        instances = []
+        done = []
         for i in range(len(self.store.stores)):
             start = time.perf_counter()
             try:
-                store = self.store.prepared(i)
-                before = store.stats()["index_bytes"]
-                store.compact()
-                after = store.stats()["index_bytes"]
+                before, after = self.store.compact(i)
             except StorageError:
-                instances.append({"index": i, "status": "down"})
+                done.append(Compacted(i, None, None, None))
                 continue
-            instances.append({"index": i, "index_bytes_before": before, "index_bytes": after,
-                              "seconds": round(time.perf_counter() - start, 3)})
-        status = "success" if all("seconds" in inst for inst in instances) else "degraded"
-        return {"status": status, "instances": instances}
+            done.append(Compacted(i, before, after, round(time.perf_counter() - start, 3)))
+        return Compaction(done)
 
-    def _song(self, song: Song) -> dict:
-        return {"song_id": song.song_id, "song_name": song.song_name, "blob_sha1": song.blob_sha1,
-                "total_hashes": song.total_hashes, "duration": song.duration_seconds,
-                "instance": instance_of(song.song_id, len(self.config.instances)), "created": song.created}
+    def _info(self, song: Song) -> SongInfo:
+        return SongInfo(song.song_id, song.song_name, song.blob_sha1, song.total_hashes, song.duration_seconds,
+                        instance_of(song.song_id, len(self.config.instances)), song.created)
 
     def close(self) -> None:
         self.store.close()
         self.results.close()
-
-    def score_candidates(self, histograms, query_hashes: int) -> list[tuple[float, Alignment]]:
-        """Every candidate song's best alignment with its no-match margin, best first."""
-        if not histograms:
-            return []
-        song_ids = np.concatenate([np.full(h.deltas.size, h.song_id) for h in histograms])
-        deltas = np.concatenate([h.deltas for h in histograms])
-        counts = np.concatenate([h.counts for h in histograms])
-        alignments = dejavu.align_matches(song_ids, deltas, counts, self.match.tolerance_frames)
-        scored = []
-        for rank, a in enumerate(alignments):
-            runner_up = alignments[1 if rank == 0 else 0].aligned if len(alignments) > 1 else 0
-            scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, query_hashes, self.match), a))
-        return sorted(scored, key=lambda s: -s[0])
-
-    def _rank(self, scored: list[tuple[float, Alignment]], n_query: int, query_frames: int) -> list[dict]:
-        passing = [s for s in scored if s[0] >= 0][:TOP_RESULTS]
-        songs = self.store.get_songs([a.song_id for _, a in passing])
-        return [self._result(a, margin, songs[a.song_id], n_query, query_frames)
-                for margin, a in passing if a.song_id in songs]
-
-    def _result(self, a: Alignment, margin: float, song: Song, n_query: int,
-                query_frames: int) -> dict:
-        aligned = min(a.aligned, n_query)
-        frame_s = self.params.frame_seconds
-        song_frames = max(song.duration_seconds / frame_s, 1.0)
-        # Hashes the index holds for the span the clip covers (an estimate: uniform density).
-        expected = max(song.total_hashes * min(query_frames / song_frames, 1.0), 1.0)
-        return {"song_id": song.song_id, "song_name": song.song_name,
-                "input_total_hashes": n_query, "fingerprinted_hashes_in_db": song.total_hashes,
-                "hashes_matched_in_input": aligned,
-                "input_confidence": round(aligned / max(n_query, 1), 4),
-                "fingerprinted_confidence": round(min(aligned / expected, 1.0), 4),
-                "offset": a.offset_frames, "offset_seconds": round(a.offset_frames * frame_s, 3),
-                "blob_sha1": song.blob_sha1,
-                "confidence": round(dejavu.margin_to_confidence(margin, self.match), 4)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Search:
-    """What :meth:`Engine.search` found, and what it cost."""
-
-    scored: list            # (margin, Alignment), best first
-    unanswered: int         # instances that were down, slow or failing
-    lookups: int            # 1: answered by the rarest hashes, or all looked up at once; 2: both
 
 
 @dataclasses.dataclass

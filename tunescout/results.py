@@ -7,7 +7,7 @@ import time
 
 from .errors import NotFoundError, StorageError
 from .storage.base import ResultStore
-from .storage.sharded import Health
+from .storage.backoff import Backoff
 
 # 32 hex digits (128 random bits), then 2 hex digits naming the result shard.
 _TOKEN = re.compile(r"\A[0-9a-f]{32}([0-9a-f]{2})\Z")
@@ -35,7 +35,7 @@ class ResultShards:
 
     def __init__(self, shards: list[ResultStore], clock=time.monotonic):
         self.shards = shards
-        self.health = Health(len(shards), clock)
+        self.health = Backoff(len(shards), clock)
 
     def save(self, body_for_token) -> str:
         """Store ``body_for_token(token)`` and return the token.

@@ -65,7 +65,7 @@ def clip(song, start_s, seconds=5):
 
 
 def best(engine: Engine, data: bytes) -> dict:
-    body = engine.recognize(data)
+    body = engine.recognize(data).body()
     return body["results"][0] if body["results"] else {}
 
 
@@ -83,7 +83,7 @@ def four(tmp_path, databases):
 
 def test_songs_spread_evenly_and_are_recognised_across_instances(four, songs):
     stored = [four.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs)]
-    ids = [s["song_id"] for s in stored]
+    ids = [s.song_id for s in stored]
     assert len(set(ids)) == len(ids)
     per_instance = [four.store.stores[i].count_songs() for i in range(4)]
     assert per_instance == [2, 2, 2, 2]
@@ -108,7 +108,7 @@ def test_results_are_fetched_from_the_shard_the_token_names(four, songs):
     four.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav")
     seen_shards = set()
     for _ in range(12):
-        body = four.recognize(clip(songs[0], 3))
+        body = four.recognize(clip(songs[0], 3)).body()
         seen_shards.add(int(body["token"][-2:], 16))
         assert four.fetch(body["token"])["results"] == body["results"]
     assert seen_shards == {0, 1}
@@ -120,7 +120,7 @@ def test_a_down_instance_degrades_recognition_and_refuses_ingest(tmp_path, datab
     up = [databases("mysql"), databases("clickhouse")]
     config = sharded_config(tmp_path, [*up, databases("mysql")], [databases("mysql")])
     with_all = Engine.from_config(config)
-    ids = [with_all.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav")["song_id"]
+    ids = [with_all.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id
            for i, s in enumerate(songs[:2])]
     with_all.close()
 
@@ -162,7 +162,7 @@ def test_a_slow_instance_is_skipped_after_the_timeout(tmp_path, databases, songs
                             instance_timeout_s=1.0)
     engine = Engine.from_config(config)
     try:
-        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav")["song_id"]
+        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id
                for i, s in enumerate(songs[:2])]
         on_clickhouse = ids[0] if instance_of(ids[0], 2) == 0 else ids[1]
         song = songs[ids.index(on_clickhouse)]
@@ -171,7 +171,7 @@ def test_a_slow_instance_is_skipped_after_the_timeout(tmp_path, databases, songs
         locker.cursor().execute("LOCK TABLES fingerprints WRITE")   # readers now wait
         try:
             started = time.monotonic()
-            body = engine.recognize(clip(song, 8))
+            body = engine.recognize(clip(song, 8)).body()
             elapsed = time.monotonic() - started
         finally:
             locker.cursor().execute("UNLOCK TABLES")
@@ -191,7 +191,7 @@ def test_result_shards_fail_over_and_never_lose_a_result(tmp_path, databases, so
     try:
         engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav")
         for _ in range(6):
-            token = engine.recognize(clip(songs[0], 2))["token"]
+            token = engine.recognize(clip(songs[0], 2)).token
             assert token.endswith("01")   # the live shard; the token still routes to it
             assert engine.fetch(token)["token"] == token
     finally:
@@ -218,29 +218,29 @@ def test_an_instance_that_comes_back_is_used_again_without_restart(tmp_path, dat
         config = sharded_config(tmp_path, [databases("mysql"), databases("clickhouse", port=private.port)],
                                 [databases("mysql")], instance_timeout_s=1.0)
         engine = Engine.from_config(config)
-        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav")["song_id"]
+        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id
                for i, s in enumerate(songs[:2])]
         on_private = next(i for i, song_id in enumerate(ids) if instance_of(song_id, 2) == 1)
         query = clip(songs[on_private], 15)
         assert best(engine, query)["song_id"] == ids[on_private]
 
         private.stop()
-        health = engine.health()
+        health = engine.health().body()
         assert health["degraded"] is True and [i["status"] for i in health["instances"]] == ["up", "down"]
-        body = engine.recognize(query)
+        body = engine.recognize(query).body()
         assert body["degraded"] is True
         assert all(r["song_id"] != ids[on_private] for r in body["results"])
 
         private.start()
         deadline = time.monotonic() + 15
         while True:
-            body = engine.recognize(query)
+            body = engine.recognize(query).body()
             if not body.get("degraded"):
                 break
             assert time.monotonic() < deadline, "instance not used again within 15 s"
             time.sleep(0.5)
         assert body["results"][0]["song_id"] == ids[on_private]
-        assert "degraded" not in engine.health()
+        assert "degraded" not in engine.health().body()
         engine.close()
     finally:
         private.remove()

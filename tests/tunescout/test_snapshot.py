@@ -33,7 +33,7 @@ def eventually(check, timeout_s: float = 5.0) -> None:
 
 
 def test_counts_come_from_memory_and_lag_changes_until_the_next_refresh(tmp_path, rng):
-    store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1), timeout_s=5.0)
+    store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1))
     store.ensure_schema("digest-1")
     store.add_song(song(rng, 10))
     now = [0.0]
@@ -56,7 +56,7 @@ def test_an_instance_that_fails_a_reload_keeps_its_last_copy(tmp_path, rng):
     private.start()
     try:
         db = DatabaseConfig(**servers.clickhouse_database(servers.fresh_name(), port=private.port))
-        store = ClickHouseStore(db, IdSlot(0, 1), timeout_s=2.0)
+        store = ClickHouseStore(db, IdSlot(0, 1))
         store.ensure_schema("digest-1")
         store.add_song(song(rng, 9))
         now = [0.0]

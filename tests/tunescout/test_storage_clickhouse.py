@@ -21,7 +21,7 @@ def name():
 
 
 def open_store(name: str, slot=IdSlot(0, 1)) -> ClickHouseStore:
-    store = ClickHouseStore(DatabaseConfig(**servers.clickhouse_database(name)), slot, timeout_s=5.0)
+    store = ClickHouseStore(DatabaseConfig(**servers.clickhouse_database(name)), slot)
     store.ensure_schema("digest-1")
     return store
 

@@ -33,12 +33,12 @@ class Backend:
         return DatabaseConfig(**servers.clickhouse_database(name))
 
     def store(self, name=None, slot=IdSlot(0, 1), digest="digest-1"):
-        store = store_class(self.kind)(self.location(name), slot, timeout_s=5.0)
+        store = store_class(self.kind)(self.location(name), slot)
         store.ensure_schema(digest)
         return store
 
     def result_store(self, name=None):
-        return result_store_class(self.kind)(self.location(name), timeout_s=5.0)
+        return result_store_class(self.kind)(self.location(name))
 
     def cleanup(self):
         drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse}.get(self.kind)
@@ -197,7 +197,7 @@ def test_result_store_round_trip(backend):
 def test_an_unreachable_server_raises_storage_error(backend):
     location = backend.location()
     down = type(location)(**{**location.__dict__, "port": servers.closed_port()})
-    store = store_class(backend.kind)(down, IdSlot(0, 1), timeout_s=1.0)
+    store = store_class(backend.kind)(down, IdSlot(0, 1))
     with pytest.raises(StorageError):
         store.ensure_schema("digest-1")
     with pytest.raises(StorageError):

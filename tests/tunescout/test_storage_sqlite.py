@@ -75,13 +75,13 @@ def test_a_killed_ingest_leaves_nothing_visible(store, tmp_path):
     fresh = SQLiteStore(tmp_path / "f.sqlite")
     fresh.ensure_schema("digest-1")
     assert fresh.count_songs() == 0
-    assert fresh._query("SELECT COUNT(*) FROM fingerprints", ())[0][0] == 0
+    assert fresh.query("SELECT COUNT(*) FROM fingerprints")[0][0] == 0
     fresh.close()
 
 
 def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
     from collections import defaultdict
-    from tunescout.storage.base import top_histograms_of_postings
+    from dejavu import histograms_of_postings
     q_hashes = rng.integers(0, 30, 200).astype(np.uint32)       # few values: repeated hashes
     q_offsets = rng.integers(0, 50, 200).astype(np.int32)
     postings = [(int(h), int(s), int(o)) for h, s, o in
@@ -92,7 +92,7 @@ def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
             if h == qh:
                 want[(s, o - qo)].add(h)
     got = {}
-    for hist in top_histograms_of_postings(q_hashes, q_offsets, postings, top_k=100):
+    for hist in histograms_of_postings(q_hashes, q_offsets, postings, top_k=100):
         for d, c in zip(hist.deltas.tolist(), hist.counts.tolist()):
             got[(hist.song_id, d)] = c
     assert got == {k: len(v) for k, v in want.items()}
@@ -131,15 +131,15 @@ def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, 
     path = index_without_counts(tmp_path, rng)
     stores = [SQLiteStore(path) for _ in range(4)]   # as gunicorn workers starting at once
     errors = []
-    # All four have read meta (no counts yet) before any of them starts filling.
-    barrier, transaction = threading.Barrier(4, timeout=10), SQLiteStore._transaction
+    # All four have created the tables (no counts yet) before any of them starts filling.
+    barrier, transaction = threading.Barrier(4, timeout=10), SQLiteStore.transaction
 
     @contextlib.contextmanager
-    def after_all_read(conn, message):
+    def after_all_opened(self, message):
         barrier.wait()
-        with transaction(conn, message):
-            yield
-    monkeypatch.setattr(SQLiteStore, "_transaction", staticmethod(after_all_read))
+        with transaction(self, message) as cur:
+            yield cur
+    monkeypatch.setattr(SQLiteStore, "transaction", after_all_opened)
 
     def open_it(s):
         try:

@@ -1,19 +1,37 @@
-"""BACKENDS registry: open_store / open_result_store by database_type (the only place naming them)."""
+"""BACKENDS: the registry of database types (the only place naming them), and opening a store by type.
+
+Config validation reads this registry for the known types and their default ports; the store
+classes are imported on first use, so that a SQLite deployment never needs a database driver.
+"""
 from __future__ import annotations
 
 import dataclasses
 import importlib
 
-from ..config import Config, InstanceConfig, port_of, sqlite_path
-from .base import FingerprintStore, IdSlot, ResultStore
 
-# database_type -> (fingerprint store, result store), imported lazily so that a
-# SQLite deployment never needs a database driver.
-BACKENDS = {
-    "sqlite": ("tunescout.storage.sqlite:SQLiteStore", "tunescout.storage.sqlite:SQLiteResultStore"),
-    "mysql": ("tunescout.storage.mysql:MySQLStore", "tunescout.storage.mysql:MySQLResultStore"),
-    "clickhouse": ("tunescout.storage.clickhouse:ClickHouseStore",
-                   "tunescout.storage.clickhouse:ClickHouseResultStore"),
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """One database type: its fingerprint store and result store classes ("module:Class"), its
+    default port (None: embedded, no server) and the pip extra that installs its driver."""
+
+    store: str
+    result_store: str
+    default_port: int | None = None
+    extra: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.default_port is None
+
+
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend("tunescout.storage.sqlite:SQLiteStore", "tunescout.storage.sqlite:SQLiteResultStore"),
+    "mysql": Backend("tunescout.storage.mysql:MySQLStore", "tunescout.storage.mysql:MySQLResultStore",
+                     3306, "mysql"),
+    "postgres": Backend("tunescout.storage.postgres:PostgresStore",
+                        "tunescout.storage.postgres:PostgresResultStore", 5432, "postgres"),
+    "clickhouse": Backend("tunescout.storage.clickhouse:ClickHouseStore",
+                          "tunescout.storage.clickhouse:ClickHouseResultStore", 9000, "clickhouse"),
 }
 
 
@@ -24,31 +42,9 @@ def _load(target: str):
 
 def store_class(database_type: str):
     """The FingerprintStore class of a database type."""
-    return _load(BACKENDS[database_type][0])
+    return _load(BACKENDS[database_type].store)
 
 
 def result_store_class(database_type: str):
     """The ResultStore class of a database type."""
-    return _load(BACKENDS[database_type][1])
-
-
-def _location(config: Config, instance: InstanceConfig):
-    """A SQLite file path, or a server's DatabaseConfig with its port resolved."""
-    if instance.database_type == "sqlite":
-        return sqlite_path(config, instance.database)
-    return dataclasses.replace(instance.database, port=port_of(instance))
-
-
-def open_store(config: Config, index: int) -> FingerprintStore:
-    """Open fingerprint instance ``index`` of the config (connections are made on first use)."""
-    instance = config.instances[index]
-    cls = store_class(instance.database_type)
-    return cls(_location(config, instance), IdSlot(index, len(config.instances)),
-               timeout_s=config.recognizing.instance_timeout_s)
-
-
-def open_result_store(config: Config, index: int) -> ResultStore:
-    """Open result shard ``index`` of the config."""
-    instance = config.results[index]
-    return result_store_class(instance.database_type)(_location(config, instance),
-                                                      timeout_s=config.recognizing.instance_timeout_s)
+    return _load(BACKENDS[database_type].result_store)

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
 from typing import Callable, Generic, Protocol, TypeVar
 
-from ..errors import IndexMismatchError
-
 import numpy as np
 
+from dejavu import Histogram
+
+from ..errors import IndexMismatchError
 
 EXACT_COUNTS_FROM = 8   # hash_counts is exact for values with this many rows or more
 
@@ -31,15 +31,6 @@ class Song:
     total_hashes: int
     duration_seconds: float
     created: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Histogram:
-    """Offset-difference histogram of one candidate song: distinct matching hashes per delta."""
-
-    song_id: int
-    deltas: np.ndarray        # int64 [k], song frame - query frame
-    counts: np.ndarray        # int64 [k]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,16 +69,16 @@ def check_meta(name: str, stored: dict, wanted: dict) -> None:
 
 
 class FingerprintStore(Protocol):
-    """One storage instance of fingerprints and their songs."""
+    """One instance of fingerprints and their songs: a backend, or a layer over one (CachedStore,
+    CountsSnapshot) that implements every method, passing on what it does not change."""
+
+    name: str   # where the instance lives, for messages ("mysql 10.0.0.13:3306/tunescout")
 
     def ensure_schema(self, params_digest: str) -> None:
         """Create tables on first use; raise IndexMismatchError for other params."""
 
     def add_song(self, song: NewSong) -> int:
         """Store a song and all its hashes atomically, return its id; raise DuplicateSongError."""
-
-    def add_songs(self, songs: list[NewSong]) -> list[int]:
-        """Store several songs in one bulk write (all or none where the backend has transactions)."""
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
         """The song with this PCM digest, if stored here."""
@@ -108,7 +99,7 @@ class FingerprintStore(Protocol):
         """Songs by id (missing ids are left out)."""
 
     def count_songs(self) -> int:
-        """Number of fully stored songs."""
+        """Number of fully stored songs (a new song goes to the instance with the fewest)."""
 
     def list_songs(self, after_id: int, limit: int) -> list[Song]:
         """Up to limit songs with song_id > after_id, by song_id."""
@@ -129,10 +120,14 @@ class FingerprintStore(Protocol):
         (the lookup cache keys on it, so a cached answer is never used after a change)."""
 
     def check(self) -> None:
-        """Raise StorageError if the instance cannot answer."""
+        """Raise StorageError if the instance's database cannot answer."""
+
+    def services(self) -> dict[str, bool]:
+        """The other services this instance uses besides its database (a layer's Redis), each
+        probed now: name -> answers. A backend has none."""
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (and a layer's threads)."""
 
 
 class ResultStore(Protocol):
@@ -167,58 +162,6 @@ def arrays_of_counts(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
     """(values, counts) int64 arrays of (hash, count) rows sorted by hash."""
     pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
     return pairs[:, 0].copy(), pairs[:, 1].copy()
-
-
-def top_histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, postings: list[tuple],
-                                top_k: int) -> list[Histogram]:
-    """The query's offset histograms from the raw index rows of its hashes, grouped in numpy.
-
-    The same counts as the databases' ``GROUP BY song_id, song_offset - query_offset`` with
-    ``COUNT(DISTINCT hash)``: every query pair is joined with every posting of its hash.
-
-    Parameters
-    ----------
-    q_hashes, q_offsets : np.ndarray [shape=(n,)], the query's (hash, offset) pairs
-    postings : list of (hash, song_id, offset) index rows of the query's hashes
-    top_k : int
-    """
-    if not postings or q_hashes.size == 0:
-        return []
-    # fromiter over the flattened rows: half the time of np.array on a list of tuples.
-    flat = np.fromiter(itertools.chain.from_iterable(postings), np.int64, 3 * len(postings))
-    p_hash, p_song, p_offset = flat.reshape(-1, 3).T
-    order = np.argsort(q_hashes, kind="stable")
-    q_hash, q_offset = q_hashes[order].astype(np.int64), q_offsets[order].astype(np.int64)
-    lo = np.searchsorted(q_hash, p_hash, "left")
-    n = np.searchsorted(q_hash, p_hash, "right") - lo          # query pairs per posting
-    posting = np.repeat(np.arange(p_hash.size), n)
-    pair = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    song, delta, hashes = p_song[posting], p_offset[posting] - q_offset[pair], p_hash[posting]
-    # Distinct (song, delta, hash), then count per (song, delta). delta and hash share one int64:
-    # |delta| < 2**30 frames (centuries of audio) and hashes have < 32 bits.
-    low = ((delta + (1 << 30)) << 32) | hashes
-    order = np.lexsort((low, song))
-    song, low = song[order], low[order]
-    distinct = np.r_[True, (song[1:] != song[:-1]) | (low[1:] != low[:-1])]
-    song, group = song[distinct], low[distinct] >> 32
-    starts = np.flatnonzero(np.r_[True, (song[1:] != song[:-1]) | (group[1:] != group[:-1])])
-    counts = np.diff(np.r_[starts, song.size])
-    return top_histograms(song[starts], group[starts] - (1 << 30), counts, top_k)
-
-
-def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
-                   top_k: int) -> list[Histogram]:
-    """Split grouped (song, delta, count) rows, sorted by song then delta, into the top_k songs' histograms."""
-    if len(song_ids) == 0:
-        return []
-    song_ids, deltas, counts = (np.asarray(a, np.int64) for a in (song_ids, deltas, counts))
-    first = np.flatnonzero(np.r_[True, song_ids[1:] != song_ids[:-1]])
-    songs = song_ids[first]
-    peak = np.maximum.reduceat(counts, first)
-    chosen = np.argsort(-peak, kind="stable")[:top_k]
-    ends = np.r_[first[1:], song_ids.size]
-    return [Histogram(int(songs[i]), deltas[first[i]:ends[i]], counts[first[i]:ends[i]])
-            for i in chosen]
 
 
 C = TypeVar("C")

@@ -62,10 +62,16 @@ _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
 
 
-def _connect(db: DatabaseConfig, timeout_s: float) -> Client:
+_MAINTENANCE_TIMEOUT_S = 24 * 3600   # compact merges every part of a table: minutes on a large instance
+
+
+def _connect(db: DatabaseConfig, query_timeout_s: float | None = None, database: str | None = None) -> Client:
+    """A client (it connects on first use): connect_timeout_s to connect, query_timeout_s (the
+    database's, unless given) for each statement."""
     return Client(host=db.host, port=db.port, user=db.user or "default", password=db.password,
-                  database=db.database, connect_timeout=timeout_s, send_receive_timeout=300,
-                  sync_request_timeout=timeout_s)
+                  database=db.database if database is None else database, connect_timeout=db.connect_timeout_s,
+                  send_receive_timeout=query_timeout_s or db.query_timeout_s,
+                  sync_request_timeout=db.connect_timeout_s)
 
 
 def _song(row) -> Song:
@@ -75,11 +81,10 @@ def _song(row) -> Song:
 
 
 class _ClickHouseBase:
-    def __init__(self, db: DatabaseConfig, timeout_s: float):
+    def __init__(self, db: DatabaseConfig):
         self.db = db
         self.name = f"clickhouse {db.host}:{db.port}/{db.database}"
-        self._timeout_s = timeout_s
-        self._clients = ThreadConnections(lambda: _connect(db, timeout_s), lambda c: c.disconnect())
+        self._clients = ThreadConnections(lambda: _connect(db), lambda c: c.disconnect())
         self._ready = False
 
     def _run(self, sql: str, params=None, **kw) -> list:
@@ -97,8 +102,7 @@ class _ClickHouseBase:
         if self._ready:
             return
         try:
-            bootstrap = Client(host=self.db.host, port=self.db.port, user=self.db.user or "default",
-                               password=self.db.password, connect_timeout=self._timeout_s)
+            bootstrap = _connect(self.db, database="default")
             try:
                 bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db.database}`")
             finally:
@@ -116,8 +120,8 @@ class _ClickHouseBase:
 class ClickHouseStore(_ClickHouseBase):
     """Fingerprints and songs in one ClickHouse database (MergeTree tables)."""
 
-    def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1), timeout_s: float = 5.0):
-        super().__init__(db, timeout_s)
+    def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1)):
+        super().__init__(db)
         self.slot = slot
         key = hashlib.sha1(self.name.encode()).hexdigest()[:16]
         self._lock_path = Path(tempfile.gettempdir()) / f"tunescout-clickhouse-{key}.lock"
@@ -167,7 +171,8 @@ class ClickHouseStore(_ClickHouseBase):
         return self.add_songs([song])[0]
 
     def add_songs(self, songs: list[NewSong]) -> list[int]:
-        """One columnar insert of every song's hashes, then their songs rows (visible at once)."""
+        """One columnar insert of every song's hashes, then their songs rows (visible at once): a
+        bulk load (bench/shards.py) makes one part, where a song at a time makes one each."""
         with self._writer():
             known = self._run("SELECT blob_sha1 FROM songs WHERE blob_sha1 IN %(sha1s)s",
                               {"sha1s": tuple(s.blob_sha1 for s in songs)})
@@ -267,9 +272,15 @@ class ClickHouseStore(_ClickHouseBase):
     def compact(self) -> None:
         """Merge each table into one part: every lookup pays for each part it reads (10 s clip at
         1,000 songs: first step 22 -> 15 ms, 4 parts -> 1 per instance)."""
-        with self._writer():
-            for table in ("meta", "songs", "fingerprints"):
-                self._run(f"OPTIMIZE TABLE {table} FINAL")
+        client = _connect(self.db, _MAINTENANCE_TIMEOUT_S)
+        try:
+            with self._writer():
+                for table in ("meta", "songs", "fingerprints"):
+                    client.execute(f"OPTIMIZE TABLE {table} FINAL")
+        except _ERRORS as exc:
+            raise StorageError(f"{self.name}: compact failed") from exc
+        finally:
+            client.disconnect()
 
     def generation(self) -> int:
         return self._meta_max("generation")
@@ -286,6 +297,9 @@ class ClickHouseStore(_ClickHouseBase):
     def check(self) -> None:
         self._run("SELECT 1")
 
+    def services(self) -> dict[str, bool]:
+        return {}
+
 
 class ClickHouseResultStore(_ClickHouseBase):
     """Recognition results in one ClickHouse database."""
@@ -293,8 +307,8 @@ class ClickHouseResultStore(_ClickHouseBase):
     _TABLE = ("CREATE TABLE IF NOT EXISTS results (token String, body String, created DateTime DEFAULT now())"
               " ENGINE = MergeTree ORDER BY token SETTINGS index_granularity = 256",)
 
-    def __init__(self, db: DatabaseConfig, timeout_s: float = 5.0):
-        super().__init__(db, timeout_s)
+    def __init__(self, db: DatabaseConfig):
+        super().__init__(db)
 
     def put_result(self, token: str, body: str) -> None:
         self._create(self._TABLE)

@@ -4,17 +4,16 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import logging
-import threading
 import time
 from typing import Callable
 
 import numpy as np
 
 from ..errors import DuplicateSongError, IndexMismatchError, StorageError
+from .backoff import Backoff
 from .base import FingerprintStore, Histogram, NewSong, Song, instance_of
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF_S = 5.0   # a returning instance is used again within seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,31 +22,15 @@ class Lookup:
     unanswered: int           # instances that were down, slow or failing
 
 
-class Health:
-    """Per-instance back-off: a failing instance is skipped, then probed again."""
-
-    def __init__(self, n: int, clock: Callable[[], float]):
-        self._clock = clock
-        self._down_until = [0.0] * n
-        self._backoff = [0.0] * n
-        self._lock = threading.Lock()
-
-    def usable(self, i: int) -> bool:
-        return self._clock() >= self._down_until[i]
-
-    def ok(self, i: int) -> None:
-        with self._lock:
-            self._backoff[i] = 0.0
-            self._down_until[i] = 0.0
-
-    def failed(self, i: int) -> None:
-        with self._lock:
-            self._backoff[i] = min(MAX_BACKOFF_S, max(1.0, 2 * self._backoff[i]))
-            self._down_until[i] = self._clock() + self._backoff[i]
-
-
 class ShardedStore:
-    """The FingerprintStore operations over several instances."""
+    """The catalogue over N FingerprintStore instances (each its whole stack).
+
+    Not a FingerprintStore itself: it answers for all instances at once, so a lookup also says
+    how many instances did not answer, and a catalogue page which instances are missing. Every
+    read asks the instances in parallel and waits at most ``timeout_s`` for them; a failing or slow
+    instance is skipped (Backoff) and probed again within seconds. Writes and maintenance go to
+    the one instance concerned and wait for it.
+    """
 
     def __init__(self, stores: list[FingerprintStore], timeout_s: float,
                  clock: Callable[[], float] = time.monotonic,
@@ -55,7 +38,7 @@ class ShardedStore:
         self.stores = stores
         self.on_failure = on_failure   # (instance index, "error" | "timeout")
         self.timeout_s = timeout_s
-        self.health = Health(len(stores), clock)
+        self.health = Backoff(len(stores), clock)
         self._digest: str | None = None
         self._ready = [False] * len(stores)   # schema created and parameters checked
         self._pool = cf.ThreadPoolExecutor(max_workers=max(2, 2 * len(stores)),
@@ -123,17 +106,13 @@ class ShardedStore:
         return next((f for f in self._fan_out(lambda s: s.find_sha1(blob_sha1)) if f), None)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
-        """Songs by id, each read from the instance its id names."""
+        """Songs by id, each read from the instance its id names (in parallel; the songs of an
+        instance that does not answer in time are left out)."""
         by_instance: dict[int, list[int]] = {}
         for song_id in song_ids:
             by_instance.setdefault(instance_of(song_id, len(self.stores)), []).append(song_id)
-        songs: dict[int, Song] = {}
-        for i, ids in by_instance.items():
-            try:
-                songs.update(self.prepared(i).get_songs(ids))
-            except StorageError:
-                self._failed(i, "error")
-        return songs
+        answers = self._fan_out_each({i: lambda s, ids=ids: s.get_songs(ids) for i, ids in by_instance.items()})
+        return {song_id: song for answer in answers if answer for song_id, song in answer.items()}
 
     def list_songs(self, after_id: int, limit: int) -> tuple[list[Song], int]:
         """Up to limit songs with ids above after_id, by id, across instances; and how many
@@ -160,6 +139,30 @@ class ShardedStore:
         """Songs on the instances that answer."""
         return sum(c for c in self._fan_out(lambda s: s.count_songs()) if c is not None)
 
+    def compact(self, i: int) -> tuple[int, int]:
+        """Compact instance i without the lookup timeout (a maintenance task): its index bytes
+        before and after.
+
+        Raises:
+            StorageError: the instance does not answer.
+        """
+        store = self.prepared(i)
+        before = store.stats()["index_bytes"]
+        store.compact()
+        return before, store.stats()["index_bytes"]
+
+    def services(self) -> dict[str, bool]:
+        """The services the instances use besides their databases (Redis), probed now in
+        parallel: name -> every instance's probe answered."""
+        futures = [self._pool.submit(store.services) for store in self.stores]
+        done, _ = cf.wait(futures, timeout=self.timeout_s)
+        up: dict[str, bool] = {}
+        for future in futures:
+            answer = future.result() if future in done and future.exception() is None else None
+            for name, ok in (answer or {}).items():
+                up[name] = up.get(name, True) and ok
+        return up
+
     def check_all(self) -> list[float | None]:
         """Probe every instance (down ones too): its round-trip in ms, or None if it does not answer."""
         def probe(i: int) -> float:
@@ -184,8 +187,13 @@ class ShardedStore:
 
     def _fan_out(self, call: Callable[[FingerprintStore], object]) -> list:
         """call(store) on every usable instance in parallel; None where it failed."""
-        futures = {i: self._pool.submit(lambda i=i: call(self.prepared(i)))
-                   for i in range(len(self.stores)) if self.health.usable(i)}
+        return self._fan_out_each({i: call for i in range(len(self.stores))})
+
+    def _fan_out_each(self, calls: dict[int, Callable[[FingerprintStore], object]]) -> list:
+        """calls[i](store i) on each usable instance i in parallel; None where it failed, timed out
+        or was not asked."""
+        futures = {i: self._pool.submit(lambda i=i, call=call: call(self.prepared(i)))
+                   for i, call in calls.items() if self.health.usable(i)}
         done, _ = cf.wait(futures.values(), timeout=self.timeout_s)
         results: list = [None] * len(self.stores)
         for i, future in futures.items():

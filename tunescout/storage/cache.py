@@ -21,9 +21,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .config import RedisConfig
-from .storage.base import FingerprintStore, Histogram
-from .storage.sharded import Health
+from ..config import RedisConfig
+from .backoff import Backoff
+from .base import FingerprintStore, Histogram, NewSong, Song
 
 log = logging.getLogger(__name__)
 MAX_ENTRY_BYTES = 256 * 1024   # larger answers are not worth the memory
@@ -31,7 +31,8 @@ MAX_ENTRY_BYTES = 256 * 1024   # larger answers are not worth the memory
 
 def redis_client(config: RedisConfig, db: int) -> redis.Redis:
     """A client of one Redis database with short timeouts (the cache must never slow a query)."""
-    return redis.Redis(host=config.host, port=config.port, db=db, password=config.password or None,
+    return redis.Redis(host=config.host, port=config.port, db=db, username=config.user or None,
+                       password=config.password or None,
                        socket_timeout=config.timeout_s, socket_connect_timeout=config.timeout_s,
                        retry=Retry(NoBackoff(), 0))   # no retries: a miss is cheaper than waiting
 
@@ -62,21 +63,19 @@ def query_digest(hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> str:
 
 
 class CachedStore:
-    """A FingerprintStore whose hash_counts and best_alignments answers are cached in Redis; the rest
-    passes through."""
+    """A FingerprintStore whose hash_counts and best_alignments answers are cached in Redis; every
+    other method passes to the store below, and services() adds Redis."""
 
     def __init__(self, store: FingerprintStore, client: redis.Redis, prefix: str, ttl_s: int,
                  clock=time.monotonic):
         self.store = store
         self.client = client
         self.ttl_s = ttl_s
-        instance = hashlib.sha1(str(getattr(store, "name", id(store))).encode()).hexdigest()[:12]
+        instance = hashlib.sha1(store.name.encode()).hexdigest()[:12]
         self.namespace = f"{prefix}:lookup:{instance}"
-        self.redis_health = Health(1, clock)
+        self.name = store.name
+        self.redis_health = Backoff(1, clock)
         self.hits = self.misses = 0
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
         digest = hashlib.sha1(np.ascontiguousarray(values, "<u4").tobytes()).hexdigest()
@@ -107,6 +106,49 @@ class CachedStore:
     def redis_up(self) -> bool:
         """Probe Redis now (for health); True if it answers."""
         return self._redis(self.client.ping, force=True) is True
+
+    def services(self) -> dict[str, bool]:
+        return {**self.store.services(), "redis": self.redis_up()}
+
+    # The rest is the store's own.
+    def ensure_schema(self, params_digest: str) -> None:
+        self.store.ensure_schema(params_digest)
+
+    def add_song(self, song: NewSong) -> int:
+        return self.store.add_song(song)
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        return self.store.find_sha1(blob_sha1)
+
+    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.common_hash_counts(min_rows)
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        return self.store.get_songs(song_ids)
+
+    def count_songs(self) -> int:
+        return self.store.count_songs()
+
+    def list_songs(self, after_id: int, limit: int) -> list[Song]:
+        return self.store.list_songs(after_id, limit)
+
+    def delete_song(self, song_id: int) -> bool:
+        return self.store.delete_song(song_id)
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+    def compact(self) -> None:
+        self.store.compact()
+
+    def generation(self) -> int:
+        return self.store.generation()
+
+    def check(self) -> None:
+        self.store.check()
+
+    def close(self) -> None:
+        self.store.close()
 
     def _redis(self, call, force: bool = False):
         """call() unless Redis is backed off; None on any Redis error."""

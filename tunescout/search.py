@@ -1,0 +1,101 @@
+"""Searcher: a clip's hashes -> the catalogue songs it matches, in two lookups at most, scored and ranked."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import dejavu
+from dejavu import Alignment, FingerprintParams, Histogram, MatchParams
+
+from . import metrics
+from .records import Match
+from .storage.base import Song
+from .storage.sharded import ShardedStore
+
+TOP_RESULTS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What :meth:`Searcher.search` found, and what it cost."""
+
+    scored: list[tuple[float, Alignment]]   # (no-match margin, alignment), best first
+    unanswered: int                         # instances that were down, slow or failing
+    lookups: int                            # 1: answered by the rarest hashes, or all looked up at once; 2: both
+
+
+class Searcher:
+    """The two-step search over the catalogue's instances, and the ranking of what it found."""
+
+    def __init__(self, store: ShardedStore, params: FingerprintParams, match: MatchParams):
+        self.store = store
+        self.params = params
+        self.match = match
+
+    def search(self, hashes: np.ndarray, offsets: np.ndarray) -> Search:
+        """Look the clip's hashes up on every instance and score the candidate songs.
+
+        When the hashes hold more than ``match.row_budget`` index rows (or ``match.row_budget_share``
+        of their rows, if more), the rarest of them are looked up first, as many as the budget
+        holds (they point at few songs and cost few rows); a song that then clears the
+        bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index holds is
+        looked up (all of them if no instance answers the counts). The bar always counts every
+        hash the clip made.
+        """
+        n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
+        lookups, counts = 1, None
+        if budget and n_query:
+            values = dejavu.distinct(hashes)
+            counts = self.store.hash_counts(values)
+        if counts is not None:
+            rows = int(counts.sum())
+            budget = max(budget, int(self.match.row_budget_share * rows))
+            if rows > budget:
+                first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
+                lookup = self.store.lookup(hashes[first], offsets[first], top_k)
+                scored = self.score(lookup.histograms, n_query)
+                if scored and scored[0][0] >= self.match.early_stop_margin:
+                    metrics.search_finished(1)
+                    return Search(scored, lookup.unanswered, 1)
+                lookups = 2
+            held = np.isin(hashes, values[counts > 0])
+            hashes, offsets = hashes[held], offsets[held]
+        lookup = self.store.lookup(hashes, offsets, top_k)
+        metrics.search_finished(lookups)
+        return Search(self.score(lookup.histograms, n_query), lookup.unanswered, lookups)
+
+    def score(self, histograms: list[Histogram], query_hashes: int) -> list[tuple[float, Alignment]]:
+        """Every candidate song's best alignment with its no-match margin, best first."""
+        if not histograms:
+            return []
+        song_ids = np.concatenate([np.full(h.deltas.size, h.song_id) for h in histograms])
+        deltas = np.concatenate([h.deltas for h in histograms])
+        counts = np.concatenate([h.counts for h in histograms])
+        alignments = dejavu.align_matches(song_ids, deltas, counts, self.match.tolerance_frames)
+        scored = []
+        for rank, a in enumerate(alignments):
+            runner_up = alignments[1 if rank == 0 else 0].aligned if len(alignments) > 1 else 0
+            scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, query_hashes, self.match), a))
+        return sorted(scored, key=lambda s: -s[0])
+
+    def rank(self, scored: list[tuple[float, Alignment]], n_query: int, query_frames: int) -> list[Match]:
+        """The songs that clear the no-match bar, best first (at most TOP_RESULTS)."""
+        passing = [s for s in scored if s[0] >= 0][:TOP_RESULTS]
+        songs = self.store.get_songs([a.song_id for _, a in passing])
+        return [self._match(a, margin, songs[a.song_id], n_query, query_frames)
+                for margin, a in passing if a.song_id in songs]
+
+    def _match(self, a: Alignment, margin: float, song: Song, n_query: int, query_frames: int) -> Match:
+        aligned = min(a.aligned, n_query)
+        frame_s = self.params.frame_seconds
+        song_frames = max(song.duration_seconds / frame_s, 1.0)
+        # Hashes the index holds for the span the clip covers (an estimate: uniform density).
+        expected = max(song.total_hashes * min(query_frames / song_frames, 1.0), 1.0)
+        return Match(song_id=song.song_id, song_name=song.song_name, input_total_hashes=n_query,
+                     fingerprinted_hashes_in_db=song.total_hashes, hashes_matched_in_input=aligned,
+                     input_confidence=round(aligned / max(n_query, 1), 4),
+                     fingerprinted_confidence=round(min(aligned / expected, 1.0), 4),
+                     offset=a.offset_frames, offset_seconds=round(a.offset_frames * frame_s, 3),
+                     blob_sha1=song.blob_sha1,
+                     confidence=round(dejavu.margin_to_confidence(margin, self.match), 4))
