@@ -7,8 +7,11 @@ import os
 import typing
 from pathlib import Path
 
-DATABASE_TYPES = ("clickhouse", "mysql", "sqlite")  # implemented in tunescout.storage
-DEFAULT_PORTS = {"clickhouse": 9000, "mysql": 3306}
+DEFAULT_CONFIG = "config.json"   # read from the working directory when no path is given
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("plain", "json")
+# Strings TuneScout's own config.json writes for booleans ("allow": "true"), lower-cased.
+_BOOL_STRINGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 class ConfigError(ValueError):
@@ -23,17 +26,20 @@ def _field(default, help_text: str, **kw):
 
 @dataclasses.dataclass(frozen=True)
 class DatabaseConfig:
-    host: str = _field("127.0.0.1", "Database server host (mysql, clickhouse).")
-    port: int = _field(0, "Server port; 0 means the type's default (mysql 3306, clickhouse 9000).")
+    host: str = _field("127.0.0.1", "Database server host (server types).")
+    port: int = _field(0, "Server port; 0 means the type's default port (see Database types).")
     user: str = _field("", "Database user.")
     password: str = _field("", "Database password (masked by check-config).")
     database: str = _field("", "Database name; for sqlite, the file name under data_dir.")
     path: str = _field("", "sqlite only: file path; overrides database and data_dir.")
+    connect_timeout_s: float = _field(5.0, "Connecting to the database server (server types).")
+    query_timeout_s: float = _field(60.0, "Longest one statement may wait or run before it fails; for sqlite, "
+                                          "how long a write waits for the file lock.")
 
 
 @dataclasses.dataclass(frozen=True)
 class InstanceConfig:
-    database_type: str = _field("sqlite", "One of: clickhouse, mysql, sqlite.")
+    database_type: str = _field("sqlite", "A registered database type (see Database types); sqlite is a file.")
     database: DatabaseConfig = _field(DatabaseConfig(), "Connection settings.")
     redis_db_index: int = _field(0, "Redis database of this instance's lookup cache.")
 
@@ -49,7 +55,10 @@ class FingerprintingConfig:
 class RecognizingConfig:
     max_duration: float = _field(10.0, "Seconds of a query that are analysed at most.")
     max_file_size_mb: float = _field(20.0, "Largest upload accepted by /api/recognize, in MB.")
-    instance_timeout_s: float = _field(5.0, "A fingerprint instance slower than this is skipped.")
+    instance_timeout_s: float = _field(
+        5.0, "How long a recognition (and a catalogue read) waits for the instances' answers; an instance "
+             "that has not answered by then is left out. Connecting and statements have their own "
+             "timeouts (database.connect_timeout_s, database.query_timeout_s).")
     counts_refresh_s: float = _field(
         30.0, "How often each worker brings its in-memory copy of every instance's common hash counts up "
               "to date (they choose which hashes are looked up first); 0 asks the instances for every clip.")
@@ -59,6 +68,7 @@ class RecognizingConfig:
 class RedisConfig:
     host: str = _field("", "Redis host; empty disables the cache and shared rate limits.")
     port: int = _field(6379, "Redis port.")
+    user: str = _field("", "Redis ACL user name; empty: the default user.")
     password: str = _field("", "Redis password.")
     prefix: str = _field("tunescout", "Key prefix of every key TuneScout writes.")
     ttl_s: int = _field(3600, "Lifetime of a cached lookup, in seconds.")
@@ -76,12 +86,21 @@ class RateLimitConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    level: str = _field("INFO", "Least severe level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL; "
+                                "TUNESCOUT_LOG_LEVEL overrides.")
+    format: str = _field("plain", "plain (one line of text per record) or json (one JSON object per line); "
+                                  "TUNESCOUT_LOG_FORMAT overrides.")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: str = _field("data", "Folder of the SQLite files and the generated token.")
     fingerprinting: FingerprintingConfig = _field(FingerprintingConfig(), "Writes.")
     recognizing: RecognizingConfig = _field(RecognizingConfig(), "Queries.")
     redis: RedisConfig = _field(RedisConfig(), "Redis cache and rate-limit storage.")
     rate_limit: RateLimitConfig = _field(RateLimitConfig(), "Per-endpoint rate limits.")
+    logging: LoggingConfig = _field(LoggingConfig(), "Log level and format of the service and the CLI.")
     allowed_origin: list = _field([], "CORS origins allowed to call the API; \"*\" allows all.")
     instances: list = _field([], "Fingerprint instances; empty: one SQLite file.")
     results: list = _field([], "Result-store shards; empty: one SQLite file.")
@@ -109,17 +128,20 @@ def load_config(path: str | os.PathLike | None = None, env: typing.Mapping[str, 
     """
     env = os.environ if env is None else env
     path = path or env.get("TUNESCOUT_CONFIG")
-    raw: dict = {}
-    if path:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    elif Path("config.json").exists():
-        raw = json.loads(Path("config.json").read_text())
-    return config_from_dict(raw, env)
+    if not path and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return config_from_dict(_read_json(path) if path else {}, env)
+
+
+def _read_json(path: str | os.PathLike):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
 
 
 def config_from_dict(raw: dict, env: typing.Mapping[str, str] | None = None) -> Config:
@@ -134,6 +156,9 @@ def config_from_dict(raw: dict, env: typing.Mapping[str, str] | None = None) -> 
         raw.setdefault("fingerprinting", {})["token"] = env["TUNESCOUT_TOKEN"]
     if env.get("TUNESCOUT_DATA_DIR"):
         raw["data_dir"] = env["TUNESCOUT_DATA_DIR"]
+    for key in ("level", "format"):
+        if env.get(f"TUNESCOUT_LOG_{key.upper()}"):
+            raw.setdefault("logging", {})[key] = env[f"TUNESCOUT_LOG_{key.upper()}"]
     config = _build(Config, raw, "")
     _validate(config)
     return config
@@ -142,9 +167,12 @@ def config_from_dict(raw: dict, env: typing.Mapping[str, str] | None = None) -> 
 def _move_legacy_limits(raw: dict) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a JSON object")
+    known = {f.name for f in dataclasses.fields(Config)}
     for section in _LEGACY_LIMITS:
         if isinstance(raw.get(section), dict) and "rate_limit" in raw[section]:
             raw.setdefault("rate_limit", {}).setdefault(section, raw[section].pop("rate_limit"))
+            if section not in known and not raw[section]:   # fetching_results holds only its limit
+                del raw[section]
     if isinstance(raw.get("allowed_origin"), str):
         raw["allowed_origin"] = [raw["allowed_origin"]]
     return raw
@@ -172,13 +200,15 @@ def _convert(field: dataclasses.Field, value, key_path: str):
         return [_build(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
     nested = {"DatabaseConfig": DatabaseConfig, "FingerprintingConfig": FingerprintingConfig,
               "RecognizingConfig": RecognizingConfig, "RedisConfig": RedisConfig,
-              "RateLimitConfig": RateLimitConfig}
+              "RateLimitConfig": RateLimitConfig, "LoggingConfig": LoggingConfig}
     if hint in nested:
         return _build(nested[hint], value, key_path)
     return _scalar({"str": str, "int": int, "float": float, "bool": bool}[hint], value, key_path)
 
 
 def _scalar(kind, value, key_path: str):
+    if kind is bool and isinstance(value, str) and value.strip().lower() in _BOOL_STRINGS:
+        value = _BOOL_STRINGS[value.strip().lower()]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
@@ -193,13 +223,7 @@ def _join(path: str, key: str) -> str:
 def _validate(config: Config) -> None:
     for name in ("instances", "results"):
         for i, inst in enumerate(getattr(config, name)):
-            if inst.database_type not in DATABASE_TYPES:
-                raise ConfigError(f"{name}[{i}].database_type: {inst.database_type!r} is not one of "
-                                  f"{', '.join(DATABASE_TYPES)}")
-            if inst.database_type != "sqlite" and not inst.database.database:
-                raise ConfigError(f"{name}[{i}].database.database: required for {inst.database_type}")
-            if not 0 <= inst.redis_db_index <= 15:
-                raise ConfigError(f"{name}[{i}].redis_db_index: {inst.redis_db_index} is not in 0..15")
+            _validate_instance(inst, f"{name}[{i}]")
     for key in ("max_duration", "max_file_size_mb", "instance_timeout_s"):
         if getattr(config.recognizing, key) <= 0:
             raise ConfigError(f"recognizing.{key}: must be > 0")
@@ -209,16 +233,30 @@ def _validate(config: Config) -> None:
         raise ConfigError("fingerprinting.max_file_size_mb: must be > 0")
     if len(config.instances) > 256:
         raise ConfigError("instances: at most 256 instances")
+    if config.logging.level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"logging.level: {config.logging.level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if config.logging.format not in LOG_FORMATS:
+        raise ConfigError(f"logging.format: {config.logging.format!r} is not one of {', '.join(LOG_FORMATS)}")
+
+
+def _validate_instance(inst: InstanceConfig, key_path: str) -> None:
+    from .storage import BACKENDS  # the registry; it imports no config, so no cycle
+    backend = BACKENDS.get(inst.database_type)
+    if backend is None:
+        raise ConfigError(f"{key_path}.database_type: {inst.database_type!r} is not one of "
+                          f"{', '.join(sorted(BACKENDS))}")
+    if not backend.embedded and not inst.database.database:
+        raise ConfigError(f"{key_path}.database.database: required for {inst.database_type}")
+    if not 0 <= inst.redis_db_index <= 15:
+        raise ConfigError(f"{key_path}.redis_db_index: {inst.redis_db_index} is not in 0..15")
+    for key in ("connect_timeout_s", "query_timeout_s"):
+        if getattr(inst.database, key) <= 0:
+            raise ConfigError(f"{key_path}.database.{key}: must be > 0")
 
 
 def sqlite_path(config: Config, db: DatabaseConfig) -> Path:
     """Where a sqlite instance's file lives."""
     return Path(db.path) if db.path else Path(config.data_dir) / (db.database or "fingerprints.sqlite")
-
-
-def port_of(instance: InstanceConfig) -> int:
-    """The instance's port, or its type's default."""
-    return instance.database.port or DEFAULT_PORTS.get(instance.database_type, 0)
 
 
 def masked(config: Config) -> dict:

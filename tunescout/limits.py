@@ -21,7 +21,10 @@ def storage_uri(config: Config) -> str:
     redis = config.redis
     if not redis.host:
         return "memory://"
-    auth = f":{quote(redis.password, safe='')}@" if redis.password else ""
+    auth = quote(redis.user, safe="")
+    if redis.password:
+        auth += ":" + quote(redis.password, safe="")
+    auth = f"{auth}@" if auth else ""
     return f"redis://{auth}{redis.host}:{redis.port}/{config.rate_limit.redis_db_index}"
 
 
