@@ -11,12 +11,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from . import __version__
 from .config import ConfigError, load_config, masked
+from .contract import AUDIO_EXTENSIONS, MAX_PAGE_SIZE
 from .errors import DuplicateSongError, TuneScoutError
 from .memory import keep_freed_memory
 
-AUDIO_EXTENSIONS = {".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".m4a", ".aac", ".wma",
-                    ".aif", ".aiff", ".mp4", ".mkv", ".webm", ".mov", ".avi"}
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="config.json to use (default: $TUNESCOUT_CONFIG or ./config.json).")
 
@@ -41,6 +41,7 @@ def _engine(config_path):
 
 
 @click.group()
+@click.version_option(__version__, prog_name="tunescout")
 def main():
     """TuneScout: recognise songs from short clips."""
     keep_freed_memory()
@@ -86,7 +87,7 @@ def find_audio(paths) -> list[Path]:
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
+            found += [p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS]
         else:
             found.append(path)
     return sorted(set(found))
@@ -170,7 +171,7 @@ def songs():
 
 @songs.command("list")
 @config_option
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE_SIZE), default=100, show_default=True)
 @click.option("--cursor", help="next_cursor of the previous page.")
 def songs_list(config_path, limit, cursor):
     """One page of songs, by song id."""

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+import typing
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+if typing.TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ def error_body(message: str, **extra) -> dict:
 
 def register(app: Flask) -> None:
     """Install the three handlers: our errors, HTTP errors, anything else."""
+    # Imported here: the error classes are also raised where there is no Flask (the uploader's
+    # local fingerprinting decodes through tunescout.audio).
+    from flask import jsonify
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(TuneScoutError)
     def _ours(exc: TuneScoutError):

@@ -1,6 +1,9 @@
 """OPENAPI: the OpenAPI 3.0 description of every endpoint, field and error (served at /api/openapi.json)."""
 from __future__ import annotations
 
+from . import __version__
+from .contract import MAX_PAGE_SIZE
+
 _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
@@ -97,7 +100,7 @@ _SONG_ID = {"name": "song_id", "in": "path", "required": True, "schema": {"type"
 
 OPENAPI = {
     "openapi": "3.0.3",
-    "info": {"title": "TuneScout", "version": "1.0",
+    "info": {"title": "TuneScout", "version": __version__,
              "description": "Self-hosted music recognition. Every error is JSON "
                             "{\"status\": \"error\", \"message\": ...} with its HTTP status."},
     "servers": [{"url": "/"}],
@@ -130,7 +133,7 @@ OPENAPI = {
         "/api/songs": {"get": {
             "summary": "The catalogue, one page at a time, by song id",
             "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                       "maximum": 1000, "default": 100}},
+                                                                       "maximum": MAX_PAGE_SIZE, "default": 100}},
                            {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
                             "description": "next_cursor of the previous page (absent or empty: the first)"}],
             "responses": {"200": _json(_ref("SongPage"), "A page"), **_err(400, 503)}}},

@@ -10,10 +10,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from tunescout.contract import AUDIO_EXTENSIONS  # standard-library constants shared with the service
+
 from .client import Outcome, UploadClient
 from .manifest import Manifest, default_path, file_key
 
-DEFAULT_EXTENSIONS = "mp3,ogg,oga,opus,flac,wav,m4a,aac,wma,aif,aiff,mp4,mkv,webm,mov,avi"
+DEFAULT_EXTENSIONS = ",".join(AUDIO_EXTENSIONS)
 
 
 def find_files(paths, extensions: set[str]) -> list[Path]:

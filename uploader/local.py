@@ -1,13 +1,11 @@
-"""fingerprint_file(path) -> packed bytes: decode with ffmpeg and fingerprint on this machine (dejavu only)."""
+"""fingerprint_file(path) -> packed bytes: decode and fingerprint on this machine, as the server would."""
 from __future__ import annotations
-
-import hashlib
-import shutil
-import subprocess
 
 import numpy as np
 
 import dejavu
+from tunescout.audio import decode_audio  # the server's decoder: same audio, same PCM digest
+from tunescout.errors import BadAudioError
 
 
 class DecodeError(Exception):
@@ -15,25 +13,28 @@ class DecodeError(Exception):
 
 
 def decode(path: str, sample_rate_hz: int) -> tuple[np.ndarray, str]:
-    """Mono 16-bit PCM at sample_rate_hz and its SHA-1.
+    """Mono samples at sample_rate_hz and the SHA-1 of their 16-bit PCM.
 
-    The same ffmpeg command the server runs (tunescout/audio.py), so the same audio gets the same
+    The server's own decoder (tunescout.audio.decode_audio), so the same audio gets the same
     digest whichever side decodes it, and duplicates are still found.
+
+    Raises:
+        DecodeError: ffmpeg is missing, or cannot decode the file.
     """
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise DecodeError("ffmpeg is not installed")
-    command = [ffmpeg, "-nostdin", "-v", "error", "-i", path, "-vn", "-sn", "-ac", "1",
-               "-ar", str(sample_rate_hz), "-f", "s16le", "-acodec", "pcm_s16le", "-"]
-    done = subprocess.run(command, capture_output=True, timeout=600, check=False)
-    raw = done.stdout[: len(done.stdout) // 2 * 2]
-    if done.returncode != 0 or not raw:
-        raise DecodeError("ffmpeg cannot decode it")
-    return np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0, hashlib.sha1(raw).hexdigest()
+    try:
+        decoded = decode_audio(path, sample_rate_hz)
+    except BadAudioError as exc:
+        missing = isinstance(exc.__cause__, FileNotFoundError)
+        raise DecodeError("ffmpeg is not installed" if missing else "ffmpeg cannot decode it") from exc
+    return decoded.samples, decoded.pcm_sha1
 
 
 def fingerprint_file(path: str, params: dejavu.FingerprintParams = dejavu.DEFAULT_PARAMS) -> bytes:
-    """The file's reference fingerprint in the compact upload format (dejavu.pack_fingerprint)."""
+    """The file's reference fingerprint in the compact upload format (dejavu.pack_fingerprint).
+
+    Raises:
+        DecodeError: ffmpeg is missing, or cannot decode the file.
+    """
     samples, sha1 = decode(path, params.sample_rate_hz)
     hashes, offsets = dejavu.fingerprint_reference(samples, params)
     return dejavu.pack_fingerprint(hashes, offsets, params.digest(), sha1, samples.size / params.sample_rate_hz)

@@ -39,10 +39,25 @@ def test_failures_exit_non_zero(tmp_path, monkeypatch):
 
 def test_bad_config_is_a_clear_message(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text('{"instances": [{"database_type": "postgres"}]}')
+    path.write_text('{"instances": [{"database_type": "oracle"}]}')
     result = CliRunner().invoke(main, ["check-config", str(path)])
     assert result.exit_code == 1
-    assert "instances[0].database_type: 'postgres' is not one of" in result.output
+    assert "instances[0].database_type: 'oracle' is not one of" in result.output
+
+
+def test_version_is_the_package_version():
+    from tunescout import __version__
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output == f"tunescout, version {__version__}\n"
+
+
+def test_ingest_picks_the_shared_audio_extensions(tmp_path):
+    from tunescout.cli import find_audio
+    from tunescout.contract import AUDIO_EXTENSIONS
+    for name in ("a.MP3", "b.flac", "c.txt", "d.mkv"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in find_audio([tmp_path])] == ["a.MP3", "b.flac", "d.mkv"]
+    assert {"mp3", "flac", "mkv"} <= set(AUDIO_EXTENSIONS)
 
 
 def ingested(tmp_path, monkeypatch, seed: int, seconds: float) -> CliRunner:

@@ -52,3 +52,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(live, tmp_pa
     assert result.returncode == 0, result.stdout[-8000:]
     log = live.stop()
     assert "Traceback" not in log, log[-4000:]
+
+
+def test_the_document_states_the_package_version_and_the_page_limit():
+    from tunescout import __version__
+    from tunescout.contract import MAX_PAGE_SIZE
+    from tunescout.openapi import OPENAPI
+    assert OPENAPI["info"]["version"] == __version__
+    [limit] = [p for p in OPENAPI["paths"]["/api/songs"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"]["maximum"] == MAX_PAGE_SIZE

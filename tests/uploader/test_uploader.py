@@ -160,7 +160,30 @@ def test_dry_run_lists_and_uploads_nothing(server, folder, tmp_path):
     assert catalogue(server.url) == []
 
 
-def test_the_uploader_imports_nothing_of_the_service():
-    mods = subprocess.check_output([sys.executable, "-c",
-                                    "import sys, uploader.cli, uploader.local; print(*sys.modules)"], text=True)
-    assert not [m for m in mods.split() if m.split(".")[0] in {"tunescout", "flask"}]
+def test_the_uploader_imports_only_the_shared_parts_of_the_service():
+    """The command takes the audio extensions from tunescout.contract (standard-library constants);
+    local fingerprinting decodes with the server's decoder. No web framework comes with either."""
+    def imported(module):
+        return subprocess.check_output([sys.executable, "-c", f"import sys, {module}; print(*sys.modules)"],
+                                       text=True).split()
+
+    def of_the_service(mods):
+        return {m for m in mods if m.split(".")[0] == "tunescout"}
+
+    command, local = imported("uploader.cli"), imported("uploader.local")
+    assert of_the_service(command) == {"tunescout", "tunescout.contract"}
+    assert of_the_service(local) == {"tunescout", "tunescout.audio", "tunescout.errors"}
+    assert not [m for m in command + local if m.split(".")[0] in {"flask", "werkzeug", "redis"}]
+
+
+def test_local_decode_errors_say_what_failed(tmp_path):
+    from uploader.local import DecodeError, decode
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio")
+    with pytest.raises(DecodeError, match="^ffmpeg cannot decode it$"):
+        decode(str(bad), 11025)
+    # Without ffmpeg on the PATH (a fresh interpreter: the decoder looks for it on import).
+    code = f"from uploader.local import decode\ntry: decode({str(bad)!r}, 11025)\nexcept Exception as e: print(e)"
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(tmp_path)}, check=True)
+    assert done.stdout == "ffmpeg is not installed\n"
