@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
-import sys
 from pathlib import Path
 
 from .config import Config
 
 TOKEN_FILE = "write_token"
+log = logging.getLogger(__name__)
 
 
 def resolve_write_token(config: Config) -> str:
     """The configured token (TUNESCOUT_TOKEN already folded in), else the generated one.
 
     The first start without a token writes a new one to ``<data_dir>/write_token``
-    (mode 0600) and says where on stderr; later starts read it back.
+    (mode 0600) and logs where, as a warning; later starts read it back.
     """
     if config.fingerprinting.token:
         return config.fingerprinting.token
@@ -31,7 +32,8 @@ def resolve_write_token(config: Config) -> str:
         return path.read_text().strip()
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
-    print(f"tunescout: generated a write token in {path.resolve()}", file=sys.stderr)
+    # A warning: it shows even where logging was never set up, and the operator needs the file.
+    log.warning("generated a write token in %s (no fingerprinting.token configured)", path.resolve())
     return token
 
 

@@ -15,6 +15,7 @@ from . import __version__
 from .config import ConfigError, load_config, masked
 from .contract import AUDIO_EXTENSIONS, MAX_PAGE_SIZE
 from .errors import DuplicateSongError, TuneScoutError
+from .logs import configure_logging
 from .memory import keep_freed_memory
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -22,10 +23,13 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 
 
 def _config(config_path):
+    """The validated config of a command, with logging set up as it says."""
     try:
-        return load_config(config_path)
+        config = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    configure_logging(config.logging.level, config.logging.format)
+    return config
 
 
 def _engine(config_path):

@@ -6,8 +6,10 @@ import os
 import tempfile
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
-from .config import Config
+from .config import Config, LoggingConfig
+from .logs import configure_logging, make_formatter
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,8 @@ class GunicornServer(BaseApplication):
                         "preload_app": False, "accesslog": "-", "worker_exit": _close_engine,
                         "child_exit": _metrics_dead,
                         "access_log_format": '%(h)s worker=%(p)s "%(r)s" %(s)s %(b)s %(M)sms',
-                        "forwarded_allow_ips": "127.0.0.1"}
+                        "forwarded_allow_ips": "127.0.0.1",
+                        "loglevel": config.logging.level.lower(), "logger_class": _logger_class(config.logging)}
         super().__init__()
 
     def load_config(self):
@@ -36,6 +39,20 @@ class GunicornServer(BaseApplication):
     def load(self):
         from .app import create_app
         return create_app(self.tunescout_config)
+
+
+def _logger_class(config: LoggingConfig) -> type[Logger]:
+    """gunicorn's logger, with its error and access logs in the configured format."""
+
+    class TuneScoutLogger(Logger):
+        def setup(self, cfg):
+            super().setup(cfg)
+            configure_logging(config.level, config.format)
+            if config.format != "plain":   # plain keeps gunicorn's own lines
+                for handler in self.error_log.handlers + self.access_log.handlers:
+                    handler.setFormatter(make_formatter(config.format))
+
+    return TuneScoutLogger
 
 
 def _close_engine(server, worker) -> None:

@@ -75,3 +75,29 @@ def test_sigterm_stops_gracefully(server):
     assert server.proc.wait(timeout=30) == 0
     output = server.stop()
     assert "Shutting down: Master" in output and "Traceback" not in output
+
+
+def test_gunicorn_logs_follow_the_configured_format(capsys):
+    import json
+    import logging
+
+    from gunicorn.config import Config as GunicornConfig
+
+    from tunescout.config import LoggingConfig
+    from tunescout.serving import _logger_class
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    cfg = GunicornConfig()
+    cfg.set("accesslog", "-")
+    try:
+        logger = _logger_class(LoggingConfig(level="INFO", format="json"))(cfg)
+        logger.error_log.info("Booting worker with pid: %s", 7)
+        logging.getLogger("tunescout.test").info("from the app")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name in ("gunicorn.error", "gunicorn.access"):
+            logging.getLogger(name).handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(r["logger"], r["message"]) for r in lines] == [("gunicorn.error", "Booting worker with pid: 7"),
+                                                            ("tunescout.test", "from the app")]
