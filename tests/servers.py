@@ -51,8 +51,12 @@ def mysql_root():
 
 def mysql_ready() -> bool:
     try:
+        import MySQLdb
+    except ImportError:   # no driver (requirements-dev.txt)
+        return False
+    try:
         conn = mysql_root()
-    except Exception:
+    except MySQLdb.OperationalError:   # no server on the socket, or root not let in
         return False
     cur = conn.cursor()
     for host in ("127.0.0.1", "localhost"):
@@ -71,6 +75,38 @@ def drop_mysql(name: str) -> None:
     conn = mysql_root()
     conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
     conn.close()
+
+
+POSTGRES_PORT = int(os.environ.get("TUNESCOUT_TEST_POSTGRES_PORT", "5432"))
+POSTGRES_USER = os.environ.get("TUNESCOUT_TEST_POSTGRES_USER", "postgres")
+
+
+def postgres_admin():
+    """The superuser over TCP, in the maintenance database (trust auth on 127.0.0.1)."""
+    import psycopg
+    return psycopg.connect(host="127.0.0.1", port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
+                           autocommit=True, connect_timeout=3)
+
+
+def postgres_ready() -> bool:
+    try:
+        import psycopg
+    except ImportError:   # no driver (requirements-dev.txt)
+        return False
+    try:
+        postgres_admin().close()
+    except psycopg.OperationalError:   # no server, or the superuser not let in over TCP
+        return False
+    return True
+
+
+def postgres_database(name: str, port: int = POSTGRES_PORT) -> dict:
+    return {"host": "127.0.0.1", "port": port, "user": POSTGRES_USER, "password": "", "database": name}
+
+
+def drop_postgres(name: str) -> None:
+    with postgres_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def clickhouse_ready(port: int = CLICKHOUSE_PORT) -> bool:

@@ -231,3 +231,25 @@ def test_cache_entries_round_trip_exactly():
         assert (a.deltas == b.deltas).all() and (a.counts == b.counts).all()
     assert decode(encode([])) == []
     assert len(encode(hists)) < 0.4 * 3 * 300 * 16
+
+
+def test_health_reports_redis_under_the_counts_copy(tmp_path):
+    """With the default counts copy above the cache in each instance's stack, /api/health still
+    probes Redis: up while it answers, down (and the service degraded) once it stops."""
+    need(servers.redis_ready(), "redis-server binary")
+    private = servers.PrivateRedis()
+    private.start()
+    config = make_config(tmp_path, redis_port=private.port, instances=2)
+    assert config.recognizing.counts_refresh_s > 0
+    client = create_app(config).test_client()
+    try:
+        up = client.get("/api/health")
+        assert up.status_code == 200 and up.get_json()["redis"] == {"status": "up"}
+        assert "degraded" not in up.get_json()
+        private.stop()
+        down = client.get("/api/health")
+        assert down.status_code == 200 and down.get_json()["redis"] == {"status": "down"}
+        assert down.get_json()["degraded"] is True
+    finally:
+        private.stop()
+        client.application.extensions["tunescout"].close()
