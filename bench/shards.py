@@ -2,6 +2,7 @@
 
     python bench/shards.py --queries /tmp/q_dev --backend clickhouse --sizes 1000,10000,100000
     python bench/shards.py --queries /tmp/q_dev --backend mysql --sizes 1000,10000
+    python bench/shards.py --queries /tmp/q_dev --backend postgres --sizes 1000
     python bench/shards.py --queries /tmp/q_dev --backend sqlite --instances 1 --sizes 1000
 
 Fills --instances databases of the backend (on the servers `make servers` starts) with the real
@@ -34,6 +35,7 @@ from tunescout.config import config_from_dict  # noqa: E402
 from tunescout.engine import Engine  # noqa: E402
 from tunescout.memory import keep_freed_memory  # noqa: E402
 from tunescout.storage.base import NewSong  # noqa: E402
+from tunescout.storage.stack import layers  # noqa: E402
 
 BATCH = 200   # distractor songs per bulk insert
 
@@ -41,7 +43,7 @@ BATCH = 200   # distractor songs per bulk insert
 def open_engine(backend: str, instances: int, names: list[str], data_dir: str, redis: dict | None = None) -> Engine:
     """An engine on fresh databases of the backend (sqlite: files in data_dir), optionally cached."""
     make = {"mysql": servers.mysql_database, "clickhouse": servers.clickhouse_database,
-            "sqlite": lambda name: {"database": f"{name}.sqlite"}}[backend]
+            "postgres": servers.postgres_database, "sqlite": lambda name: {"database": f"{name}.sqlite"}}[backend]
     raw = {"data_dir": data_dir, "recognizing": {"instance_timeout_s": 30.0},
            "instances": [{"database_type": backend, "database": make(name), "redis_db_index": i}
                          for i, name in enumerate(names[:instances])]}
@@ -70,7 +72,7 @@ def add_distractors(engine: Engine, count: int, first: int, hash_cdf: np.ndarray
     """Store `count` synthetic songs round-robin on the instances; return their audio seconds."""
     frame_s = engine.params.frame_seconds
     seconds = 0.0
-    stores = engine.store.stores
+    stores = [layers(store)[-1] for store in engine.store.stores]   # the backends' bulk insert
     for start in range(0, count, BATCH):
         batch = []
         for k in range(start, min(start + BATCH, count)):
@@ -162,7 +164,7 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=Path, required=True, help="make_queries.py output folder")
-    parser.add_argument("--backend", choices=["clickhouse", "mysql", "sqlite"], default="clickhouse")
+    parser.add_argument("--backend", choices=["clickhouse", "mysql", "postgres", "sqlite"], default="clickhouse")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--sizes", default="1000,10000,100000", help="catalogue sizes (songs)")
     parser.add_argument("--length", default="10", help="clip length (s) of the queries to run")
@@ -183,7 +185,10 @@ def main() -> None:
     if args.backend == "mysql" and not servers.mysql_ready():
         sys.exit("MariaDB does not answer on its socket: run `make servers`")
     names = [f"{servers.PREFIX}bench_{args.backend}_{i}" for i in range(args.instances)]
-    drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse}.get(args.backend, lambda name: None)
+    if args.backend == "postgres" and not servers.postgres_ready():
+        sys.exit("PostgreSQL does not answer on 127.0.0.1:5432: run `make servers`")
+    drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse,
+            "postgres": servers.drop_postgres}.get(args.backend, lambda name: None)
     for name in names:
         drop(name)
     rows = [r for r in csv.DictReader((args.queries / "ground_truth.csv").open()) if r["length_s"] == args.length]

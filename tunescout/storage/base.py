@@ -130,6 +130,63 @@ class FingerprintStore(Protocol):
         """Release connections (and a layer's threads)."""
 
 
+class StoreLayer:
+    """A FingerprintStore over another one (``self.store``): every method passes to it, explicitly;
+    a layer overrides what it changes (CachedStore, CountsSnapshot)."""
+
+    def __init__(self, store: FingerprintStore):
+        self.store = store
+        self.name = store.name
+
+    def ensure_schema(self, params_digest: str) -> None:
+        self.store.ensure_schema(params_digest)
+
+    def add_song(self, song: NewSong) -> int:
+        return self.store.add_song(song)
+
+    def find_sha1(self, blob_sha1: str) -> Song | None:
+        return self.store.find_sha1(blob_sha1)
+
+    def hash_counts(self, values: np.ndarray) -> np.ndarray:
+        return self.store.hash_counts(values)
+
+    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.common_hash_counts(min_rows)
+
+    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
+        return self.store.best_alignments(hashes, offsets, top_k)
+
+    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
+        return self.store.get_songs(song_ids)
+
+    def count_songs(self) -> int:
+        return self.store.count_songs()
+
+    def list_songs(self, after_id: int, limit: int) -> list[Song]:
+        return self.store.list_songs(after_id, limit)
+
+    def delete_song(self, song_id: int) -> bool:
+        return self.store.delete_song(song_id)
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+    def compact(self) -> None:
+        self.store.compact()
+
+    def generation(self) -> int:
+        return self.store.generation()
+
+    def check(self) -> None:
+        self.store.check()
+
+    def services(self) -> dict[str, bool]:
+        return self.store.services()
+
+    def close(self) -> None:
+        self.store.close()
+
+
 class ResultStore(Protocol):
     """One shard of recognition results, keyed by token."""
 

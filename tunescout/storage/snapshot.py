@@ -9,12 +9,12 @@ from typing import Callable
 import numpy as np
 
 from ..errors import StorageError
-from .base import EXACT_COUNTS_FROM, FingerprintStore, Histogram, NewSong, Song
+from .base import EXACT_COUNTS_FROM, FingerprintStore, StoreLayer
 
 log = logging.getLogger(__name__)
 
 
-class CountsSnapshot:
+class CountsSnapshot(StoreLayer):
     """A FingerprintStore whose hash_counts come from memory; every other method passes to the
     store below.
 
@@ -32,8 +32,7 @@ class CountsSnapshot:
 
     def __init__(self, store: FingerprintStore, refresh_s: float, clock=time.monotonic,
                  on_load: Callable[[int], None] = lambda values: None):
-        self.store = store
-        self.name = store.name
+        super().__init__(store)
         self.refresh_s = refresh_s
         self.on_load = on_load   # called with the number of values after each load
         self._clock = clock
@@ -64,49 +63,6 @@ class CountsSnapshot:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()
-
-    # The rest is the store's own.
-    def ensure_schema(self, params_digest: str) -> None:
-        self.store.ensure_schema(params_digest)
-
-    def add_song(self, song: NewSong) -> int:
-        return self.store.add_song(song)
-
-    def find_sha1(self, blob_sha1: str) -> Song | None:
-        return self.store.find_sha1(blob_sha1)
-
-    def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.store.common_hash_counts(min_rows)
-
-    def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
-        return self.store.best_alignments(hashes, offsets, top_k)
-
-    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
-        return self.store.get_songs(song_ids)
-
-    def count_songs(self) -> int:
-        return self.store.count_songs()
-
-    def list_songs(self, after_id: int, limit: int) -> list[Song]:
-        return self.store.list_songs(after_id, limit)
-
-    def delete_song(self, song_id: int) -> bool:
-        return self.store.delete_song(song_id)
-
-    def stats(self) -> dict:
-        return self.store.stats()
-
-    def compact(self) -> None:
-        self.store.compact()
-
-    def generation(self) -> int:
-        return self.store.generation()
-
-    def check(self) -> None:
-        self.store.check()
-
-    def services(self) -> dict[str, bool]:
-        return self.store.services()
 
     def _load(self) -> None:
         try:

@@ -6,7 +6,7 @@ An instance's stack, from the database up:
     -> CachedStore     if redis.host is set: lookups and hash counts cached in Redis
     -> CountsSnapshot  if recognizing.counts_refresh_s > 0: common hash counts held in memory
 and the N stacks under one ShardedStore, which fans reads out in parallel.
-Each layer is a FingerprintStore over the one below it.
+Each layer is a FingerprintStore over the one below it (base.StoreLayer).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..config import Config, DatabaseConfig, InstanceConfig, sqlite_path
 from . import BACKENDS, result_store_class, store_class
-from .base import FingerprintStore, IdSlot, ResultStore
+from .base import FingerprintStore, IdSlot, ResultStore, StoreLayer
 from .sharded import ShardedStore
 from .snapshot import CountsSnapshot
 
@@ -65,14 +65,6 @@ def open_result_stores(config: Config) -> list[ResultStore]:
 def layers(store: FingerprintStore) -> list[FingerprintStore]:
     """An instance's stack from the top down to its backend (for inspection: tests, benchmarks)."""
     stack = [store]
-    while isinstance(stack[-1], (CountsSnapshot, _cache_layer())):
+    while isinstance(stack[-1], StoreLayer):
         stack.append(stack[-1].store)
     return stack
-
-
-def _cache_layer() -> type:
-    try:
-        from .cache import CachedStore
-    except ImportError:   # Redis's driver is not installed, so no stack holds the cache
-        return CountsSnapshot
-    return CachedStore
