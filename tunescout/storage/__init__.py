@@ -35,16 +35,31 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
-def _load(target: str):
+def _load(database_type: str, target: str):
+    """The class named by target; StorageError naming the pip extra when its driver is missing."""
     module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        from ..errors import StorageError
+        extra = BACKENDS[database_type].extra
+        raise StorageError(f"database_type {database_type!r} needs its driver ({exc.name}): "
+                           f"pip install 'tunescout[{extra}]'") from exc
 
 
 def store_class(database_type: str):
-    """The FingerprintStore class of a database type."""
-    return _load(BACKENDS[database_type].store)
+    """The FingerprintStore class of a database type.
+
+    Raises:
+        StorageError: its database driver is not installed.
+    """
+    return _load(database_type, BACKENDS[database_type].store)
 
 
 def result_store_class(database_type: str):
-    """The ResultStore class of a database type."""
-    return _load(BACKENDS[database_type].result_store)
+    """The ResultStore class of a database type.
+
+    Raises:
+        StorageError: its database driver is not installed.
+    """
+    return _load(database_type, BACKENDS[database_type].result_store)
