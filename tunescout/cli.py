@@ -140,7 +140,7 @@ def recognize(config_path, file):
     """Recognise an audio file and print the JSON result."""
     engine = _engine(config_path)
     try:
-        body = engine.recognize(Path(file).read_bytes())
+        body = engine.recognize(Path(file).read_bytes()).body()
     except TuneScoutError as exc:
         raise click.ClickException(exc.message) from exc
     finally:
@@ -156,10 +156,10 @@ def check_config(path):
 
 
 def _call(config_path, method: str, *args):
-    """engine.<method>(*args) as JSON on stdout; a TuneScoutError becomes a clear message, exit 1."""
+    """engine.<method>(*args)'s record as JSON on stdout; a TuneScoutError becomes a clear message, exit 1."""
     engine = _engine(config_path)
     try:
-        body = getattr(engine, method)(*args)
+        body = getattr(engine, method)(*args).body()
     except TuneScoutError as exc:
         raise click.ClickException(exc.message) from exc
     finally:
