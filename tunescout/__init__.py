@@ -1,3 +1,3 @@
 """TuneScout: a self-hosted music recognition service."""
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
