@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages TuneScout and its tests need when they are missing:
 # ffmpeg (decoding), headers for mysqlclient, and the database servers the tests talk to.
+# PostgreSQL needs no client library here: psycopg's binary wheel carries its own libpq.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
@@ -11,6 +12,7 @@ if [ "${TUNESCOUT_SERVERS:-1}" = 1 ]; then
     command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
     command -v mariadbd >/dev/null || missing+=(mariadb-server mariadb-client)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
     # `docker compose config` validates docker-compose.yml without an engine; Debian's v1 does too.
     docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
 fi

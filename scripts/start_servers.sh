@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the servers the tests talk to, each bound to 127.0.0.1, when it does not answer yet:
-# MariaDB (3306), Redis (6379), ClickHouse (native 9000). Idempotent; no init system needed.
+# MariaDB (3306), Redis (6379), ClickHouse (native 9000), PostgreSQL (5432). Idempotent; no init
+# system needed.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -50,4 +51,34 @@ if ! port_open 9000; then
         --pid-file=/run/clickhouse-server/clickhouse-server.pid
     wait_for clickhouse clickhouse-client --host 127.0.0.1 --query "SELECT 1"
 fi
-echo "servers up: redis 6379, mariadb 3306, clickhouse 9000 (127.0.0.1)"
+# PostgreSQL: Debian's cluster on port 5432 (created when the machine has none). The tests connect
+# over TCP as the superuser `postgres`, without a password, to the database `postgres`, and create
+# their own tstest_* databases.
+pg_answers() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -w -qtAc 'SELECT 1' >/dev/null 2>&1; }
+if ! pg_answers; then
+    pg_version=$(pg_lsclusters -h | awk '$3 == 5432 {print $1; exit}')
+    pg_cluster=$(pg_lsclusters -h | awk '$3 == 5432 {print $2; exit}')
+    if [ -z "$pg_version" ]; then
+        pg_version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+        pg_cluster=main
+        $SUDO pg_createcluster -p 5432 "$pg_version" "$pg_cluster" >/dev/null
+    fi
+    pg_etc=/etc/postgresql/$pg_version/$pg_cluster
+    $SUDO mkdir -p "$pg_etc/conf.d"   # Debian's postgresql.conf includes conf.d/*.conf
+    echo "listen_addresses = '127.0.0.1'" | $SUDO tee "$pg_etc/conf.d/tunescout.conf" >/dev/null
+    # Debian's cluster asks for a password over TCP. Trust connections from 127.0.0.1, the only
+    # address the server listens on, so that the tests need no secret; the line goes first
+    # because the first matching line decides.
+    pg_hba=$pg_etc/pg_hba.conf
+    if ! $SUDO grep -qE '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$pg_hba"; then
+        $SUDO sed -i '1i host all all 127.0.0.1/32 trust' "$pg_hba"
+    fi
+    # restart: a running cluster reads listen_addresses only when it starts.
+    if pg_lsclusters -h | awk -v v="$pg_version" -v c="$pg_cluster" '$1 == v && $2 == c && $4 == "online" {f=1} END {exit !f}'; then
+        $SUDO pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_cluster" restart
+    else
+        $SUDO pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_cluster" start
+    fi
+    wait_for postgresql pg_answers
+fi
+echo "servers up: redis 6379, mariadb 3306, clickhouse 9000, postgresql 5432 (127.0.0.1)"
