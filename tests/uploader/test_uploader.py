@@ -61,6 +61,7 @@ def catalogue(url) -> list[dict]:
     return requests.get(url + "/api/songs?limit=1000", timeout=10).json()["songs"]
 
 
+@pytest.mark.corpus
 def test_upload_kill_half_way_and_resume(server, folder, tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     proc = run_uploader("--url", server.url, "--workers", "1", str(folder), manifest=manifest)
@@ -70,6 +71,9 @@ def test_upload_kill_half_way_and_resume(server, folder, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # Uploads that ended between the look at the manifest and the kill are recorded too, so the
+    # count is 3 or a little more, never known in advance: whatever it is, the kill came before
+    # the end, and the resume must take up exactly what the manifest holds.
     recorded = len(manifest.read_text().splitlines())
     assert 3 <= recorded < 8
 
@@ -87,6 +91,7 @@ def test_upload_kill_half_way_and_resume(server, folder, tmp_path):
     assert code == 0 and "stored 0, already there 8 (0 known" in output
 
 
+@pytest.mark.corpus
 def test_fingerprint_locally_sends_only_hashes(server, folder, tmp_path, queries):
     code, output = finish(run_uploader("--url", server.url, "--fingerprint-locally", str(folder),
                                        manifest=tmp_path / "m.jsonl"))
@@ -106,6 +111,7 @@ def test_fingerprint_locally_sends_only_hashes(server, folder, tmp_path, queries
     assert best["results"][0]["song_name"] == one.stem
 
 
+@pytest.mark.corpus
 def test_packed_fingerprint_is_orders_of_magnitude_smaller(folder):
     from uploader.local import fingerprint_file
     files = sorted(folder.rglob("*.ogg"))[:3]
@@ -113,6 +119,7 @@ def test_packed_fingerprint_is_orders_of_magnitude_smaller(folder):
     assert ratio > 20, ratio
 
 
+@pytest.mark.corpus
 def test_a_digest_the_server_does_not_serve_is_a_clear_400(server, folder):
     import dejavu
     from uploader.local import fingerprint_file
@@ -128,6 +135,7 @@ def test_a_digest_the_server_does_not_serve_is_a_clear_400(server, folder):
     assert resp.status_code == 400 and resp.json()["message"].startswith("Invalid fingerprint")
 
 
+@pytest.mark.corpus
 def test_rate_limits_are_retried_until_done(tmp_path, folder):
     live = servers.LiveServer(tmp_path / "limited", {"fingerprinting": {"token": TOKEN},
                                                      "rate_limit": {"fingerprinting": "2 per second"}})
@@ -142,17 +150,19 @@ def test_rate_limits_are_retried_until_done(tmp_path, folder):
     assert '"POST /api/fingerprint HTTP/1.1" 429' in log   # the limit did bite, and was waited out
 
 
+@pytest.mark.corpus
 def test_wrong_token_is_reported_not_retried_and_never_printed(server, folder, tmp_path):
     wrong = "wrong-token-that-must-not-leak"
-    started = time.monotonic()
     proc = run_uploader("--url", server.url, str(folder), token=wrong, manifest=tmp_path / "m.jsonl")
     cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     code, output = finish(proc)
     assert code == 1 and wrong.encode() not in cmdline and wrong not in output
     assert "failed 8" in output and "HTTP 401: Token missing or invalid" in output
-    assert time.monotonic() - started < 30   # no back-off on a 401
+    # Not retried: the server saw one request per file.
+    assert server.stop().count('"POST /api/fingerprint HTTP/1.1" 401') == 8
 
 
+@pytest.mark.corpus
 def test_dry_run_lists_and_uploads_nothing(server, folder, tmp_path):
     code, output = finish(run_uploader("--url", server.url, "--dry-run", "--ext", "ogg", str(folder),
                                        manifest=tmp_path / "m.jsonl"))
