@@ -31,15 +31,20 @@ def test_query_side_is_a_superset_of_the_reference_side(rng):
     assert ref <= query and len(query) > len(ref)
 
 
-def test_tilt_prefers_the_lower_of_two_equally_prominent_peaks():
+def test_tilt_prefers_a_lower_peak_by_its_db_per_octave():
     import dataclasses
-    spec = np.full((P.max_freq_bin - P.min_freq_bin, 43), -60.0)
-    spec[20, 10] = spec[300, 30] = -20.0      # same level, same prominence; ~2 and ~3.5 kHz apart
+
+    def kept(spec, params):
+        return list(zip(*(a.tolist() for a in find_peaks(spec, params, 1))))
     flat = dataclasses.replace(P, peak_tilt_db_per_octave=0.0)
-    kept_flat = set(zip(*find_peaks(spec, flat, 1)))
-    kept_tilted = set(zip(*find_peaks(spec, P, 1)))
-    assert P.peak_tilt_db_per_octave > 0
-    assert kept_flat != kept_tilted or len(kept_flat) == 1
+    # Rows 20 and 300 (bins 26 and 306) in one block: 3.6 octaves, 17.8 dB of tilt apart.
+    assert P.peak_tilt_db_per_octave * np.log2(306 / 26) > 10
+    spec = np.full((P.max_freq_bin - P.min_freq_bin, 43), -60.0)
+    spec[20, 10], spec[300, 30] = -20.0, -10.0   # the higher one 10 dB louder
+    assert kept(spec, flat) == [(306, 30)]
+    assert kept(spec, P) == [(26, 10)]
+    spec[300, 30] = 0.0                          # and now 20 dB louder: more than the tilt
+    assert kept(spec, P) == [(306, 30)]
 
 
 def test_no_pair_joins_two_peaks_of_the_same_bin(rng):
