@@ -19,8 +19,11 @@ def test_pack_and_unpack_are_inverse(rng):
         np.testing.assert_array_equal(got, want)
 
 
-def naive_pairs(freq, frame, fanout):
+def naive_pairs(freq, frame, fanout, levels=None, margin_db=0.0):
+    """(hash, offset) of every pair; with levels, the top bit set when the target is louder, and
+    pairs closer than margin_db in level also given the other bit."""
     out = set()
+    top = 1 << (HASH_BITS - 1)
     for i in range(len(freq)):
         taken = 0
         for j in range(i + 1, len(freq)):
@@ -28,8 +31,13 @@ def naive_pairs(freq, frame, fanout):
             if dt > P.max_dt_frames or taken == fanout:
                 break
             if dt >= 1 and P.min_df_bins <= abs(df) <= P.max_df_bins:
-                out.add((int(pack_hashes(np.array([freq[i]]), np.array([df]), np.array([dt]))[0]),
-                         int(frame[i])))
+                h = int(pack_hashes(np.array([freq[i]]), np.array([df]), np.array([dt]))[0])
+                if levels is not None:
+                    step = levels[j] - levels[i]
+                    h |= top if step > 0 else 0
+                    if abs(step) < margin_db:
+                        out.add((h ^ top, int(frame[i])))
+                out.add((h, int(frame[i])))
                 taken += 1
     return out
 
@@ -57,11 +65,13 @@ def test_level_bit_marks_louder_targets_and_the_query_tries_both_when_close(rng)
         if louder is not None and (anchor, o) in by_anchor and sum(
                 1 for f, t in by_anchor if (f, t) == (anchor + df, o + dt)) == 1:
             assert bool(h & top) == (louder > by_anchor[(anchor, o)])
+    assert set(zip(ref_h.tolist(), ref_o.tolist())) == naive_pairs(freq, frame, 5, levels)
     query_h, query_o = generate_hashes(freq, frame, P, 5, levels, level_margin_db=3.0)
     query = set(zip(query_h.tolist(), query_o.tolist()))
     assert set(zip(ref_h.tolist(), ref_o.tolist())) <= query
+    assert query == naive_pairs(freq, frame, 5, levels, margin_db=3.0)   # only the close pairs get both values
     flipped = {(h ^ top, o) for h, o in zip(ref_h.tolist(), ref_o.tolist())}
-    assert 0 < len(query & flipped) < len(flipped)     # only the close pairs get both values
+    assert 0 < len(query & flipped) < len(flipped)     # and some are close, some are not
 
 
 def test_query_hashes_contain_most_reference_hashes(rng):
