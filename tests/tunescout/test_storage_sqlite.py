@@ -1,10 +1,7 @@
 """SQLiteStore: atomic ingest, duplicates, parameter digests, alignment in SQL."""
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -54,24 +51,40 @@ def test_id_slots_interleave():
 
 
 def test_a_killed_ingest_leaves_nothing_visible(store, tmp_path):
+    # The child stops at the COMMIT of its song, every row written, and waits there to be killed.
     child = textwrap.dedent(f"""
-        import numpy as np, sys
+        import sqlite3, time
+        import numpy as np
         from tunescout.storage.sqlite import SQLiteStore
         from tunescout.storage.base import NewSong
+        connect, wrote = sqlite3.connect, []
+
+        def stop_at_commit(sql):
+            if not wrote and sql.upper().startswith("INSERT INTO FINGERPRINTS"):
+                wrote.append(True)
+            elif wrote and sql.upper() == "COMMIT":
+                print("committing", flush=True)
+                time.sleep(600)
+
+        def traced(*args, **kwargs):
+            conn = connect(*args, **kwargs)
+            conn.set_trace_callback(stop_at_commit)
+            return conn
+        sqlite3.connect = traced
         s = SQLiteStore({str(tmp_path / 'f.sqlite')!r}); s.ensure_schema("digest-1")
-        n = 3_000_000
+        n = 20_000
         rng = np.random.default_rng(0)
-        print("go", flush=True)
         s.add_song(NewSong("big", "b" * 40, 999.0, rng.integers(0, 2**23, n).astype(np.uint32),
                            np.arange(n, dtype=np.int32)))
         print("done", flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "go"
-    time.sleep(1.0)
-    assert store.count_songs() == 0          # mid-ingest: invisible to readers
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        assert proc.stdout.readline().strip() == "committing"
+        assert store.count_songs() == 0          # written but not committed: invisible to readers
+    finally:
+        proc.kill()
+        proc.wait()
     fresh = SQLiteStore(tmp_path / "f.sqlite")
     fresh.ensure_schema("digest-1")
     assert fresh.count_songs() == 0
