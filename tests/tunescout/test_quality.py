@@ -61,7 +61,7 @@ def test_rarest_hashes_first_answer_as_one_lookup_of_all(engine, queries):
     try:
         answers, lookups = {}, {}
         for budget in (0, 300):
-            engine.match = dataclasses.replace(default, row_budget=budget, row_budget_share=0.0)
+            engine.searcher.match = dataclasses.replace(default, row_budget=budget, row_budget_share=0.0)
             for row in csv.DictReader((queries / "ground_truth.csv").open()):
                 if row["length_s"] != "5":
                     continue
@@ -72,7 +72,7 @@ def test_rarest_hashes_first_answer_as_one_lookup_of_all(engine, queries):
                 answers.setdefault(row["query_file"], []).append(passing)
                 lookups.setdefault((budget, row["is_negative"]), []).append(search.lookups)
     finally:
-        engine.match = default
+        engine.searcher.match = default
     assert all(zero == budget for zero, budget in answers.values())
     assert set(lookups[0, "0"]) == set(lookups[0, "1"]) == {1}
     assert lookups[300, "1"] and set(lookups[300, "1"]) == {2}
