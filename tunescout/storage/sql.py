@@ -10,7 +10,7 @@ The tables (names of the dialect's own, so that an index made by an earlier rele
 
 A song's row, its hashes, its counts and the generation change in one transaction: a song is
 visible to recognition only complete, and a crash leaves nothing behind. Writers to one database
-are serialised (the dialect's ``lock_writers``), so ids, counts and the generation never race.
+are serialised (the dialect's ``begin`` takes a lock), so ids, counts and the generation never race.
 
 hash_counts upkeep, the same rule in every dialect: the table holds every value with at least
 EXACT_COUNTS_FROM rows, exactly. Adding a song adds its rows per value to the values held; a value
@@ -19,6 +19,7 @@ now reaches the bound. Deleting a song subtracts its rows and drops the values t
 the bound. A value not held answers 1: reading a count is one probe, where counting the rows of a
 clip's hashes walks them all, and the table stays small (2 % of an SQLite index).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,16 @@ import numpy as np
 from dejavu import Histogram, distinct, histograms_of_postings
 
 from ..errors import DuplicateSongError, StorageError
-from .base import (EXACT_COUNTS_FROM, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta,
-                   counts_of_rows)
+from .base import (
+    EXACT_COUNTS_FROM,
+    IdSlot,
+    NewSong,
+    Song,
+    ThreadConnections,
+    arrays_of_counts,
+    check_meta,
+    counts_of_rows,
+)
 
 SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 
@@ -40,8 +49,7 @@ SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, c
 def distinct_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (hash, offset) pairs, sorted by hash then offset (sorted keys load fast into a
     B-tree), as int64 arrays."""
-    key = distinct((np.asarray(hashes).astype(np.int64) << 32)
-                   | np.asarray(offsets).astype(np.int64).astype(np.uint32))
+    key = distinct((np.asarray(hashes).astype(np.int64) << 32) | np.asarray(offsets).astype(np.int64).astype(np.uint32))
     return key >> 32, (key & 0xFFFFFFFF).astype(np.int32).astype(np.int64)
 
 
@@ -49,13 +57,13 @@ class SQLBase:
     """Connections and error handling of one SQL database; a dialect sets the class attributes
     and implements connect()."""
 
-    kind: ClassVar[str]                          # for messages: "sqlite", "mysql", "postgres"
+    kind: ClassVar[str]  # for messages: "sqlite", "mysql", "postgres"
     driver_errors: ClassVar[tuple[type[BaseException], ...]]
 
     def __init__(self, name: str):
         self.name = name
         self._db: ThreadConnections = ThreadConnections(self.connect, self.disconnect)
-        self._write = threading.Lock()   # one writer per process; lock_writers() across processes
+        self._write = threading.Lock()  # one writer per process; begin() locks out other processes
 
     def connect(self):
         """A new connection in autocommit mode; raise StorageError if the database cannot be reached."""
@@ -84,9 +92,11 @@ class SQLBase:
             conn = self._db.get()
             try:
                 cur = self.begin(conn)
-            except self.driver_errors as exc:
-                self._db.drop()
-                raise StorageError(f"{self.name}: {message}") from exc
+            except BaseException as exc:
+                self._db.drop()  # what begin() left open (a transaction, a lock) goes with the connection
+                if isinstance(exc, self.driver_errors):
+                    raise StorageError(f"{self.name}: {message}") from exc
+                raise
             try:
                 yield cur
                 conn.commit()
@@ -111,7 +121,7 @@ class SQLBase:
         try:
             conn.rollback()
         except self.driver_errors:
-            self._db.drop()   # the server discards an open transaction (and its locks) with the connection
+            self._db.drop()  # the server discards an open transaction (and its locks) with the connection
 
     def is_duplicate(self, exc: BaseException) -> bool:
         """Whether a driver error is the unique blob_sha1 refusing a song stored already."""
@@ -125,19 +135,19 @@ class SQLStore(SQLBase):
     """A FingerprintStore in one SQL database. The dialect supplies its tables, statements and the
     few operations that differ (ids, bulk insert, sizes, compaction)."""
 
-    p: ClassVar[str] = "%s"                  # parameter placeholder
-    meta_key: ClassVar[str] = "name"         # meta's key column
+    p: ClassVar[str] = "%s"  # parameter placeholder
+    meta_key: ClassVar[str] = "name"  # meta's key column
     offset: ClassVar[str] = "offset_frames"  # fingerprints' offset column
-    schema: ClassVar[tuple[str, ...]]        # CREATE TABLE IF NOT EXISTS statements
-    insert_meta_if_absent: ClassVar[str]     # (key, value): no change if the key is there
-    set_meta: ClassVar[str]                  # (key, value): insert or replace
+    schema: ClassVar[tuple[str, ...]]  # CREATE TABLE IF NOT EXISTS statements
+    insert_meta_if_absent: ClassVar[str]  # (key, value): no change if the key is there
+    set_meta: ClassVar[str]  # (key, value): insert or replace
     bump_generation: ClassVar[str]
-    add_counts: ClassVar[str]                # (hash, n): n added to the value's count, inserted if absent
+    add_counts: ClassVar[str]  # (hash, n): n added to the value's count, inserted if absent
     # Statements over a set of hash values, written {hashes} where the dialect's hash_set() goes.
-    postings: ClassVar[str]                  # (hash, song_id, offset) rows of the values
-    held_counts: ClassVar[str]               # (hash, n) rows of hash_counts of the values
-    row_counts: ClassVar[str]                # (hash, rows) counted in fingerprints, for the values
-    drop_rare_counts: ClassVar[str]          # delete the values' counts under EXACT_COUNTS_FROM
+    postings: ClassVar[str]  # (hash, song_id, offset) rows of the values
+    held_counts: ClassVar[str]  # (hash, n) rows of hash_counts of the values
+    row_counts: ClassVar[str]  # (hash, rows) counted in fingerprints, for the values
+    drop_rare_counts: ClassVar[str]  # delete the values' counts under EXACT_COUNTS_FROM
 
     def __init__(self, name: str, slot: IdSlot):
         super().__init__(name)
@@ -167,17 +177,21 @@ class SQLStore(SQLBase):
         cur.execute(f"SELECT value FROM meta WHERE {k} = 'last_song_id'")
         row = cur.fetchone()
         song_id = self.slot.next_id(int(row[0]) if row else None)
-        cur.execute(f"INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
-                    f" VALUES ({p}, {p}, {p}, {p}, {p})",
-                    (song_id, song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds))
+        cur.execute(
+            f"INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
+            f" VALUES ({p}, {p}, {p}, {p}, {p})",
+            (song_id, song.song_name, song.blob_sha1, int(song.hashes.size), song.duration_seconds),
+        )
         cur.execute(self.set_meta, ("last_song_id", str(song_id)))
         return song_id
 
     def insert_fingerprints(self, cur, song_id: int, hashes: np.ndarray, offsets: np.ndarray) -> None:
         """Insert the (hash, song_id, offset) rows of one song (distinct, sorted by hash)."""
         p = self.p
-        cur.executemany(f"INSERT INTO fingerprints (hash, song_id, {self.offset}) VALUES ({p}, {p}, {p})",
-                        [(h, song_id, o) for h, o in zip(hashes.tolist(), offsets.tolist())])
+        cur.executemany(
+            f"INSERT INTO fingerprints (hash, song_id, {self.offset}) VALUES ({p}, {p}, {p})",
+            [(h, song_id, o) for h, o in zip(hashes.tolist(), offsets.tolist())],
+        )
 
     def index_bytes(self) -> int:
         raise NotImplementedError
@@ -188,17 +202,19 @@ class SQLStore(SQLBase):
     # --- FingerprintStore
     def ensure_schema(self, params_digest: str) -> None:
         wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
-        for statement in self.schema:   # outside the transaction: MySQL commits at every CREATE
+        for statement in self.schema:  # outside the transaction: MySQL commits at every CREATE
             self.query(statement)
         with self.transaction("cannot prepare the index") as cur:
             for item in wanted.items():
                 cur.execute(self.insert_meta_if_absent, item)
             cur.execute(f"SELECT {self.meta_key}, value FROM meta")
             stored = dict(cur.fetchall())
-            if "hash_counts" not in stored:   # a new index, or one made before hash_counts existed
+            if "hash_counts" not in stored:  # a new index, or one made before hash_counts existed
                 cur.execute("DELETE FROM hash_counts")
-                cur.execute("INSERT INTO hash_counts SELECT hash, COUNT(*) FROM fingerprints GROUP BY hash"
-                            f" HAVING COUNT(*) >= {EXACT_COUNTS_FROM}")
+                cur.execute(
+                    "INSERT INTO hash_counts SELECT hash, COUNT(*) FROM fingerprints GROUP BY hash"
+                    f" HAVING COUNT(*) >= {EXACT_COUNTS_FROM}"
+                )
                 cur.execute(self.insert_meta_if_absent, ("hash_counts", "1"))
         check_meta(self.name, stored, wanted)
 
@@ -222,7 +238,7 @@ class SQLStore(SQLBase):
                     self._update_counts(cur, values, rows, removed=False)
                     ids.append(song_id)
                 cur.execute(self.bump_generation)
-        except self.driver_errors as exc:   # only a duplicate passes transaction() unchanged
+        except self.driver_errors as exc:  # only a duplicate passes transaction() unchanged
             raise DuplicateSongError(blob_sha1=songs[len(ids)].blob_sha1) from exc
         return ids
 
@@ -250,8 +266,9 @@ class SQLStore(SQLBase):
         return np.maximum(counts_of_rows(values, self.query(*self._over(self.held_counts, values))), 1)
 
     def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        return arrays_of_counts(self.query(f"SELECT hash, n FROM hash_counts WHERE n >= {self.p} ORDER BY hash",
-                                           (min_rows,)))
+        return arrays_of_counts(
+            self.query(f"SELECT hash, n FROM hash_counts WHERE n >= {self.p} ORDER BY hash", (min_rows,))
+        )
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         """The index rows of the clip's distinct hashes, joined with its offsets and grouped in
@@ -273,8 +290,10 @@ class SQLStore(SQLBase):
         return int(self.query("SELECT COUNT(*) FROM songs")[0][0])
 
     def list_songs(self, after_id: int, limit: int) -> list[Song]:
-        rows = self.query(f"SELECT {SONG_COLUMNS} FROM songs WHERE song_id > {self.p} ORDER BY song_id"
-                          f" LIMIT {self.p}", (after_id, limit))
+        rows = self.query(
+            f"SELECT {SONG_COLUMNS} FROM songs WHERE song_id > {self.p} ORDER BY song_id LIMIT {self.p}",
+            (after_id, limit),
+        )
         return [self.song_of_row(row) for row in rows]
 
     def delete_song(self, song_id: int) -> bool:
@@ -282,8 +301,9 @@ class SQLStore(SQLBase):
         with self.transaction("cannot delete the song") as cur:
             cur.execute(f"DELETE FROM songs WHERE song_id = {p}", (song_id,))
             found = cur.rowcount > 0
-            cur.execute(f"SELECT hash, COUNT(*) FROM fingerprints WHERE song_id = {p} GROUP BY hash ORDER BY hash",
-                        (song_id,))
+            cur.execute(
+                f"SELECT hash, COUNT(*) FROM fingerprints WHERE song_id = {p} GROUP BY hash ORDER BY hash", (song_id,)
+            )
             counts = np.array(cur.fetchall(), np.int64).reshape(-1, 2)
             cur.execute(f"DELETE FROM fingerprints WHERE song_id = {p}", (song_id,))
             self._update_counts(cur, counts[:, 0], counts[:, 1], removed=True)
@@ -309,7 +329,7 @@ class SQLResultStore(SQLBase):
     """Recognition results in one SQL database; the table is created on first use."""
 
     p: ClassVar[str] = "%s"
-    table: ClassVar[str]   # CREATE TABLE IF NOT EXISTS results (token, body, created)
+    table: ClassVar[str]  # CREATE TABLE IF NOT EXISTS results (token, body, created)
 
     def __init__(self, name: str):
         super().__init__(name)
