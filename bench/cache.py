@@ -7,6 +7,7 @@ Ingests the real tracks of the query set into one fresh instance of the backend 
 10 s clip once (cold: every lookup goes to the database) and again (warm), and prints server-side
 latency (fingerprint + lookup + alignment) p50/p95 for both, the ratio, and Redis memory per entry.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--length", default="10", help="clip length (s) of the queries to run")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args()
-    keep_freed_memory()   # as `tunescout serve` does
+    keep_freed_memory()  # as `tunescout serve` does
     if args.backend == "mysql":
         servers.mysql_ready()
     client = redis.Redis(port=args.redis_port, db=0)
@@ -61,11 +62,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if drop:
             drop(name)
-        engine = open_engine(args.backend, 1, [name], tmp,
-                             {"host": "127.0.0.1", "port": args.redis_port, "prefix": "bench"})
+        engine = open_engine(
+            args.backend, 1, [name], tmp, {"host": "127.0.0.1", "port": args.redis_port, "prefix": "bench"}
+        )
         load_real(engine, files, 2)
-        clips = [decode_query((args.queries / r["query_file"]).read_bytes(), engine.params.sample_rate_hz,
-                              0.0, float(args.length)).samples for r in rows]
+        clips = [
+            decode_query(
+                (args.queries / r["query_file"]).read_bytes(), engine.params.sample_rate_hz, 0.0, float(args.length)
+            ).samples
+            for r in rows
+        ]
         cold = timed_pass(engine, clips)
         warm = timed_pass(engine, clips)
         cache = next(layer for layer in layers(engine.store.stores[0]) if isinstance(layer, CachedStore))
@@ -74,16 +80,27 @@ def main() -> None:
         engine.close()
         if drop:
             drop(name)
-    figures = {"backend": args.backend, "clips": len(clips), "songs": len(files),
-               "cold_p50_ms": float(np.median(cold)), "cold_p95_ms": float(np.percentile(cold, 95)),
-               "warm_p50_ms": float(np.median(warm)), "warm_p95_ms": float(np.percentile(warm, 95)),
-               "hits": cache.hits, "misses": cache.misses, "entries": entries,
-               "redis_used_memory_bytes": used}
+    figures = {
+        "backend": args.backend,
+        "clips": len(clips),
+        "songs": len(files),
+        "cold_p50_ms": float(np.median(cold)),
+        "cold_p95_ms": float(np.percentile(cold, 95)),
+        "warm_p50_ms": float(np.median(warm)),
+        "warm_p95_ms": float(np.percentile(warm, 95)),
+        "hits": cache.hits,
+        "misses": cache.misses,
+        "entries": entries,
+        "redis_used_memory_bytes": used,
+    }
     figures["speedup_p50"] = figures["cold_p50_ms"] / figures["warm_p50_ms"]
-    print(f"{args.backend}, {len(files)} songs, {len(clips)} clips of {args.length} s: cold p50 {figures['cold_p50_ms']:.1f} ms "
-          f"p95 {figures['cold_p95_ms']:.1f} ms | warm p50 {figures['warm_p50_ms']:.1f} ms "
-          f"p95 {figures['warm_p95_ms']:.1f} ms | {figures['speedup_p50']:.1f}x | hits {cache.hits} "
-          f"misses {cache.misses} | Redis {used / 1e6:.1f} MB for {entries} entries")
+    print(
+        f"{args.backend}, {len(files)} songs, {len(clips)} clips of {args.length} s: "
+        f"cold p50 {figures['cold_p50_ms']:.1f} ms "
+        f"p95 {figures['cold_p95_ms']:.1f} ms | warm p50 {figures['warm_p50_ms']:.1f} ms "
+        f"p95 {figures['warm_p95_ms']:.1f} ms | {figures['speedup_p50']:.1f}x | hits {cache.hits} "
+        f"misses {cache.misses} | Redis {used / 1e6:.1f} MB for {entries} entries"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"cache_{args.backend}.json").write_text(json.dumps(figures, indent=2))
 

@@ -4,6 +4,7 @@
 
 Make the clips first with ../shared/corpus/make_queries.py (see docs/ALGORITHM.md for the exact command).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,20 @@ def ingest(engine: Engine, files: list[str], workers: int) -> dict:
     store from this one."""
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
-        list(pool.map(exec, ["import tunescout.engine"] * workers))   # start and warm the workers first
+        list(pool.map(exec, ["import tunescout.engine"] * workers))  # start and warm the workers first
         start = time.perf_counter()
         for song in pool.map(analyse, files, [Path(f).stem for f in files], [engine.params] * len(files)):
             engine.store_song(song)
     wall = time.perf_counter() - start
     songs = engine.store.get_songs(list(range(1, len(files) + 1)))
     durations = [s.duration_seconds for s in songs.values()]
-    return {"songs": len(songs), "audio_seconds": sum(durations), "wall_seconds": wall,
-            "ingest_x_realtime": sum(durations) / wall, "hashes": sum(s.total_hashes for s in songs.values())}
+    return {
+        "songs": len(songs),
+        "audio_seconds": sum(durations),
+        "wall_seconds": wall,
+        "ingest_x_realtime": sum(durations) / wall,
+        "hashes": sum(s.total_hashes for s in songs.values()),
+    }
 
 
 def fingerprint_speed(files: list[str], params) -> float:
@@ -72,17 +78,25 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         t2 = time.perf_counter()
         if http:
             import requests
+
             requests.post(f"{http}/api/recognize", files={"file": ("q.wav", data)}, timeout=30)
         top_margin, top = scored[0] if scored else (-1e9, None)
         name = engine.store.get_songs([top.song_id])[top.song_id].song_name if top else None
-        out.append({**row, "top": name, "margin": top_margin,
-                    "offset_s": top.offset_frames * engine.params.frame_seconds if top else None,
-                    "server_ms": (t2 - t1) * 1000, "decode_ms": (t1 - t0) * 1000})
+        out.append(
+            {
+                **row,
+                "top": name,
+                "margin": top_margin,
+                "offset_s": top.offset_frames * engine.params.frame_seconds if top else None,
+                "server_ms": (t2 - t1) * 1000,
+                "decode_ms": (t1 - t0) * 1000,
+            }
+        )
     return out
 
 
-REPEAT_CORRELATION = 0.8   # the song's audio at both offsets is this alike: a repeat of the passage
-REPEAT_LAG_STEP = 32       # samples (2.9 ms) between the lags the repeat test tries
+REPEAT_CORRELATION = 0.8  # the song's audio at both offsets is this alike: a repeat of the passage
+REPEAT_LAG_STEP = 32  # samples (2.9 ms) between the lags the repeat test tries
 
 
 def mark_repeats(results: list[dict], files: list[str], params) -> None:
@@ -96,6 +110,7 @@ def mark_repeats(results: list[dict], files: list[str], params) -> None:
     the reported offset alone. Sets row["repeat"] True/False on those rows.
     """
     from dejavu.spectrogram import spectrogram
+
     by_name = {Path(f).stem: f for f in files}
     songs: dict[str, np.ndarray] = {}
     tolerance = int(OFFSET_TOLERANCE_S * params.sample_rate_hz)
@@ -109,14 +124,15 @@ def mark_repeats(results: list[dict], files: list[str], params) -> None:
             songs[row["track_id"]] = decode_audio(by_name[row["track_id"]], params.sample_rate_hz).samples
         song, n = songs[row["track_id"]], int(float(row["length_s"]) * params.sample_rate_hz)
         a, b = int(true_s * params.sample_rate_hz), int(max(row["offset_s"], 0) * params.sample_rate_hz)
-        m = min(song[a:a + n].size, song[b + tolerance:b + tolerance + n].size)
+        m = min(song[a : a + n].size, song[b + tolerance : b + tolerance + n].size)
         if m < params.n_fft:
             row["repeat"] = False
             continue
-        x = spectrogram(song[a:a + m], params).ravel()
-        correlation = {lag: float(np.corrcoef(x, spectrogram(song[b + lag:b + lag + m], params).ravel())[0, 1])
-                       for lag in range(-(min(tolerance, b) // REPEAT_LAG_STEP) * REPEAT_LAG_STEP, tolerance + 1,
-                                       REPEAT_LAG_STEP)}
+        x = spectrogram(song[a : a + m], params).ravel()
+        correlation = {
+            lag: float(np.corrcoef(x, spectrogram(song[b + lag : b + lag + m], params).ravel())[0, 1])
+            for lag in range(-(min(tolerance, b) // REPEAT_LAG_STEP) * REPEAT_LAG_STEP, tolerance + 1, REPEAT_LAG_STEP)
+        }
         row["repeat_correlation_at_offset"] = correlation[0]
         row["repeat_correlation"] = max(correlation.values())
         row["repeat"] = row["repeat_correlation"] >= REPEAT_CORRELATION
@@ -132,27 +148,48 @@ def summarise(results: list[dict]) -> dict:
             if cell:
                 table[deg][length] = np.mean([_correct(r, 0) for r in cell])
     fp = np.mean([r["margin"] >= 0 for r in negatives]) if negatives else float("nan")
-    curve = [{"bar_shift": s, "accuracy": float(np.mean([_correct(r, s) for r in positives])),
-              "false_positive_rate": float(np.mean([r["margin"] >= s for r in negatives]))}
-             for s in BAR_SHIFTS]
+    curve = [
+        {
+            "bar_shift": s,
+            "accuracy": float(np.mean([_correct(r, s) for r in positives])),
+            "false_positive_rate": float(np.mean([r["margin"] >= s for r in negatives])),
+        }
+        for s in BAR_SHIFTS
+    ]
     right = [r for r in positives if _correct(r, 0)]
     errors = np.array([abs(r["offset_s"] / _speed(r) - float(r["true_offset_s"])) for r in right])
     server = np.array([r["server_ms"] for r in results])
     ten = np.array([r["server_ms"] for r in results if r["length_s"] == "10"] or [np.nan])
-    return {"accuracy": table, "false_positive_rate": float(fp), "threshold_curve": curve,
-            "offset_within_50ms": float(np.mean(errors <= OFFSET_TOLERANCE_S)) if right else None,
-            "offset_other_repeat": float(np.mean([r.get("repeat", False) for r in right])) if right else None,
-            "offset_wrong": float(np.mean([(e > OFFSET_TOLERANCE_S) and not r.get("repeat", False)
-                                           for e, r in zip(errors, right)])) if right else None,
-            "offset_within_50ms_of_non_repeats": float(np.mean(errors[~np.array([r.get("repeat", False) for r in right])]
-                                                               <= OFFSET_TOLERANCE_S)) if right else None,
-            "wrong_offset_correlations": sorted(round(r["repeat_correlation"], 2) for r in right
-                                                if "repeat_correlation" in r and not r["repeat"]),
-            "offset_within_50ms_of_non_repeats_at_offset": _strict_offsets(right, errors),
-            "latency_ms": {"p50": float(np.median(server)), "p95": float(np.percentile(server, 95)),
-                           "p50_10s": float(np.nanmedian(ten)), "p95_10s": float(np.nanpercentile(ten, 95)),
-                           "decode_p50": float(np.median([r["decode_ms"] for r in results]))},
-            "queries": len(results), "negatives": len(negatives)}
+    return {
+        "accuracy": table,
+        "false_positive_rate": float(fp),
+        "threshold_curve": curve,
+        "offset_within_50ms": float(np.mean(errors <= OFFSET_TOLERANCE_S)) if right else None,
+        "offset_other_repeat": float(np.mean([r.get("repeat", False) for r in right])) if right else None,
+        "offset_wrong": float(
+            np.mean([(e > OFFSET_TOLERANCE_S) and not r.get("repeat", False) for e, r in zip(errors, right)])
+        )
+        if right
+        else None,
+        "offset_within_50ms_of_non_repeats": float(
+            np.mean(errors[~np.array([r.get("repeat", False) for r in right])] <= OFFSET_TOLERANCE_S)
+        )
+        if right
+        else None,
+        "wrong_offset_correlations": sorted(
+            round(r["repeat_correlation"], 2) for r in right if "repeat_correlation" in r and not r["repeat"]
+        ),
+        "offset_within_50ms_of_non_repeats_at_offset": _strict_offsets(right, errors),
+        "latency_ms": {
+            "p50": float(np.median(server)),
+            "p95": float(np.percentile(server, 95)),
+            "p50_10s": float(np.nanmedian(ten)),
+            "p95_10s": float(np.nanpercentile(ten, 95)),
+            "decode_p50": float(np.median([r["decode_ms"] for r in results])),
+        },
+        "queries": len(results),
+        "negatives": len(negatives),
+    }
 
 
 def _strict_offsets(right: list[dict], errors: np.ndarray) -> float | None:
@@ -173,8 +210,10 @@ def _correct(row, bar_shift) -> bool:
 
 def chart(summary: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for deg, cells in summary["accuracy"].items():
         lengths = sorted(cells, key=float)
@@ -190,30 +229,46 @@ def chart(summary: dict, path: Path) -> None:
 
 
 def print_report(summary: dict, ingest_stats: dict, speed: float, kb_per_min: float) -> None:
-    lengths = sorted({l for cells in summary["accuracy"].values() for l in cells}, key=float)
-    print("top-1 accuracy (%)        " + "".join(f"{l + ' s':>8}" for l in lengths))
+    lengths = sorted({length for cells in summary["accuracy"].values() for length in cells}, key=float)
+    print("top-1 accuracy (%)        " + "".join(f"{length + ' s':>8}" for length in lengths))
     for deg, cells in summary["accuracy"].items():
-        print(f"{deg:26}" + "".join(f"{100 * cells[l]:8.1f}" if l in cells else f"{'':8}" for l in lengths))
-    print(f"false positives on songs not in the catalogue: {100 * summary['false_positive_rate']:.2f} %"
-          f" of {summary['negatives']} clips")
-    print("bar shift -> accuracy / false positives: " + ", ".join(
-        f"{c['bar_shift']:+d}: {100 * c['accuracy']:.1f}/{100 * c['false_positive_rate']:.1f}"
-        for c in summary["threshold_curve"]))
-    print(f"offset error <= 50 ms when correct: {100 * (summary['offset_within_50ms'] or 0):.1f} %;"
-          f" another repeat of the passage (audio correlation >= {REPEAT_CORRELATION}):"
-          f" {100 * (summary['offset_other_repeat'] or 0):.1f} %; wrong offset: {100 * (summary['offset_wrong'] or 0):.1f} %"
-          f" -> within 50 ms for {100 * (summary['offset_within_50ms_of_non_repeats'] or 0):.1f} % of answers"
-          f" that are not another repeat"
-          f" ({100 * (summary['offset_within_50ms_of_non_repeats_at_offset'] or 0):.1f} %"
-          f" when the repeat test compares at the reported offset only)")
+        row = (f"{100 * cells[length]:8.1f}" if length in cells else f"{'':8}" for length in lengths)
+        print(f"{deg:26}" + "".join(row))
+    print(
+        f"false positives on songs not in the catalogue: {100 * summary['false_positive_rate']:.2f} %"
+        f" of {summary['negatives']} clips"
+    )
+    print(
+        "bar shift -> accuracy / false positives: "
+        + ", ".join(
+            f"{c['bar_shift']:+d}: {100 * c['accuracy']:.1f}/{100 * c['false_positive_rate']:.1f}"
+            for c in summary["threshold_curve"]
+        )
+    )
+    print(
+        f"offset error <= 50 ms when correct: {100 * (summary['offset_within_50ms'] or 0):.1f} %;"
+        f" another repeat of the passage (audio correlation >= {REPEAT_CORRELATION}):"
+        f" {100 * (summary['offset_other_repeat'] or 0):.1f} %;"
+        f" wrong offset: {100 * (summary['offset_wrong'] or 0):.1f} %"
+        f" -> within 50 ms for {100 * (summary['offset_within_50ms_of_non_repeats'] or 0):.1f} % of answers"
+        f" that are not another repeat"
+        f" ({100 * (summary['offset_within_50ms_of_non_repeats_at_offset'] or 0):.1f} %"
+        f" when the repeat test compares at the reported offset only)"
+    )
     lat = summary["latency_ms"]
-    print(f"server-side latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms; 10 s clips p50 "
-          f"{lat['p50_10s']:.1f} ms, p95 {lat['p95_10s']:.1f} ms; decode p50 {lat['decode_p50']:.1f} ms")
+    print(
+        f"server-side latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms; 10 s clips p50 "
+        f"{lat['p50_10s']:.1f} ms, p95 {lat['p95_10s']:.1f} ms; decode p50 {lat['decode_p50']:.1f} ms"
+    )
     print(f"fingerprinting (PCM -> hashes, one core): {speed:.0f}x realtime")
-    print(f"ingest end to end ({ingest_stats['songs']} songs, {ingest_stats['audio_seconds'] / 3600:.2f} h): "
-          f"{ingest_stats['ingest_x_realtime']:.0f}x realtime")
-    print(f"index: {kb_per_min:.1f} kB per minute of audio (SQLite), "
-          f"{ingest_stats['hashes'] / ingest_stats['audio_seconds']:.1f} hashes per second")
+    print(
+        f"ingest end to end ({ingest_stats['songs']} songs, {ingest_stats['audio_seconds'] / 3600:.2f} h): "
+        f"{ingest_stats['ingest_x_realtime']:.0f}x realtime"
+    )
+    print(
+        f"index: {kb_per_min:.1f} kB per minute of audio (SQLite), "
+        f"{ingest_stats['hashes'] / ingest_stats['audio_seconds']:.1f} hashes per second"
+    )
 
 
 def main() -> None:
@@ -223,8 +278,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--http", help="also send every query to this running server")
     args = parser.parse_args()
-    keep_freed_memory()   # as `tunescout serve` and `ingest` do
-    files = [l for l in (args.queries / "ingest.txt").read_text().split() if l]
+    keep_freed_memory()  # as `tunescout serve` and `ingest` do
+    files = [line for line in (args.queries / "ingest.txt").read_text().split() if line]
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine.from_config(config_from_dict({"data_dir": tmp}))
         stats = ingest(engine, files, args.workers)
@@ -237,8 +292,13 @@ def main() -> None:
     summary = summarise(results)
     print_report(summary, stats, speed, kb_per_min)
     args.out.mkdir(parents=True, exist_ok=True)
-    figures = {**summary, "ingest": stats, "fingerprint_x_realtime": speed, "index_kb_per_min": kb_per_min,
-               "params_digest": dejavu.DEFAULT_PARAMS.digest()}
+    figures = {
+        **summary,
+        "ingest": stats,
+        "fingerprint_x_realtime": speed,
+        "index_kb_per_min": kb_per_min,
+        "params_digest": dejavu.DEFAULT_PARAMS.digest(),
+    }
     (args.out / "quality.json").write_text(json.dumps(figures, indent=2, default=float))
     chart(summary, args.out / "accuracy.png")
     print(f"wrote {args.out / 'quality.json'} and {args.out / 'accuracy.png'}")

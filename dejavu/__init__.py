@@ -1,4 +1,5 @@
 """dejavu: audio fingerprinting by spectral-peak pair hashes (pure numpy/scipy)."""
+
 from .align import Alignment, align_matches, margin_to_confidence, match_margin, rarest_hashes
 from .errors import DejavuError, ParameterError
 from .fingerprint import fingerprint_query, fingerprint_reference
@@ -7,7 +8,27 @@ from .histogram import Histogram, histograms_of_postings, top_histograms
 from .packed import FormatError, PackedFingerprint, pack_fingerprint, unpack_fingerprint
 from .params import DEFAULT_MATCH, DEFAULT_PARAMS, HASH_BITS, FingerprintParams, MatchParams
 
-__all__ = ["Alignment", "DEFAULT_MATCH", "DEFAULT_PARAMS", "DejavuError", "FingerprintParams",
-           "FormatError", "HASH_BITS", "Histogram", "MatchParams", "PackedFingerprint", "ParameterError", "align_matches",
-           "distinct", "fingerprint_query", "fingerprint_reference", "histograms_of_postings", "margin_to_confidence", "match_margin",
-           "pack_fingerprint", "rarest_hashes", "top_histograms", "unpack_fingerprint"]
+__all__ = [
+    "Alignment",
+    "DEFAULT_MATCH",
+    "DEFAULT_PARAMS",
+    "DejavuError",
+    "FingerprintParams",
+    "FormatError",
+    "HASH_BITS",
+    "Histogram",
+    "MatchParams",
+    "PackedFingerprint",
+    "ParameterError",
+    "align_matches",
+    "distinct",
+    "fingerprint_query",
+    "fingerprint_reference",
+    "histograms_of_postings",
+    "margin_to_confidence",
+    "match_margin",
+    "pack_fingerprint",
+    "rarest_hashes",
+    "top_histograms",
+    "unpack_fingerprint",
+]

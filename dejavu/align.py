@@ -1,5 +1,6 @@
 """rarest_hashes (what to look up first), align_matches (histogram -> best offset per song), and
 the significance of a match."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,9 @@ class Alignment:
     """The best time alignment of a query against one song."""
 
     song_id: int
-    offset_frames: int   # song frame at which the query starts (may be < 0 near the start)
-    aligned: int         # matches within +-tolerance frames of that offset
-    matched: int         # matches of this song at any offset
+    offset_frames: int  # song frame at which the query starts (may be < 0 near the start)
+    aligned: int  # matches within +-tolerance frames of that offset
+    matched: int  # matches of this song at any offset
 
 
 def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np.ndarray:
@@ -44,8 +45,9 @@ def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np
     return values[order[within]]
 
 
-def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
-                  tolerance_frames: int = 1) -> list[Alignment]:
+def align_matches(
+    song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray, tolerance_frames: int = 1
+) -> list[Alignment]:
     """Find each song's best offset in a histogram of offset differences.
 
     Parameters
@@ -75,14 +77,13 @@ def align_matches(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
     for shift in range(-tolerance_frames, tolerance_frames + 1):
         if shift:
             window += _count_at(key, counts, key + shift)
-    first = np.flatnonzero(np.r_[True, song_ids[1:] != song_ids[:-1]])   # song_ids are sorted now
+    first = np.flatnonzero(np.r_[True, song_ids[1:] != song_ids[:-1]])  # song_ids are sorted now
     songs = song_ids[first]
     matched = np.add.reduceat(counts, first)
     # Ties between offsets (a passage that repeats) go to the tighter one: more hashes at exactly
     # that delta (docs/ALGORITHM.md, "Offsets").
     best = _argmax_per_group(window * (int(counts.max()) + 1) + counts, first)
-    result = [Alignment(int(s), int(deltas[b]), int(window[b]), int(m))
-              for s, b, m in zip(songs, best, matched)]
+    result = [Alignment(int(s), int(deltas[b]), int(window[b]), int(m)) for s, b, m in zip(songs, best, matched)]
     result.sort(key=lambda a: (-a.aligned, -a.matched, a.song_id))
     return result
 
@@ -97,8 +98,7 @@ def _argmax_per_group(values: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.array([f + int(np.argmax(values[f:e])) for f, e in zip(first, ends)], dtype=np.int64)
 
 
-def match_margin(aligned: int, matched: int, runner_up: int, query_hashes: int,
-                 params: MatchParams) -> float:
+def match_margin(aligned: int, matched: int, runner_up: int, query_hashes: int, params: MatchParams) -> float:
     """Aligned hashes above the no-match bar (>= 0: a match), see :class:`MatchParams`.
 
     Parameters
@@ -109,9 +109,12 @@ def match_margin(aligned: int, matched: int, runner_up: int, query_hashes: int,
     query_hashes : int, hashes the query sent
     params : MatchParams
     """
-    bar = (params.min_aligned + params.runner_up_weight * runner_up
-           + params.query_hashes_weight * math.log(max(query_hashes, 1) / 1000)
-           + params.matched_weight * math.sqrt(matched))
+    bar = (
+        params.min_aligned
+        + params.runner_up_weight * runner_up
+        + params.query_hashes_weight * math.log(max(query_hashes, 1) / 1000)
+        + params.matched_weight * math.sqrt(matched)
+    )
     return aligned - bar
 
 

@@ -1,4 +1,5 @@
 """fingerprint_reference / fingerprint_query: samples -> (hashes, offsets)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,7 @@ from .peaks import find_peaks, peak_candidates, ration_peaks
 from .spectrogram import spectrogram
 
 
-def fingerprint_reference(samples: np.ndarray, params: FingerprintParams
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def fingerprint_reference(samples: np.ndarray, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
     """Sparse hashes of a catalogue song, as stored in the index.
 
     Parameters
@@ -28,8 +28,7 @@ def fingerprint_reference(samples: np.ndarray, params: FingerprintParams
     return generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params))
 
 
-def fingerprint_query(samples: np.ndarray, params: FingerprintParams
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def fingerprint_query(samples: np.ndarray, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
     """Dense hashes of a query clip: a superset of what the index holds for it.
 
     Denser peaks, more targets per anchor, both level bits for nearly equal peaks, and each
@@ -67,16 +66,17 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams
 
 def _phase_view(samples: np.ndarray, params: FingerprintParams, phase: int) -> tuple:
     """Spectrogram and peak candidates of the clip from ``phase / query_shifts`` of a hop on."""
-    spec = spectrogram(samples[phase * params.hop_length // params.query_shifts:], params)
-    return spec, peak_candidates(spec, params)   # once, however often rationed
+    spec = spectrogram(samples[phase * params.hop_length // params.query_shifts :], params)
+    return spec, peak_candidates(spec, params)  # once, however often rationed
 
 
 def _phase_pairs(view: tuple, params: FingerprintParams, per_block: int) -> tuple[np.ndarray, np.ndarray]:
     """The query pairs of one phase's spectrogram and peak candidates, rationed to per_block peaks."""
     spec, candidates = view
     freq, frame = ration_peaks(candidates, params, per_block)
-    return generate_hashes(freq, frame, params, params.query_fanout, _levels(spec, freq, frame, params),
-                           params.query_level_margin_db)
+    return generate_hashes(
+        freq, frame, params, params.query_fanout, _levels(spec, freq, frame, params), params.query_level_margin_db
+    )
 
 
 def _levels(spec: np.ndarray, freq: np.ndarray, frame: np.ndarray, params: FingerprintParams) -> np.ndarray:

@@ -1,4 +1,5 @@
 """generate_hashes(peaks, params, fanout) -> integer pair hashes and anchor frames."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,9 +42,14 @@ def unpack_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return anchor.astype(np.int32), df.astype(np.int32), dt.astype(np.int32)
 
 
-def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
-                    params: FingerprintParams, fanout: int, levels: np.ndarray | None = None,
-                    level_margin_db: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def generate_hashes(
+    freq_bins: np.ndarray,
+    frame_indices: np.ndarray,
+    params: FingerprintParams,
+    fanout: int,
+    levels: np.ndarray | None = None,
+    level_margin_db: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pair every peak with the next ``fanout`` peaks of its target zone.
 
     The target zone of an anchor is ``1 <= dt <= max_dt_frames`` frames later and
@@ -74,8 +80,9 @@ def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
     table = _target_table(frame_indices, freq_bins, params, fanout)
     anchors, rank = np.nonzero(table >= 0)
     targets = table[anchors, rank]
-    hashes = pack_hashes(freq_bins[anchors], freq_bins[targets] - freq_bins[anchors],
-                         frame_indices[targets] - frame_indices[anchors])
+    hashes = pack_hashes(
+        freq_bins[anchors], freq_bins[targets] - freq_bins[anchors], frame_indices[targets] - frame_indices[anchors]
+    )
     offsets = frame_indices[anchors]
     if params.level_bit:
         step = levels[targets] - levels[anchors]
@@ -86,8 +93,9 @@ def generate_hashes(freq_bins: np.ndarray, frame_indices: np.ndarray,
     return _unique_pairs(hashes, offsets)
 
 
-def _target_table(frame_indices: np.ndarray, freq_bins: np.ndarray,
-                  params: FingerprintParams, fanout: int) -> np.ndarray:
+def _target_table(
+    frame_indices: np.ndarray, freq_bins: np.ndarray, params: FingerprintParams, fanout: int
+) -> np.ndarray:
     """``table[i, r]`` is the index of anchor ``i``'s ``r``-th target, or -1."""
     n = freq_bins.shape[0]
     ends = np.searchsorted(frame_indices, frame_indices + params.max_dt_frames, side="right")
@@ -140,7 +148,7 @@ def pool_phases(views: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     """
     kept_h, kept_o = views[0]
     for hashes, offsets in views[1:]:
-        kept = np.r_[np.sort(_keys(kept_h, kept_o)), np.iinfo(np.int64).max]   # never-found sentinel
+        kept = np.r_[np.sort(_keys(kept_h, kept_o)), np.iinfo(np.int64).max]  # never-found sentinel
         near = np.zeros(hashes.size, bool)
         for step in (-1, 0, 1):
             wanted = _keys(hashes, offsets + step)
@@ -154,8 +162,7 @@ def _keys(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return (offsets.astype(np.int64) << 32) | hashes.astype(np.int64)
 
 
-def jitter_hashes(hashes: np.ndarray, offsets: np.ndarray, params: FingerprintParams
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def jitter_hashes(hashes: np.ndarray, offsets: np.ndarray, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
     """Add the neighbours of each hash: dt +- ``query_dt_jitter``, df +- ``query_df_jitter``.
 
     A clip rarely starts on the index's frame grid; at another phase a peak can land one

@@ -1,4 +1,5 @@
 """Histogram: a candidate song's offset-difference histogram; histograms_of_postings builds them from index rows."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +13,13 @@ class Histogram:
     """Offset-difference histogram of one candidate song: distinct matching hashes per delta."""
 
     song_id: int
-    deltas: np.ndarray        # int64 [k], song frame - query frame
-    counts: np.ndarray        # int64 [k]
+    deltas: np.ndarray  # int64 [k], song frame - query frame
+    counts: np.ndarray  # int64 [k]
 
 
-def histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, postings: list[tuple],
-                            top_k: int) -> list[Histogram]:
+def histograms_of_postings(
+    q_hashes: np.ndarray, q_offsets: np.ndarray, postings: list[tuple], top_k: int
+) -> list[Histogram]:
     """The query's offset histograms from the raw index rows of its hashes, grouped in numpy.
 
     The same counts as the databases' ``GROUP BY song_id, song_offset - query_offset`` with
@@ -37,7 +39,7 @@ def histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, postings
     order = np.argsort(q_hashes, kind="stable")
     q_hash, q_offset = q_hashes[order].astype(np.int64), q_offsets[order].astype(np.int64)
     lo = np.searchsorted(q_hash, p_hash, "left")
-    n = np.searchsorted(q_hash, p_hash, "right") - lo          # query pairs per posting
+    n = np.searchsorted(q_hash, p_hash, "right") - lo  # query pairs per posting
     posting = np.repeat(np.arange(p_hash.size), n)
     pair = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
     song, delta, hashes = p_song[posting], p_offset[posting] - q_offset[pair], p_hash[posting]
@@ -53,8 +55,7 @@ def histograms_of_postings(q_hashes: np.ndarray, q_offsets: np.ndarray, postings
     return top_histograms(song[starts], group[starts] - (1 << 30), counts, top_k)
 
 
-def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
-                   top_k: int) -> list[Histogram]:
+def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray, top_k: int) -> list[Histogram]:
     """Split grouped (song, delta, count) rows, sorted by song then delta, into the top_k songs' histograms."""
     if len(song_ids) == 0:
         return []
@@ -64,5 +65,4 @@ def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
     peak = np.maximum.reduceat(counts, first)
     chosen = np.argsort(-peak, kind="stable")[:top_k]
     ends = np.r_[first[1:], song_ids.size]
-    return [Histogram(int(songs[i]), deltas[first[i]:ends[i]], counts[first[i]:ends[i]])
-            for i in chosen]
+    return [Histogram(int(songs[i]), deltas[first[i] : ends[i]], counts[first[i] : ends[i]]) for i in chosen]

@@ -8,6 +8,7 @@ Layout (little-endian), documented for other clients in docs/FORMAT.md:
 
 Each zlib stream is preceded by its length (u32). A 4-minute song packs to about 25 kB.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ from .errors import DejavuError
 
 MAGIC, VERSION = b"TSFP", 1
 _HEAD = struct.Struct("<4sB16s20sdI")
-MAX_HASHES = 50_000_000   # about 600 hours of audio: anything larger is not a song
+MAX_HASHES = 50_000_000  # about 600 hours of audio: anything larger is not a song
 
 
 class FormatError(DejavuError):
@@ -32,12 +33,13 @@ class PackedFingerprint:
     params_digest: str
     pcm_sha1: str
     duration_seconds: float
-    hashes: np.ndarray    # uint32 [n]
-    offsets: np.ndarray   # int32 [n], frames, ascending
+    hashes: np.ndarray  # uint32 [n]
+    offsets: np.ndarray  # int32 [n], frames, ascending
 
 
-def pack_fingerprint(hashes: np.ndarray, offsets: np.ndarray, params_digest: str, pcm_sha1: str,
-                     duration_seconds: float) -> bytes:
+def pack_fingerprint(
+    hashes: np.ndarray, offsets: np.ndarray, params_digest: str, pcm_sha1: str, duration_seconds: float
+) -> bytes:
     """Pack a reference fingerprint for upload.
 
     Parameters
@@ -51,10 +53,10 @@ def pack_fingerprint(hashes: np.ndarray, offsets: np.ndarray, params_digest: str
     order = np.argsort(offsets, kind="stable")
     offs = np.asarray(offsets, np.int64)[order]
     deltas = np.diff(offs, prepend=0).astype("<u4")
-    streams = [zlib.compress(deltas.tobytes(), 6),
-               zlib.compress(np.asarray(hashes, "<u4")[order].tobytes(), 6)]
-    head = _HEAD.pack(MAGIC, VERSION, params_digest.encode("ascii"), bytes.fromhex(pcm_sha1),
-                      float(duration_seconds), int(offs.size))
+    streams = [zlib.compress(deltas.tobytes(), 6), zlib.compress(np.asarray(hashes, "<u4")[order].tobytes(), 6)]
+    head = _HEAD.pack(
+        MAGIC, VERSION, params_digest.encode("ascii"), bytes.fromhex(pcm_sha1), float(duration_seconds), int(offs.size)
+    )
     return head + b"".join(struct.pack("<I", len(s)) + s for s in streams)
 
 
@@ -73,7 +75,7 @@ def unpack_fingerprint(data: bytes) -> PackedFingerprint:
         pos, arrays = _HEAD.size, []
         for _ in range(2):
             (size,) = struct.unpack_from("<I", data, pos)
-            raw = zlib.decompressobj().decompress(data[pos + 4:pos + 4 + size], 4 * n + 1)
+            raw = zlib.decompressobj().decompress(data[pos + 4 : pos + 4 + size], 4 * n + 1)
             if len(raw) != 4 * n:
                 raise FormatError("fingerprint arrays do not match their declared length")
             arrays.append(np.frombuffer(raw, "<u4"))
@@ -81,7 +83,8 @@ def unpack_fingerprint(data: bytes) -> PackedFingerprint:
         offsets = np.cumsum(arrays[0], dtype=np.int64)
         if n and offsets[-1] > np.iinfo(np.int32).max:
             raise FormatError("offsets out of range")
-        return PackedFingerprint(digest.decode("ascii"), sha1.hex(), duration,
-                                 arrays[1].astype(np.uint32), offsets.astype(np.int32))
+        return PackedFingerprint(
+            digest.decode("ascii"), sha1.hex(), duration, arrays[1].astype(np.uint32), offsets.astype(np.int32)
+        )
     except (struct.error, zlib.error, UnicodeDecodeError) as exc:
         raise FormatError("truncated or corrupt fingerprint") from exc

@@ -1,4 +1,5 @@
 """FingerprintParams: every knob that changes the hashes, frozen, with a digest."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,29 +22,29 @@ class FingerprintParams:
     sample_rate_hz: int = 11025
     n_fft: int = 1024
     hop_length: int = 256
-    min_freq_bin: int = 6            # ~65 Hz at 11025 Hz / 1024
-    max_freq_bin: int = 372          # ~4 kHz: phone band and MP3 keep it
-    peak_freq_radius: int = 8        # local maximum over +-bins ...
-    peak_time_radius: int = 4        # ... and +-frames
-    whiten_freq_radius: int = 24     # bins of the local floor a peak is measured against
-    peak_tilt_db_per_octave: float = 5.0   # rank peaks 5 dB higher per octave down: music outlasts noise there
-    block_frames: int = 43           # ~1 s: peaks are rationed per block
+    min_freq_bin: int = 6  # ~65 Hz at 11025 Hz / 1024
+    max_freq_bin: int = 372  # ~4 kHz: phone band and MP3 keep it
+    peak_freq_radius: int = 8  # local maximum over +-bins ...
+    peak_time_radius: int = 4  # ... and +-frames
+    whiten_freq_radius: int = 24  # bins of the local floor a peak is measured against
+    peak_tilt_db_per_octave: float = 5.0  # rank peaks 5 dB higher per octave down: music outlasts noise there
+    block_frames: int = 43  # ~1 s: peaks are rationed per block
     ref_peaks_per_block: int = 12
     query_peaks_per_block: int = 32
-    ref_fanout: int = 3              # targets per anchor stored in the index
-    query_fanout: int = 16           # targets per anchor tried by a query
-    max_dt_frames: int = 40          # target zone: 1..max_dt_frames after the anchor
-    max_df_bins: int = 100           # and within +-max_df_bins of it
-    min_df_bins: int = 1             # but not in the same bin: a held note says little, matches much
-    level_bit: bool = True           # one hash bit: does the target outsound the anchor? ...
-    query_level_margin_db: float = 3.0   # ... a query looks up both values when they differ by less
-    query_dt_jitter: int = 1         # a query pair also looks up dt +- this many frames ...
-    query_df_jitter: int = 0         # ... and df +- this many bins (peaks move by one at a new phase)
-    query_max_hashes: int = 3000     # a longer clip is sampled sparser: lookup cost follows hashes
-    query_shifts: int = 2            # a clip is analysed at this many phases of the hop, the index at one ...
+    ref_fanout: int = 3  # targets per anchor stored in the index
+    query_fanout: int = 16  # targets per anchor tried by a query
+    max_dt_frames: int = 40  # target zone: 1..max_dt_frames after the anchor
+    max_df_bins: int = 100  # and within +-max_df_bins of it
+    min_df_bins: int = 1  # but not in the same bin: a held note says little, matches much
+    level_bit: bool = True  # one hash bit: does the target outsound the anchor? ...
+    query_level_margin_db: float = 3.0  # ... a query looks up both values when they differ by less
+    query_dt_jitter: int = 1  # a query pair also looks up dt +- this many frames ...
+    query_df_jitter: int = 0  # ... and df +- this many bins (peaks move by one at a new phase)
+    query_max_hashes: int = 3000  # a longer clip is sampled sparser: lookup cost follows hashes
+    query_shifts: int = 2  # a clip is analysed at this many phases of the hop, the index at one ...
     query_shifts_up_to: float = 1.5  # ... unless its first phase alone holds more than this many budgets
 
-    def validate(self) -> "FingerprintParams":
+    def validate(self) -> FingerprintParams:
         """Check ranges and the hash layout; return self.
 
         Raises
@@ -67,9 +68,17 @@ class FingerprintParams:
             raise ParameterError("query_shifts must be in [1, hop_length], query_shifts_up_to > 0")
         if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
             raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
-        for name in ("query_max_hashes", "ref_peaks_per_block", "query_peaks_per_block", "ref_fanout",
-                     "query_fanout", "block_frames", "peak_freq_radius", "peak_time_radius",
-                     "whiten_freq_radius"):
+        for name in (
+            "query_max_hashes",
+            "ref_peaks_per_block",
+            "query_peaks_per_block",
+            "ref_fanout",
+            "query_fanout",
+            "block_frames",
+            "peak_freq_radius",
+            "peak_time_radius",
+            "whiten_freq_radius",
+        ):
             if getattr(self, name) < 1:
                 raise ParameterError(f"{name} must be >= 1")
         return self
@@ -95,7 +104,7 @@ FREQ_BITS = 9
 DF_BITS = 8
 DT_BITS = 6
 LEVEL_BITS = 1
-HASH_BITS = LEVEL_BITS + FREQ_BITS + DF_BITS + DT_BITS   # hashes are < 2**HASH_BITS
+HASH_BITS = LEVEL_BITS + FREQ_BITS + DF_BITS + DT_BITS  # hashes are < 2**HASH_BITS
 
 DEFAULT_PARAMS = FingerprintParams().validate()
 
@@ -126,13 +135,13 @@ class MatchParams:
     runner_up_weight: float = 0.6
     query_hashes_weight: float = 3.0
     matched_weight: float = 0.1
-    confidence_scale: float = 2.0    # margin (hashes) per e-fold of the confidence odds
-    candidates: int = 20             # songs each instance returns
-    row_budget: int = 8000           # index rows of the first lookup (0: one lookup of every hash)
-    row_budget_share: float = 0.12   # or this share of the query's rows, if more (~8,000 at 1,000 songs)
-    early_stop_margin: float = 3.0   # margin over the bar that ends the search after the first lookup
+    confidence_scale: float = 2.0  # margin (hashes) per e-fold of the confidence odds
+    candidates: int = 20  # songs each instance returns
+    row_budget: int = 8000  # index rows of the first lookup (0: one lookup of every hash)
+    row_budget_share: float = 0.12  # or this share of the query's rows, if more (~8,000 at 1,000 songs)
+    early_stop_margin: float = 3.0  # margin over the bar that ends the search after the first lookup
 
-    def validate(self) -> "MatchParams":
+    def validate(self) -> MatchParams:
         """Check ranges; return self.
 
         Raises

@@ -1,4 +1,5 @@
 """find_peaks(spec, params, n_per_block) -> constellation points of a spectrogram."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,12 +7,11 @@ from scipy import ndimage
 
 from .params import FingerprintParams
 
-MIN_PROMINENCE_DB = 3.0    # a peak must stand this far above its local floor
-SILENCE_DB = -75.0         # and above this absolute level (full scale = 0 dB)
+MIN_PROMINENCE_DB = 3.0  # a peak must stand this far above its local floor
+SILENCE_DB = -75.0  # and above this absolute level (full scale = 0 dB)
 
 
-def find_peaks(spec: np.ndarray, params: FingerprintParams,
-               n_per_block: int) -> tuple[np.ndarray, np.ndarray]:
+def find_peaks(spec: np.ndarray, params: FingerprintParams, n_per_block: int) -> tuple[np.ndarray, np.ndarray]:
     """Pick the most prominent local maxima of a spectrogram, rationed in time.
 
     A point is a peak when it is the maximum of its ``(2 * peak_freq_radius + 1)
@@ -37,8 +37,7 @@ def find_peaks(spec: np.ndarray, params: FingerprintParams,
     return ration_peaks(peak_candidates(spec, params), params, n_per_block)
 
 
-def peak_candidates(spec: np.ndarray, params: FingerprintParams
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def peak_candidates(spec: np.ndarray, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every local maximum that passes the prominence and silence tests, before rationing.
 
     Returns
@@ -48,8 +47,7 @@ def peak_candidates(spec: np.ndarray, params: FingerprintParams
     """
     if spec.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    floor = ndimage.uniform_filter1d(spec, 2 * params.whiten_freq_radius + 1, axis=0,
-                                     mode="nearest")
+    floor = ndimage.uniform_filter1d(spec, 2 * params.whiten_freq_radius + 1, axis=0, mode="nearest")
     prominence = spec - floor
     local_max = sliding_max(sliding_max(spec, params.peak_freq_radius, 0), params.peak_time_radius, 1)
     is_peak = (spec == local_max) & (prominence > MIN_PROMINENCE_DB) & (spec > SILENCE_DB)
@@ -61,8 +59,9 @@ def peak_candidates(spec: np.ndarray, params: FingerprintParams
     return freq, frame, score
 
 
-def ration_peaks(candidates: tuple[np.ndarray, np.ndarray, np.ndarray], params: FingerprintParams,
-                 n_per_block: int) -> tuple[np.ndarray, np.ndarray]:
+def ration_peaks(
+    candidates: tuple[np.ndarray, np.ndarray, np.ndarray], params: FingerprintParams, n_per_block: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Keep the ``n_per_block`` most prominent candidates of each block; same output as find_peaks."""
     freq, frame, prominence = candidates
     if freq.size == 0:
@@ -70,8 +69,7 @@ def ration_peaks(candidates: tuple[np.ndarray, np.ndarray, np.ndarray], params: 
     keep = _ration(frame // params.block_frames, prominence, n_per_block)
     freq, frame = freq[keep], frame[keep]
     order = np.lexsort((freq, frame))
-    return ((freq[order] + params.min_freq_bin).astype(np.int32),
-            frame[order].astype(np.int32))
+    return ((freq[order] + params.min_freq_bin).astype(np.int32), frame[order].astype(np.int32))
 
 
 def _ration(block: np.ndarray, score: np.ndarray, n_per_block: int) -> np.ndarray:
@@ -98,10 +96,10 @@ def sliding_max(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
     if radius == 0 or n == 0:
         return x.copy()
     pad = [(0, 0)] * (y.ndim - 1) + [(radius, radius)]
-    span_max = np.pad(y, pad, mode="edge")    # span_max[..., j] = max of padded[j:j+span]
+    span_max = np.pad(y, pad, mode="edge")  # span_max[..., j] = max of padded[j:j+span]
     span = 1
     while span * 2 <= width:
         span_max = np.maximum(span_max[..., :-span], span_max[..., span:])
         span *= 2
-    out = np.maximum(span_max[..., :n], span_max[..., width - span:width - span + n])
+    out = np.maximum(span_max[..., :n], span_max[..., width - span : width - span + n])
     return np.moveaxis(out, -1, axis)

@@ -1,4 +1,5 @@
 """spectrogram(samples, params) -> log-magnitude spectrogram of the analysed band."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,11 +41,11 @@ def spectrogram(samples: np.ndarray, params: FingerprintParams) -> np.ndarray:
     # In chunks of frames: the temporaries stay a few MB (reused by the allocator, in cache)
     # instead of whole-song arrays of 40+ MB that are mapped and faulted in on every call.
     for start in range(0, frames.shape[0], _CHUNK_FRAMES):
-        chunk = frames[start:start + _CHUNK_FRAMES] * window
-        spectrum = scipy.fft.rfft(chunk, axis=1)[:, params.min_freq_bin:params.max_freq_bin]
+        chunk = frames[start : start + _CHUNK_FRAMES] * window
+        spectrum = scipy.fft.rfft(chunk, axis=1)[:, params.min_freq_bin : params.max_freq_bin]
         magnitude = np.abs(spectrum)
         np.maximum(magnitude, _EPS, out=magnitude)
-        spec[:, start:start + chunk.shape[0]] = (20.0 * np.log10(magnitude)).T
+        spec[:, start : start + chunk.shape[0]] = (20.0 * np.log10(magnitude)).T
     return spec
 
 

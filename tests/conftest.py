@@ -1,4 +1,5 @@
 """Shared fixtures: seeded randomness, synthetic audio, the real-music corpus, a SQLite config."""
+
 from __future__ import annotations
 
 import io
@@ -31,15 +32,14 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def music_like(rng, seconds: float, sr: int = SR, note_seconds: float = 0.25,
-               base_hz: float = 110.0) -> np.ndarray:
+def music_like(rng, seconds: float, sr: int = SR, note_seconds: float = 0.25, base_hz: float = 110.0) -> np.ndarray:
     """A random melody of decaying harmonic notes: enough structure for peaks."""
     out = np.zeros(int(seconds * sr), np.float32)
     t = np.arange(int(note_seconds * sr)) / sr
     for start in range(0, out.size - t.size, t.size // 2):
         f0 = base_hz * 2 ** (rng.integers(0, 36) / 12)
         note = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))
-        out[start:start + t.size] += (note * np.exp(-6 * t)).astype(np.float32)
+        out[start : start + t.size] += (note * np.exp(-6 * t)).astype(np.float32)
     return 0.3 * out / np.abs(out).max()
 
 
@@ -55,9 +55,13 @@ def wav_bytes(samples: np.ndarray, sr: int = SR) -> bytes:
 
 @pytest.fixture
 def sqlite_config(tmp_path):
-    return config_from_dict({"data_dir": str(tmp_path / "data"),
-                             "fingerprinting": {"token": "s3cret-token"},
-                             "recognizing": {"max_file_size_mb": 1}})
+    return config_from_dict(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "fingerprinting": {"token": "s3cret-token"},
+            "recognizing": {"max_file_size_mb": 1},
+        }
+    )
 
 
 @pytest.fixture(scope="session")

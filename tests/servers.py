@@ -4,6 +4,7 @@
 own MariaDB user over the unix socket (root over TCP is refused by a stock Debian MariaDB) and
 their own databases, which are dropped afterwards.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,17 +47,18 @@ def fresh_name() -> str:
 def mysql_root():
     """Root over the unix socket (the only way a stock Debian MariaDB lets root in)."""
     import MySQLdb
+
     return MySQLdb.connect(unix_socket=MYSQL_SOCKET, user="root", autocommit=True)
 
 
 def mysql_ready() -> bool:
     try:
         import MySQLdb
-    except ImportError:   # no driver (requirements-dev.txt)
+    except ImportError:  # no driver (requirements-dev.txt)
         return False
     try:
         conn = mysql_root()
-    except MySQLdb.OperationalError:   # no server on the socket, or root not let in
+    except MySQLdb.OperationalError:  # no server on the socket, or root not let in
         return False
     cur = conn.cursor()
     for host in ("127.0.0.1", "localhost"):
@@ -67,8 +69,7 @@ def mysql_ready() -> bool:
 
 
 def mysql_database(name: str, port: int = 3306) -> dict:
-    return {"host": "127.0.0.1", "port": port, "user": MYSQL_USER, "password": MYSQL_PASSWORD,
-            "database": name}
+    return {"host": "127.0.0.1", "port": port, "user": MYSQL_USER, "password": MYSQL_PASSWORD, "database": name}
 
 
 def drop_mysql(name: str) -> None:
@@ -84,18 +85,20 @@ POSTGRES_USER = os.environ.get("TUNESCOUT_TEST_POSTGRES_USER", "postgres")
 def postgres_admin():
     """The superuser over TCP, in the maintenance database (trust auth on 127.0.0.1)."""
     import psycopg
-    return psycopg.connect(host="127.0.0.1", port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
-                           autocommit=True, connect_timeout=3)
+
+    return psycopg.connect(
+        host="127.0.0.1", port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres", autocommit=True, connect_timeout=3
+    )
 
 
 def postgres_ready() -> bool:
     try:
         import psycopg
-    except ImportError:   # no driver (requirements-dev.txt)
+    except ImportError:  # no driver (requirements-dev.txt)
         return False
     try:
         postgres_admin().close()
-    except psycopg.OperationalError:   # no server, or the superuser not let in over TCP
+    except psycopg.OperationalError:  # no server, or the superuser not let in over TCP
         return False
     return True
 
@@ -119,6 +122,7 @@ def clickhouse_database(name: str, port: int = CLICKHOUSE_PORT) -> dict:
 
 def drop_clickhouse(name: str, port: int = CLICKHOUSE_PORT) -> None:
     from clickhouse_driver import Client
+
     client = Client("127.0.0.1", port=port)
     client.execute(f"DROP DATABASE IF EXISTS `{name}`")
     client.disconnect()
@@ -127,10 +131,12 @@ def drop_clickhouse(name: str, port: int = CLICKHOUSE_PORT) -> None:
 def wait_clickhouse_mutations(name: str, port: int = CLICKHOUSE_PORT, timeout_s: float = 30.0) -> None:
     """Until the background deletes (ALTER ... DELETE) of database `name` have run."""
     from clickhouse_driver import Client
+
     client = Client("127.0.0.1", port=port)
     deadline = time.monotonic() + timeout_s
-    while client.execute("SELECT count() FROM system.mutations WHERE database = %(db)s AND is_done = 0",
-                         {"db": name})[0][0]:
+    while client.execute("SELECT count() FROM system.mutations WHERE database = %(db)s AND is_done = 0", {"db": name})[
+        0
+    ][0]:
         assert time.monotonic() < deadline, f"mutations of {name} still running"
         time.sleep(0.02)
     client.disconnect()
@@ -174,8 +180,7 @@ class PrivateClickHouse:
         self.dir = Path(tempfile.mkdtemp(prefix="tunescout-clickhouse-"))
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        (self.dir / "config.xml").write_text(_CH_CONFIG.format(dir=self.dir, port=self.port,
-                                                               http_port=free_port()))
+        (self.dir / "config.xml").write_text(_CH_CONFIG.format(dir=self.dir, port=self.port, http_port=free_port()))
         (self.dir / "users.xml").write_text(_CH_USERS)
         if os.geteuid() == 0:
             shutil.chown(self.dir, "clickhouse", "clickhouse")
@@ -187,8 +192,7 @@ class PrivateClickHouse:
         cmd = [binary, f"--config-file={self.dir / 'config.xml'}"]
         if os.geteuid() == 0:
             cmd = ["setpriv", "--reuid=clickhouse", "--regid=clickhouse", "--init-groups", *cmd]
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not port_open(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -224,8 +228,11 @@ class PrivateRedis:
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while not port_open(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -244,6 +251,7 @@ class LiveServer:
     def __init__(self, tmp_path: Path, config: dict, workers: int = 2, threads: int = 2):
         import json
         import sys
+
         Path(tmp_path).mkdir(parents=True, exist_ok=True)
         self.config_path = Path(tmp_path) / "config.json"
         self.config_path.write_text(json.dumps({"data_dir": str(Path(tmp_path) / "data"), **config}))
@@ -252,13 +260,30 @@ class LiveServer:
         # The log goes to a file: a pipe nobody reads fills up and blocks the server's logging.
         self.log_path = Path(tmp_path) / "server.log"
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tunescout", "serve", "--config", str(self.config_path),
-                                      "--port", str(self.port), "--workers", str(workers), "--threads", str(threads)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tunescout",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self._wait()
 
     def _wait(self) -> None:
         import requests
+
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -1,4 +1,5 @@
 """Deployment files: docker-compose.yml validates, and the config it mounts is a valid TuneScout config."""
+
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,8 +21,9 @@ def compose_command() -> list[str] | None:
 def test_docker_compose_file_validates():
     command = compose_command()
     need(command is not None, "docker compose or docker-compose (scripts/install_system_deps.sh)")
-    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
 
 

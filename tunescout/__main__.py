@@ -1,4 +1,5 @@
 """python -m tunescout: the tunescout command."""
+
 from .cli import main
 
 main()

@@ -1,4 +1,5 @@
 """Blueprint "api": parse the request, call one engine method, send its record's JSON body."""
+
 from __future__ import annotations
 
 from pathlib import PurePath
@@ -8,8 +9,8 @@ from flask import Blueprint, current_app, jsonify, request
 from . import metrics
 from .auth import bearer_matches
 from .engine import Engine, safe_song_name
-from .openapi import OPENAPI
 from .errors import BadRequestError, ForbiddenError, PayloadTooLargeError, StorageError, UnauthorizedError
+from .openapi import OPENAPI
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MB = 1024 * 1024
@@ -112,7 +113,7 @@ def fingerprint():
     require_writer(engine)
     limit = int(engine.config.fingerprinting.max_file_size_mb * MB)
     packed = request.files.get("fingerprint") if check_size(limit) else None
-    if packed is not None:   # fingerprinted by the client: hashes only (dejavu.pack_fingerprint)
+    if packed is not None:  # fingerprinted by the client: hashes only (dejavu.pack_fingerprint)
         name = request.form.get("name") or PurePath(packed.filename or "").stem
         body = engine.fingerprint_packed(packed.read(limit + 1), name).body()
     else:

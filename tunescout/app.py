@@ -1,4 +1,5 @@
 """create_app(config=None) -> the Flask WSGI app."""
+
 from __future__ import annotations
 
 from flask import Flask

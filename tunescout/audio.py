@@ -1,4 +1,5 @@
 """decode_audio(file) -> Decoded mono samples at the fingerprint rate; the only audio I/O."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,17 +21,21 @@ from .errors import BadAudioError
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
-    samples: np.ndarray      # float32 mono, full scale +-1.0
+    samples: np.ndarray  # float32 mono, full scale +-1.0
     sample_rate_hz: int
-    pcm_sha1: str            # SHA-1 of the 16-bit PCM: same recording, same digest
+    pcm_sha1: str  # SHA-1 of the 16-bit PCM: same recording, same digest
 
     @property
     def duration_seconds(self) -> float:
         return self.samples.shape[0] / self.sample_rate_hz
 
 
-def decode_audio(source: str | os.PathLike | BinaryIO, sample_rate_hz: int,
-                 start_seconds: float = 0.0, duration_seconds: float | None = None) -> Decoded:
+def decode_audio(
+    source: str | os.PathLike | BinaryIO,
+    sample_rate_hz: int,
+    start_seconds: float = 0.0,
+    duration_seconds: float | None = None,
+) -> Decoded:
     """Decode any ffmpeg-readable audio or video to mono 16-bit PCM at sample_rate_hz.
 
     ffmpeg (found the way pydub finds it) resamples and downmixes in one process
@@ -48,15 +53,27 @@ def decode_audio(source: str | os.PathLike | BinaryIO, sample_rate_hz: int,
         return _run_ffmpeg(tmp.name, sample_rate_hz, start_seconds, duration_seconds)
 
 
-def _run_ffmpeg(path: str, sample_rate_hz: int, start_seconds: float,
-                duration_seconds: float | None) -> Decoded:
+def _run_ffmpeg(path: str, sample_rate_hz: int, start_seconds: float, duration_seconds: float | None) -> Decoded:
     command = [AudioSegment.converter, "-nostdin", "-v", "error"]
     if start_seconds:
         command += ["-ss", f"{start_seconds:.3f}"]
     if duration_seconds:
         command += ["-t", f"{duration_seconds:.3f}"]
-    command += ["-i", path, "-vn", "-sn", "-ac", "1", "-ar", str(sample_rate_hz),
-                "-f", "s16le", "-acodec", "pcm_s16le", "-"]
+    command += [
+        "-i",
+        path,
+        "-vn",
+        "-sn",
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate_hz),
+        "-f",
+        "s16le",
+        "-acodec",
+        "pcm_s16le",
+        "-",
+    ]
     try:
         done = subprocess.run(command, capture_output=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -68,8 +85,7 @@ def _run_ffmpeg(path: str, sample_rate_hz: int, start_seconds: float,
     return Decoded(pcm.astype(np.float32) / 32768.0, sample_rate_hz, hashlib.sha1(raw).hexdigest())
 
 
-def decode_query(data: bytes, sample_rate_hz: int, start_seconds: float,
-                 duration_seconds: float) -> Decoded:
+def decode_query(data: bytes, sample_rate_hz: int, start_seconds: float, duration_seconds: float) -> Decoded:
     """Decode a query clip; plain PCM WAV skips the ffmpeg process (the common fast path).
 
     Raises:
@@ -80,7 +96,7 @@ def decode_query(data: bytes, sample_rate_hz: int, start_seconds: float,
         return decode_audio(io.BytesIO(data), sample_rate_hz, start_seconds, duration_seconds)
     samples, rate = fast
     begin = int(start_seconds * rate)
-    samples = samples[begin:begin + int(duration_seconds * rate)]
+    samples = samples[begin : begin + int(duration_seconds * rate)]
     if rate != sample_rate_hz:
         g = np.gcd(rate, sample_rate_hz)
         samples = resample_poly(samples, sample_rate_hz // g, rate // g).astype(np.float32)

@@ -1,4 +1,5 @@
 """The write token: where it comes from, and a constant-time check of a request's bearer."""
+
 from __future__ import annotations
 
 import hmac
@@ -28,7 +29,7 @@ def resolve_write_token(config: Config) -> str:
     token = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:   # another process generated it first
+    except FileExistsError:  # another process generated it first
         return path.read_text().strip()
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

@@ -1,4 +1,5 @@
 """The tunescout command: serve, ingest, recognize, check-config."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -18,8 +19,12 @@ from .errors import DuplicateSongError, TuneScoutError
 from .logs import configure_logging
 from .memory import keep_freed_memory
 
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                             help="config.json to use (default: $TUNESCOUT_CONFIG or ./config.json).")
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="config.json to use (default: $TUNESCOUT_CONFIG or ./config.json).",
+)
 
 
 def _config(config_path):
@@ -36,6 +41,7 @@ def _engine(config_path):
     """An engine for one command. It asks the instances for hash counts: keeping a copy in memory
     (recognizing.counts_refresh_s) pays off over many clips, not one."""
     from .engine import Engine
+
     config = _config(config_path)
     config = dataclasses.replace(config, recognizing=dataclasses.replace(config.recognizing, counts_refresh_s=0))
     try:
@@ -54,35 +60,47 @@ def main():
 @main.command()
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=lambda: int(os.environ.get("TUNESCOUT_PORT", 5000)),
-              help="Port (default: $TUNESCOUT_PORT or 5000).")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="gunicorn worker processes (each with its own engine and connections).")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Threads per worker.")
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("TUNESCOUT_PORT", 5000)),
+    help="Port (default: $TUNESCOUT_PORT or 5000).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="gunicorn worker processes (each with its own engine and connections).",
+)
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Threads per worker.")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
 def serve(config_path, host, port, workers, threads, dev):
     """Serve the HTTP API with gunicorn (the config is validated once, here)."""
     config = _config(config_path)
     if not dev:
         from .serving import prepare_metrics_dir
-        prepare_metrics_dir()   # before prometheus_client is imported anywhere in this process
+
+        prepare_metrics_dir()  # before prometheus_client is imported anywhere in this process
     if dev:
         from .app import create_app
+
         try:
             app = create_app(config)
         except TuneScoutError as exc:
             raise click.ClickException(exc.message) from exc
         app.run(host=host, port=port, threaded=True)
         return
-    try:   # fail here, with a clear message, rather than in every worker
+    try:  # fail here, with a clear message, rather than in every worker
         from .auth import resolve_write_token
         from .engine import Engine
-        resolve_write_token(config)   # generated once, before the workers read it
+
+        resolve_write_token(config)  # generated once, before the workers read it
         Engine.from_config(config).close()
     except TuneScoutError as exc:
         raise click.ClickException(exc.message) from exc
     from .serving import GunicornServer
+
     GunicornServer(config, host, port, workers, threads).run()
 
 
@@ -100,11 +118,17 @@ def find_audio(paths) -> list[Path]:
 @main.command()
 @config_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Processes decoding and fingerprinting in parallel.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Processes decoding and fingerprinting in parallel.",
+)
 def ingest(config_path, paths, workers):
     """Fingerprint audio files and folders into the catalogue (already stored audio is skipped)."""
     from .engine import analyse
+
     engine = _engine(config_path)
     files = find_audio(paths)
     outcome = {"stored": 0, "already there": 0, "failed": 0}
@@ -112,8 +136,10 @@ def ingest(config_path, paths, workers):
     # Decoding and fingerprinting are CPU-bound: a pool of processes does them (a fresh interpreter
     # each, nothing of this process's connections is inherited); this process stores the results.
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool, \
-            tqdm(total=len(files), unit="file") as bar:
+    with (
+        cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool,
+        tqdm(total=len(files), unit="file") as bar,
+    ):
         futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
         for path, future in futures:
             try:

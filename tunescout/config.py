@@ -1,4 +1,5 @@
 """Config tree (frozen dataclasses) and load_config(): the only reader of config.json."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,7 @@ import os
 import typing
 from pathlib import Path
 
-DEFAULT_CONFIG = "config.json"   # read from the working directory when no path is given
+DEFAULT_CONFIG = "config.json"  # read from the working directory when no path is given
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("plain", "json")
 # Strings TuneScout's own config.json writes for booleans ("allow": "true"), lower-cased.
@@ -33,8 +34,10 @@ class DatabaseConfig:
     database: str = _field("", "Database name; for sqlite, the file name under data_dir.")
     path: str = _field("", "sqlite only: file path; overrides database and data_dir.")
     connect_timeout_s: float = _field(5.0, "Connecting to the database server (server types).")
-    query_timeout_s: float = _field(60.0, "Longest one statement may wait or run before it fails; for sqlite, "
-                                          "how long a write waits for the file lock.")
+    query_timeout_s: float = _field(
+        60.0,
+        "Longest one statement may wait or run before it fails; for sqlite, how long a write waits for the file lock.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +59,16 @@ class RecognizingConfig:
     max_duration: float = _field(10.0, "Seconds of a query that are analysed at most.")
     max_file_size_mb: float = _field(20.0, "Largest upload accepted by /api/recognize, in MB.")
     instance_timeout_s: float = _field(
-        5.0, "How long a recognition (and a catalogue read) waits for the instances' answers; an instance "
-             "that has not answered by then is left out. Connecting and statements have their own "
-             "timeouts (database.connect_timeout_s, database.query_timeout_s).")
+        5.0,
+        "How long a recognition (and a catalogue read) waits for the instances' answers; an instance "
+        "that has not answered by then is left out. Connecting and statements have their own "
+        "timeouts (database.connect_timeout_s, database.query_timeout_s).",
+    )
     counts_refresh_s: float = _field(
-        30.0, "How often each worker brings its in-memory copy of every instance's common hash counts up "
-              "to date (they choose which hashes are looked up first); 0 asks the instances for every clip.")
+        30.0,
+        "How often each worker brings its in-memory copy of every instance's common hash counts up "
+        "to date (they choose which hashes are looked up first); 0 asks the instances for every clip.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +94,13 @@ class RateLimitConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LoggingConfig:
-    level: str = _field("INFO", "Least severe level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL; "
-                                "TUNESCOUT_LOG_LEVEL overrides.")
-    format: str = _field("plain", "plain (one line of text per record) or json (one JSON object per line); "
-                                  "TUNESCOUT_LOG_FORMAT overrides.")
+    level: str = _field(
+        "INFO", "Least severe level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL; TUNESCOUT_LOG_LEVEL overrides."
+    )
+    format: str = _field(
+        "plain",
+        "plain (one line of text per record) or json (one JSON object per line); TUNESCOUT_LOG_FORMAT overrides.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +111,7 @@ class Config:
     redis: RedisConfig = _field(RedisConfig(), "Redis cache and rate-limit storage.")
     rate_limit: RateLimitConfig = _field(RateLimitConfig(), "Per-endpoint rate limits.")
     logging: LoggingConfig = _field(LoggingConfig(), "Log level and format of the service and the CLI.")
-    allowed_origin: list = _field([], "CORS origins allowed to call the API; \"*\" allows all.")
+    allowed_origin: list = _field([], 'CORS origins allowed to call the API; "*" allows all.')
     instances: list = _field([], "Fingerprint instances; empty: one SQLite file.")
     results: list = _field([], "Result-store shards; empty: one SQLite file.")
 
@@ -171,7 +181,7 @@ def _move_legacy_limits(raw: dict) -> dict:
     for section in _LEGACY_LIMITS:
         if isinstance(raw.get(section), dict) and "rate_limit" in raw[section]:
             raw.setdefault("rate_limit", {}).setdefault(section, raw[section].pop("rate_limit"))
-            if section not in known and not raw[section]:   # fetching_results holds only its limit
+            if section not in known and not raw[section]:  # fetching_results holds only its limit
                 del raw[section]
     if isinstance(raw.get("allowed_origin"), str):
         raw["allowed_origin"] = [raw["allowed_origin"]]
@@ -198,9 +208,14 @@ def _convert(field: dataclasses.Field, value, key_path: str):
         if item is str:
             return [_scalar(str, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
         return [_build(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
-    nested = {"DatabaseConfig": DatabaseConfig, "FingerprintingConfig": FingerprintingConfig,
-              "RecognizingConfig": RecognizingConfig, "RedisConfig": RedisConfig,
-              "RateLimitConfig": RateLimitConfig, "LoggingConfig": LoggingConfig}
+    nested = {
+        "DatabaseConfig": DatabaseConfig,
+        "FingerprintingConfig": FingerprintingConfig,
+        "RecognizingConfig": RecognizingConfig,
+        "RedisConfig": RedisConfig,
+        "RateLimitConfig": RateLimitConfig,
+        "LoggingConfig": LoggingConfig,
+    }
     if hint in nested:
         return _build(nested[hint], value, key_path)
     return _scalar({"str": str, "int": int, "float": float, "bool": bool}[hint], value, key_path)
@@ -241,10 +256,12 @@ def _validate(config: Config) -> None:
 
 def _validate_instance(inst: InstanceConfig, key_path: str) -> None:
     from .storage import BACKENDS  # the registry; it imports no config, so no cycle
+
     backend = BACKENDS.get(inst.database_type)
     if backend is None:
-        raise ConfigError(f"{key_path}.database_type: {inst.database_type!r} is not one of "
-                          f"{', '.join(sorted(BACKENDS))}")
+        raise ConfigError(
+            f"{key_path}.database_type: {inst.database_type!r} is not one of {', '.join(sorted(BACKENDS))}"
+        )
     if not backend.embedded and not inst.database.database:
         raise ConfigError(f"{key_path}.database.database: required for {inst.database_type}")
     if not 0 <= inst.redis_db_index <= 15:
@@ -261,10 +278,12 @@ def sqlite_path(config: Config, db: DatabaseConfig) -> Path:
 
 def masked(config: Config) -> dict:
     """The config as a dict with every password and token replaced by '***'."""
+
     def mask(obj):
         if isinstance(obj, dict):
             return {k: ("***" if k in ("password", "token") and v else mask(v)) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):
             return [mask(v) for v in obj]
         return obj
+
     return mask(dataclasses.asdict(config))

@@ -1,5 +1,6 @@
 """Engine: the only module that wires dejavu, storage, results and audio together; ingest, recognition,
 the catalogue and its operations, each returning a record of tunescout.records."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,15 +17,26 @@ from .audio import Decoded, decode_audio, decode_query
 from .config import Config
 from .contract import MAX_PAGE_SIZE
 from .errors import BadRequestError, NotFoundError, StorageError
-from .records import (Compacted, Compaction, Deleted, Health, InstanceStats, Part, Recognition, SongInfo, SongPage,
-                      Stats, StoredSong)
+from .records import (
+    Compacted,
+    Compaction,
+    Deleted,
+    Health,
+    InstanceStats,
+    Part,
+    Recognition,
+    SongInfo,
+    SongPage,
+    Stats,
+    StoredSong,
+)
 from .results import ResultShards
 from .search import Searcher
 from .storage.base import NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 from .storage.stack import open_catalogue, open_result_stores
 
-MAX_SONG_ID = 2**53   # larger ids are never handed out (and overflow some drivers)
+MAX_SONG_ID = 2**53  # larger ids are never handed out (and overflow some drivers)
 _UNSAFE = re.compile(r"[^\w\s.,()&'+-]+")
 
 
@@ -52,9 +64,14 @@ def analyse(source, name: str, params: FingerprintParams = dejavu.DEFAULT_PARAMS
 class Engine:
     """Fingerprint songs, recognise clips, keep results, list and maintain the catalogue."""
 
-    def __init__(self, config: Config, store: ShardedStore, results: ResultShards,
-                 params: FingerprintParams = dejavu.DEFAULT_PARAMS,
-                 match: MatchParams = dejavu.DEFAULT_MATCH):
+    def __init__(
+        self,
+        config: Config,
+        store: ShardedStore,
+        results: ResultShards,
+        params: FingerprintParams = dejavu.DEFAULT_PARAMS,
+        match: MatchParams = dejavu.DEFAULT_MATCH,
+    ):
         self.config = config
         self.store = store
         self.results = results
@@ -96,12 +113,13 @@ class Engine:
             raise BadRequestError(f"Invalid fingerprint: {exc}") from None
         served = self.params.digest()
         if packed.params_digest != served:
-            raise BadRequestError(f"Fingerprint parameters {packed.params_digest} are not served here "
-                                  f"(this server uses {served})", params_digest=served)
+            raise BadRequestError(
+                f"Fingerprint parameters {packed.params_digest} are not served here (this server uses {served})",
+                params_digest=served,
+            )
         if packed.hashes.size and int(packed.hashes.max()) >= 1 << dejavu.HASH_BITS:
             raise BadRequestError("Invalid fingerprint: hash out of range")
-        return self.store_song(NewSong(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes,
-                                       packed.offsets))
+        return self.store_song(NewSong(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes, packed.offsets))
 
     def store_song(self, song: NewSong) -> StoredSong:
         """Store a song made by :func:`analyse` (or unpacked from a client's fingerprint).
@@ -110,13 +128,13 @@ class Engine:
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
-        song = dataclasses.replace(song, song_name=safe_song_name(song.song_name),
-                                   duration_seconds=round(song.duration_seconds, 3))
+        song = dataclasses.replace(
+            song, song_name=safe_song_name(song.song_name), duration_seconds=round(song.duration_seconds, 3)
+        )
         song_id = self.store.add_song(song)
         return StoredSong(song_id, song.song_name, song.blob_sha1, int(song.hashes.size))
 
-    def recognize(self, data: bytes, start_seconds: float = 0.0,
-                  duration_seconds: float | None = None) -> Recognition:
+    def recognize(self, data: bytes, start_seconds: float = 0.0, duration_seconds: float | None = None) -> Recognition:
         """Recognise a clip and store the result under a new token.
 
         Raises:
@@ -158,10 +176,14 @@ class Engine:
     def health(self) -> Health:
         """Status and round trip of every fingerprint instance and result shard, and whether the
         other services they use (Redis) answer."""
-        instances = [Part(i, inst.database_type, ms) for i, (inst, ms) in
-                     enumerate(zip(self.config.instances, self.store.check_all()))]
-        shards = [Part(i, inst.database_type, ms) for i, (inst, ms) in
-                  enumerate(zip(self.config.results, self.results.check_all()))]
+        instances = [
+            Part(i, inst.database_type, ms)
+            for i, (inst, ms) in enumerate(zip(self.config.instances, self.store.check_all()))
+        ]
+        shards = [
+            Part(i, inst.database_type, ms)
+            for i, (inst, ms) in enumerate(zip(self.config.results, self.results.check_all()))
+        ]
         return Health(self.params.digest(), instances, shards, self.store.services())
 
     def list_songs(self, limit: int, cursor: str | None) -> SongPage:
@@ -178,8 +200,9 @@ class Engine:
                 raise BadRequestError("Malformed cursor")
             after = int(cursor)
         songs, unanswered = self.store.list_songs(after, limit)
-        return SongPage([self._info(s) for s in songs],
-                        str(songs[-1].song_id) if len(songs) == limit else None, unanswered)
+        return SongPage(
+            [self._info(s) for s in songs], str(songs[-1].song_id) if len(songs) == limit else None, unanswered
+        )
 
     def get_song(self, song_id: int) -> SongInfo:
         """One song of the catalogue.
@@ -205,9 +228,14 @@ class Engine:
 
     def stats(self) -> Stats:
         """Songs, hashes and index bytes per instance; results per shard."""
-        instances = [InstanceStats(i, inst.database_type, *((st["songs"], st["hashes"], st["index_bytes"])
-                                                            if st is not None else (None, None, None)))
-                     for i, (inst, st) in enumerate(zip(self.config.instances, self.store.stats()))]
+        instances = [
+            InstanceStats(
+                i,
+                inst.database_type,
+                *((st["songs"], st["hashes"], st["index_bytes"]) if st is not None else (None, None, None)),
+            )
+            for i, (inst, st) in enumerate(zip(self.config.instances, self.store.stats()))
+        ]
         return Stats(instances, self.results.count_results())
 
     def compact(self) -> Compaction:
@@ -227,8 +255,15 @@ class Engine:
         return Compaction(done)
 
     def _info(self, song: Song) -> SongInfo:
-        return SongInfo(song.song_id, song.song_name, song.blob_sha1, song.total_hashes, song.duration_seconds,
-                        instance_of(song.song_id, len(self.config.instances)), song.created)
+        return SongInfo(
+            song.song_id,
+            song.song_name,
+            song.blob_sha1,
+            song.total_hashes,
+            song.duration_seconds,
+            instance_of(song.song_id, len(self.config.instances)),
+            song.created,
+        )
 
     def close(self) -> None:
         self.store.close()

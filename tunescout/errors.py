@@ -1,4 +1,5 @@
 """TuneScoutError and its subclasses; register(app) turns every error into JSON."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,13 @@ if typing.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_HTTP_MESSAGES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large",
-                  400: "Bad request", 429: "Too many requests"}
+_HTTP_MESSAGES = {
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+    400: "Bad request",
+    429: "Too many requests",
+}
 
 
 class TuneScoutError(Exception):

@@ -1,4 +1,5 @@
 """Per-endpoint rate limits (flask-limiter, counters in Redis) and CORS (flask-cors)."""
+
 from __future__ import annotations
 
 from urllib.parse import quote
@@ -12,8 +13,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .config import Config
 
 # endpoint -> the rate_limit key that limits it
-LIMITED_ENDPOINTS = {"api.recognize": "recognizing", "api.fetch": "fetching_results",
-                     "api.fingerprint": "fingerprinting"}
+LIMITED_ENDPOINTS = {
+    "api.recognize": "recognizing",
+    "api.fetch": "fetching_results",
+    "api.fingerprint": "fingerprinting",
+}
 
 
 def storage_uri(config: Config) -> str:
@@ -41,11 +45,17 @@ def init_limits(app: Flask, config: Config) -> Limiter | None:
     if not config.rate_limit.enabled:
         return None
     timeout = config.redis.timeout_s
-    limiter = Limiter(get_remote_address, app=app, storage_uri=storage_uri(config),
-                      storage_options={"socket_timeout": timeout, "socket_connect_timeout": timeout}
-                      if config.redis.host else {},
-                      strategy="fixed-window", headers_enabled=True, in_memory_fallback_enabled=True,
-                      swallow_errors=True, key_prefix=f"{config.redis.prefix}:limits")
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=storage_uri(config),
+        storage_options={"socket_timeout": timeout, "socket_connect_timeout": timeout} if config.redis.host else {},
+        strategy="fixed-window",
+        headers_enabled=True,
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
+        key_prefix=f"{config.redis.prefix}:limits",
+    )
     for endpoint, key in LIMITED_ENDPOINTS.items():
         view = app.view_functions[endpoint]
         app.view_functions[endpoint] = limiter.limit(getattr(config.rate_limit, key))(view)
@@ -57,7 +67,12 @@ def init_cors(app: Flask, config: Config) -> None:
     if not config.allowed_origin:
         return
     origins = "*" if "*" in config.allowed_origin else list(config.allowed_origin)
-    CORS(app, resources={r"/api/*": {"origins": origins}},
-         allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "DELETE", "OPTIONS"],
-         expose_headers=["Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
-         max_age=600, send_wildcard=origins == "*")
+    CORS(
+        app,
+        resources={r"/api/*": {"origins": origins}},
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "DELETE", "OPTIONS"],
+        expose_headers=["Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        max_age=600,
+        send_wildcard=origins == "*",
+    )

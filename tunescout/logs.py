@@ -1,4 +1,5 @@
 """configure_logging(level, fmt): the one logging set-up of the service and the CLI, as plain text or JSON lines."""
+
 from __future__ import annotations
 
 import datetime
@@ -17,8 +18,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-        body = {"time": when.isoformat(timespec="milliseconds"), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()}
+        body = {
+            "time": when.isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         body.update((k, v) for k, v in vars(record).items() if k not in _RECORD_ATTRS and k not in body)
         if record.exc_info:
             body["exc_info"] = self.formatException(record.exc_info)

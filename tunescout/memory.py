@@ -1,12 +1,13 @@
 """keep_freed_memory(): let the C allocator reuse freed memory instead of mapping it afresh each time."""
+
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc mallopt parameters
-MMAP_THRESHOLD_BYTES = 32 << 20    # arrays up to this size come from the heap, not from a fresh mapping
-TRIM_THRESHOLD_BYTES = 128 << 20   # free heap kept for reuse before any is given back to the kernel
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+MMAP_THRESHOLD_BYTES = 32 << 20  # arrays up to this size come from the heap, not from a fresh mapping
+TRIM_THRESHOLD_BYTES = 128 << 20  # free heap kept for reuse before any is given back to the kernel
 
 
 def keep_freed_memory() -> bool:
@@ -21,7 +22,9 @@ def keep_freed_memory() -> bool:
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-                    and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        )
     except (OSError, AttributeError):
         return False

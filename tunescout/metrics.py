@@ -5,36 +5,59 @@ Under gunicorn every worker writes its samples to files in ``PROMETHEUS_MULTIPRO
 ``tunescout serve`` before any worker starts) and ``/metrics`` adds them up, so a scrape sees the
 whole server whichever worker answers it.
 """
+
 from __future__ import annotations
 
 import os
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, REGISTRY,
-                               generate_latest, multiprocess)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
-REQUESTS = Counter("tunescout_http_requests_total", "HTTP requests by endpoint, method and status",
-                   ["endpoint", "method", "status"])
-LATENCY = Histogram("tunescout_http_request_duration_seconds", "HTTP request latency by endpoint",
-                    ["endpoint"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-RECOGNITIONS = Counter("tunescout_recognitions_total", "Recognitions by outcome (match, no_match)",
-                       ["outcome"])
+REQUESTS = Counter(
+    "tunescout_http_requests_total", "HTTP requests by endpoint, method and status", ["endpoint", "method", "status"]
+)
+LATENCY = Histogram(
+    "tunescout_http_request_duration_seconds",
+    "HTTP request latency by endpoint",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECOGNITIONS = Counter("tunescout_recognitions_total", "Recognitions by outcome (match, no_match)", ["outcome"])
 SONGS_INGESTED = Counter("tunescout_songs_ingested_total", "Songs fingerprinted and stored")
 HASHES_INGESTED = Counter("tunescout_hashes_ingested_total", "Hashes stored with ingested songs")
 SONGS_DELETED = Counter("tunescout_songs_deleted_total", "Songs deleted")
-SEARCHES = Counter("tunescout_searches_total",
-                   "Recognition searches by lookups made (1: the rarest hashes answered, or one lookup of"
-                   " all; 2: all hashes after the rarest)", ["lookups"])
-COUNTS_COPY_LOADS = Counter("tunescout_counts_copy_loads_total",
-                            "Loads of an instance's common hash counts into a worker's memory (after a change)",
-                            ["instance"])
-COUNTS_COPY_VALUES = Gauge("tunescout_counts_copy_values",
-                           "Hash values in the largest worker's copy of an instance's common counts",
-                           ["instance"], multiprocess_mode="livemax")
-INSTANCE_FAILURES = Counter("tunescout_instance_failures_total",
-                            "Fingerprint instance calls that failed, by instance and kind (error, timeout)",
-                            ["instance", "kind"])
+SEARCHES = Counter(
+    "tunescout_searches_total",
+    "Recognition searches by lookups made (1: the rarest hashes answered, or one lookup of"
+    " all; 2: all hashes after the rarest)",
+    ["lookups"],
+)
+COUNTS_COPY_LOADS = Counter(
+    "tunescout_counts_copy_loads_total",
+    "Loads of an instance's common hash counts into a worker's memory (after a change)",
+    ["instance"],
+)
+COUNTS_COPY_VALUES = Gauge(
+    "tunescout_counts_copy_values",
+    "Hash values in the largest worker's copy of an instance's common counts",
+    ["instance"],
+    multiprocess_mode="livemax",
+)
+INSTANCE_FAILURES = Counter(
+    "tunescout_instance_failures_total",
+    "Fingerprint instance calls that failed, by instance and kind (error, timeout)",
+    ["instance", "kind"],
+)
 
 
 def instance_failed(index: int, kind: str) -> None:

@@ -1,4 +1,5 @@
 """OPENAPI: the OpenAPI 3.0 description of every endpoint, field and error (served at /api/openapi.json)."""
+
 from __future__ import annotations
 
 from . import __version__
@@ -8,8 +9,11 @@ _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
 _SHA1 = {"type": "string", "pattern": "^[0-9a-f]{40}$"}
-_TOKEN = {"type": "string", "pattern": "^[0-9a-f]{34}$",
-          "description": "128 random bits and 2 hex digits naming the result shard"}
+_TOKEN = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{34}$",
+    "description": "128 random bits and 2 hex digits naming the result shard",
+}
 
 
 def _ref(name: str) -> dict:
@@ -21,73 +25,140 @@ def _json(schema: dict, description: str) -> dict:
 
 
 _RESULT = {
-    "type": "object", "additionalProperties": False,
-    "required": ["song_id", "song_name", "input_total_hashes", "fingerprinted_hashes_in_db",
-                 "hashes_matched_in_input", "input_confidence", "fingerprinted_confidence", "offset",
-                 "offset_seconds", "blob_sha1", "confidence"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "song_id",
+        "song_name",
+        "input_total_hashes",
+        "fingerprinted_hashes_in_db",
+        "hashes_matched_in_input",
+        "input_confidence",
+        "fingerprinted_confidence",
+        "offset",
+        "offset_seconds",
+        "blob_sha1",
+        "confidence",
+    ],
     "properties": {
-        "song_id": _INT, "song_name": _STR,
+        "song_id": _INT,
+        "song_name": _STR,
         "input_total_hashes": {**_INT, "description": "hashes of the clip"},
         "fingerprinted_hashes_in_db": {**_INT, "description": "hashes stored for the song"},
         "hashes_matched_in_input": {**_INT, "description": "clip hashes agreeing on the winning offset"},
         "input_confidence": {**_NUM, "minimum": 0, "maximum": 1},
         "fingerprinted_confidence": {**_NUM, "minimum": 0, "maximum": 1},
         "offset": {**_INT, "description": "frames of 256/11025 s where the clip starts in the song"},
-        "offset_seconds": _NUM, "blob_sha1": _SHA1,
+        "offset_seconds": _NUM,
+        "blob_sha1": _SHA1,
         "confidence": {**_NUM, "minimum": 0, "maximum": 1, "description": "0.5 at the no-match bar"},
     },
 }
 _RECOGNITION = {
-    "type": "object", "required": ["status", "token", "results", "timings"],
+    "type": "object",
+    "required": ["status", "token", "results", "timings"],
     "properties": {
-        "status": {"type": "string", "enum": ["success"]}, "token": _TOKEN,
-        "results": {"type": "array", "maxItems": 3, "items": _ref("Result"),
-                    "description": "best first; empty: not in the catalogue"},
+        "status": {"type": "string", "enum": ["success"]},
+        "token": _TOKEN,
+        "results": {
+            "type": "array",
+            "maxItems": 3,
+            "items": _ref("Result"),
+            "description": "best first; empty: not in the catalogue",
+        },
         "timings": {"type": "object", "additionalProperties": _NUM, "description": "milliseconds per stage"},
         "degraded": {"type": "boolean", "description": "some fingerprint instances did not answer"},
         "instances_unanswered": _INT,
     },
 }
 _SONG = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "required": ["song_id", "song_name", "blob_sha1", "total_hashes", "duration", "instance", "created"],
-    "properties": {"song_id": _INT, "song_name": _STR, "blob_sha1": _SHA1, "total_hashes": _INT,
-                   "duration": {**_NUM, "description": "seconds"}, "instance": _INT,
-                   "created": {**_STR, "description": "UTC, ISO 8601"}},
+    "properties": {
+        "song_id": _INT,
+        "song_name": _STR,
+        "blob_sha1": _SHA1,
+        "total_hashes": _INT,
+        "duration": {**_NUM, "description": "seconds"},
+        "instance": _INT,
+        "created": {**_STR, "description": "UTC, ISO 8601"},
+    },
 }
-_PART = {"type": "object", "required": ["index", "database_type", "status", "latency_ms"],
-         "properties": {"index": _INT, "database_type": {"type": "string", "enum": ["clickhouse", "mysql", "sqlite"]},
-                        "status": {"type": "string", "enum": ["up", "down"]},
-                        "latency_ms": {"type": "number", "nullable": True}}}
+_PART = {
+    "type": "object",
+    "required": ["index", "database_type", "status", "latency_ms"],
+    "properties": {
+        "index": _INT,
+        "database_type": {"type": "string", "enum": ["clickhouse", "mysql", "sqlite"]},
+        "status": {"type": "string", "enum": ["up", "down"]},
+        "latency_ms": {"type": "number", "nullable": True},
+    },
+}
 _HEALTH = {
-    "type": "object", "required": ["status", "params_digest", "instances", "results"],
-    "properties": {"status": {"type": "string", "enum": ["ok"]}, "params_digest": _STR,
-                   "instances": {"type": "array", "items": _ref("Part")},
-                   "results": {"type": "array", "items": _ref("Part")},
-                   "redis": {"type": "object", "properties": {"status": {"type": "string", "enum": ["up", "down"]}}},
-                   "degraded": {"type": "boolean"}},
+    "type": "object",
+    "required": ["status", "params_digest", "instances", "results"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok"]},
+        "params_digest": _STR,
+        "instances": {"type": "array", "items": _ref("Part")},
+        "results": {"type": "array", "items": _ref("Part")},
+        "redis": {"type": "object", "properties": {"status": {"type": "string", "enum": ["up", "down"]}}},
+        "degraded": {"type": "boolean"},
+    },
 }
-_ERROR = {"type": "object", "required": ["status", "message"],
-          "properties": {"status": {"type": "string", "enum": ["error"]}, "message": _STR}}
-_FINGERPRINTED = {"type": "object", "required": ["status", "song_id", "song_name", "blob_sha1", "total_hashes"],
-                  "properties": {"status": {"type": "string", "enum": ["success"]}, "song_id": _INT,
-                                 "song_name": _STR, "blob_sha1": _SHA1, "total_hashes": _INT}}
-_STATS = {"type": "object", "required": ["status", "songs", "hashes", "index_bytes", "instances", "results",
-                                         "results_stored"],
-          "properties": {"status": {"type": "string", "enum": ["success"]}, "songs": _INT, "hashes": _INT,
-                         "index_bytes": _INT, "results_stored": _INT,
-                         "instances": {"type": "array", "items": {"type": "object"}},
-                         "results": {"type": "array", "items": {"type": "object"}}}}
-_PAGE = {"type": "object", "required": ["status", "songs", "next_cursor"],
-         "properties": {"status": {"type": "string", "enum": ["success"]},
-                        "songs": {"type": "array", "items": _ref("Song")},
-                        "next_cursor": {"type": "string", "nullable": True, "pattern": "^[0-9]+$"},
-                        "degraded": {"type": "boolean"}, "instances_unanswered": _INT}}
+_ERROR = {
+    "type": "object",
+    "required": ["status", "message"],
+    "properties": {"status": {"type": "string", "enum": ["error"]}, "message": _STR},
+}
+_FINGERPRINTED = {
+    "type": "object",
+    "required": ["status", "song_id", "song_name", "blob_sha1", "total_hashes"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "song_id": _INT,
+        "song_name": _STR,
+        "blob_sha1": _SHA1,
+        "total_hashes": _INT,
+    },
+}
+_STATS = {
+    "type": "object",
+    "required": ["status", "songs", "hashes", "index_bytes", "instances", "results", "results_stored"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "songs": _INT,
+        "hashes": _INT,
+        "index_bytes": _INT,
+        "results_stored": _INT,
+        "instances": {"type": "array", "items": {"type": "object"}},
+        "results": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_PAGE = {
+    "type": "object",
+    "required": ["status", "songs", "next_cursor"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "songs": {"type": "array", "items": _ref("Song")},
+        "next_cursor": {"type": "string", "nullable": True, "pattern": "^[0-9]+$"},
+        "degraded": {"type": "boolean"},
+        "instances_unanswered": _INT,
+    },
+}
 
-_E = {400: "Bad request (the message says what)", 401: "Token missing or invalid",
-      403: "Fingerprinting not allowed", 404: "Not found", 409: "Already fingerprinted",
-      413: "File too large (checked before the body is read)", 415: "Failed to process input file",
-      429: "Too many requests (see the Retry-After header)", 503: "Storage unavailable"}
+_E = {
+    400: "Bad request (the message says what)",
+    401: "Token missing or invalid",
+    403: "Fingerprinting not allowed",
+    404: "Not found",
+    409: "Already fingerprinted",
+    413: "File too large (checked before the body is read)",
+    415: "Failed to process input file",
+    429: "Too many requests (see the Retry-After header)",
+    503: "Storage unavailable",
+}
 
 
 def _err(*codes: int) -> dict:
@@ -100,70 +171,174 @@ _SONG_ID = {"name": "song_id", "in": "path", "required": True, "schema": {"type"
 
 OPENAPI = {
     "openapi": "3.0.3",
-    "info": {"title": "TuneScout", "version": __version__,
-             "description": "Self-hosted music recognition. Every error is JSON "
-                            "{\"status\": \"error\", \"message\": ...} with its HTTP status."},
+    "info": {
+        "title": "TuneScout",
+        "version": __version__,
+        "description": "Self-hosted music recognition. Every error is JSON "
+        '{"status": "error", "message": ...} with its HTTP status.',
+    },
     "servers": [{"url": "/"}],
     "paths": {
-        "/api/recognize": {"post": {
-            "summary": "Recognise a clip; the result is stored under the returned token",
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"],
-                "properties": {"file": _UPLOAD,
-                               "start": {"type": "number", "minimum": 0, "description": "seconds into the upload"},
-                               "duration": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                            "description": "seconds to analyse (at most recognizing.max_duration)"}}}}}},
-            "responses": {"200": _json(_ref("Recognition"), "Recognised (results may be empty)"),
-                          **_err(400, 413, 415, 429, 503)}}},
-        "/api/fetch/{token}": {"get": {
-            "summary": "The stored result of a recognition",
-            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json(_ref("Recognition"), "The result"), **_err(404, 429, 503)}}},
-        "/api/fingerprint": {"post": {
-            "summary": "Add a song: an audio/video file, or a fingerprint made by the client",
-            "security": _BEARER,
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object",
-                "properties": {"file": _UPLOAD,
-                               "fingerprint": {**_UPLOAD, "description": "dejavu.pack_fingerprint bytes "
-                                                                         "(docs/FORMAT.md) instead of file"},
-                               "name": {"type": "string", "description": "default: the file name's stem"}}}}}},
-            "responses": {"200": _json(_ref("Fingerprinted"), "Stored"),
-                          **_err(400, 401, 403, 409, 413, 415, 429, 503)}}},
-        "/api/songs": {"get": {
-            "summary": "The catalogue, one page at a time, by song id",
-            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                       "maximum": MAX_PAGE_SIZE, "default": 100}},
-                           {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
-                            "description": "next_cursor of the previous page (absent or empty: the first)"}],
-            "responses": {"200": _json(_ref("SongPage"), "A page"), **_err(400, 503)}}},
+        "/api/recognize": {
+            "post": {
+                "summary": "Recognise a clip; the result is stored under the returned token",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": _UPLOAD,
+                                    "start": {"type": "number", "minimum": 0, "description": "seconds into the upload"},
+                                    "duration": {
+                                        "type": "number",
+                                        "exclusiveMinimum": True,
+                                        "minimum": 0,
+                                        "description": "seconds to analyse (at most recognizing.max_duration)",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("Recognition"), "Recognised (results may be empty)"),
+                    **_err(400, 413, 415, 429, 503),
+                },
+            }
+        },
+        "/api/fetch/{token}": {
+            "get": {
+                "summary": "The stored result of a recognition",
+                "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Recognition"), "The result"), **_err(404, 429, 503)},
+            }
+        },
+        "/api/fingerprint": {
+            "post": {
+                "summary": "Add a song: an audio/video file, or a fingerprint made by the client",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "file": _UPLOAD,
+                                    "fingerprint": {
+                                        **_UPLOAD,
+                                        "description": "dejavu.pack_fingerprint bytes (docs/FORMAT.md) instead of file",
+                                    },
+                                    "name": {"type": "string", "description": "default: the file name's stem"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("Fingerprinted"), "Stored"),
+                    **_err(400, 401, 403, 409, 413, 415, 429, 503),
+                },
+            }
+        },
+        "/api/songs": {
+            "get": {
+                "summary": "The catalogue, one page at a time, by song id",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 100},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                        "description": "next_cursor of the previous page (absent or empty: the first)",
+                    },
+                ],
+                "responses": {"200": _json(_ref("SongPage"), "A page"), **_err(400, 503)},
+            }
+        },
         "/api/songs/{song_id}": {
-            "get": {"summary": "One song", "parameters": [_SONG_ID],
-                    "responses": {"200": _json({"type": "object", "required": ["status", "song"],
-                                                "properties": {"status": {"type": "string", "enum": ["success"]},
-                                                               "song": _ref("Song")}}, "The song"),
-                                  **_err(404, 503)}},
-            "delete": {"summary": "Remove a song and its hashes", "security": _BEARER, "parameters": [_SONG_ID],
-                       "responses": {"200": _json({"type": "object", "required": ["status", "deleted"],
-                                                   "properties": {"status": {"type": "string", "enum": ["success"]},
-                                                                  "deleted": _INT}}, "Deleted"),
-                                     **_err(401, 403, 404, 503)}}},
-        "/api/stats": {"get": {"summary": "Songs, hashes and index bytes per instance; results stored",
-                               "responses": {"200": _json(_ref("Stats"), "Figures"), **_err(503)}}},
-        "/api/health": {"get": {"summary": "Each instance, result shard and Redis: status and latency",
-                                "responses": {"200": _json(_ref("Health"), "Serving (degraded: true when a part is down)"),
-                                              **_err(503)}}},
-        "/api/openapi.json": {"get": {"summary": "This document",
-                                      "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "Prometheus text format",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "get": {
+                "summary": "One song",
+                "parameters": [_SONG_ID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "song"],
+                            "properties": {"status": {"type": "string", "enum": ["success"]}, "song": _ref("Song")},
+                        },
+                        "The song",
+                    ),
+                    **_err(404, 503),
+                },
+            },
+            "delete": {
+                "summary": "Remove a song and its hashes",
+                "security": _BEARER,
+                "parameters": [_SONG_ID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "deleted"],
+                            "properties": {"status": {"type": "string", "enum": ["success"]}, "deleted": _INT},
+                        },
+                        "Deleted",
+                    ),
+                    **_err(401, 403, 404, 503),
+                },
+            },
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "Songs, hashes and index bytes per instance; results stored",
+                "responses": {"200": _json(_ref("Stats"), "Figures"), **_err(503)},
+            }
+        },
+        "/api/health": {
+            "get": {
+                "summary": "Each instance, result shard and Redis: status and latency",
+                "responses": {
+                    "200": _json(_ref("Health"), "Serving (degraded: true when a part is down)"),
+                    **_err(503),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {"Result": _RESULT, "Recognition": _RECOGNITION, "Song": _SONG, "SongPage": _PAGE,
-                    "Part": _PART, "Health": _HEALTH, "Error": _ERROR, "Fingerprinted": _FINGERPRINTED,
-                    "Stats": _STATS},
+        "schemas": {
+            "Result": _RESULT,
+            "Recognition": _RECOGNITION,
+            "Song": _SONG,
+            "SongPage": _PAGE,
+            "Part": _PART,
+            "Health": _HEALTH,
+            "Error": _ERROR,
+            "Fingerprinted": _FINGERPRINTED,
+            "Stats": _STATS,
+        },
         "responses": {f"E{c}": _json(_ref("Error"), text) for c, text in _E.items()},
     },
 }

@@ -1,4 +1,5 @@
 """The records the engine returns, and body(): each one's JSON body on the wire (API and CLI alike)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,15 +11,15 @@ class Match:
 
     song_id: int
     song_name: str
-    input_total_hashes: int          # hashes of the clip
+    input_total_hashes: int  # hashes of the clip
     fingerprinted_hashes_in_db: int  # hashes stored for the song
-    hashes_matched_in_input: int     # clip hashes that agree on the winning offset
-    input_confidence: float          # their share of the clip's hashes
+    hashes_matched_in_input: int  # clip hashes that agree on the winning offset
+    input_confidence: float  # their share of the clip's hashes
     fingerprinted_confidence: float  # their share of the song's hashes over the clip's span (estimate)
-    offset: int                      # frames of the song where the clip starts
+    offset: int  # frames of the song where the clip starts
     offset_seconds: float
     blob_sha1: str
-    confidence: float                # in [0, 1]: 0.5 at the no-match bar, rising with the margin
+    confidence: float  # in [0, 1]: 0.5 at the no-match bar, rising with the margin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +27,9 @@ class Recognition:
     """What a clip matched (best first; empty: not in the catalogue) and what each step took."""
 
     results: list[Match]
-    timings: dict[str, float]        # ms per step: decode, fingerprint, query, align
-    unanswered: int = 0              # instances that were down, slow or failing
-    token: str | None = None         # where the result is stored (GET /api/fetch/<token>)
+    timings: dict[str, float]  # ms per step: decode, fingerprint, query, align
+    unanswered: int = 0  # instances that were down, slow or failing
+    token: str | None = None  # where the result is stored (GET /api/fetch/<token>)
 
     def body(self) -> dict:
         body = {"status": "success"} if self.token is None else {"status": "success", "token": self.token}
@@ -59,9 +60,9 @@ class SongInfo:
     song_name: str
     blob_sha1: str
     total_hashes: int
-    duration: float                  # seconds
-    instance: int                    # the fingerprint instance that holds it
-    created: str                     # ISO 8601, UTC
+    duration: float  # seconds
+    instance: int  # the fingerprint instance that holds it
+    created: str  # ISO 8601, UTC
 
     def body(self) -> dict:
         return {"status": "success", "song": dataclasses.asdict(self)}
@@ -72,12 +73,15 @@ class SongPage:
     """A page of the catalogue by song id."""
 
     songs: list[SongInfo]
-    next_cursor: str | None          # continues the listing; None on the last page
-    unanswered: int = 0              # instances whose songs are missing from the page
+    next_cursor: str | None  # continues the listing; None on the last page
+    unanswered: int = 0  # instances whose songs are missing from the page
 
     def body(self) -> dict:
-        body = {"status": "success", "songs": [dataclasses.asdict(s) for s in self.songs],
-                "next_cursor": self.next_cursor}
+        body = {
+            "status": "success",
+            "songs": [dataclasses.asdict(s) for s in self.songs],
+            "next_cursor": self.next_cursor,
+        }
         if self.unanswered:
             body.update(degraded=True, instances_unanswered=self.unanswered)
         return body
@@ -97,15 +101,19 @@ class Part:
 
     index: int
     database_type: str
-    latency_ms: float | None         # None: it did not answer
+    latency_ms: float | None  # None: it did not answer
 
     @property
     def up(self) -> bool:
         return self.latency_ms is not None
 
     def body(self) -> dict:
-        return {"index": self.index, "database_type": self.database_type, "status": "up" if self.up else "down",
-                "latency_ms": round(self.latency_ms, 2) if self.up else None}
+        return {
+            "index": self.index,
+            "database_type": self.database_type,
+            "status": "up" if self.up else "down",
+            "latency_ms": round(self.latency_ms, 2) if self.up else None,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +123,7 @@ class Health:
     params_digest: str
     instances: list[Part]
     results: list[Part]
-    services: dict[str, bool]        # other services in use ("redis") -> answers
+    services: dict[str, bool]  # other services in use ("redis") -> answers
 
     @property
     def serving(self) -> bool:
@@ -127,8 +135,12 @@ class Health:
         return not all(p.up for p in (*self.instances, *self.results)) or not all(self.services.values())
 
     def body(self) -> dict:
-        body = {"status": "ok" if self.serving else "error", "params_digest": self.params_digest,
-                "instances": [p.body() for p in self.instances], "results": [p.body() for p in self.results]}
+        body = {
+            "status": "ok" if self.serving else "error",
+            "params_digest": self.params_digest,
+            "instances": [p.body() for p in self.instances],
+            "results": [p.body() for p in self.results],
+        }
         body.update({name: {"status": "up" if up else "down"} for name, up in self.services.items()})
         if self.degraded:
             body["degraded"] = True
@@ -139,7 +151,7 @@ class Health:
 class InstanceStats:
     index: int
     database_type: str
-    songs: int | None                # None: the instance did not answer
+    songs: int | None  # None: the instance did not answer
     hashes: int | None
     index_bytes: int | None
 
@@ -158,11 +170,18 @@ class Stats:
 
     def body(self) -> dict:
         up = [s for s in self.instances if s.songs is not None]
-        return {"status": "success", "songs": sum(s.songs for s in up), "hashes": sum(s.hashes for s in up),
-                "index_bytes": sum(s.index_bytes for s in up), "instances": [s.body() for s in self.instances],
-                "results": [{"index": i, "stored": n} if n is not None else {"index": i, "status": "down"}
-                            for i, n in enumerate(self.results)],
-                "results_stored": sum(n for n in self.results if n is not None)}
+        return {
+            "status": "success",
+            "songs": sum(s.songs for s in up),
+            "hashes": sum(s.hashes for s in up),
+            "index_bytes": sum(s.index_bytes for s in up),
+            "instances": [s.body() for s in self.instances],
+            "results": [
+                {"index": i, "stored": n} if n is not None else {"index": i, "status": "down"}
+                for i, n in enumerate(self.results)
+            ],
+            "results_stored": sum(n for n in self.results if n is not None),
+        }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
 """ResultShards: tokens that name their shard, and results stored on exactly one shard."""
+
 from __future__ import annotations
 
 import re
@@ -6,8 +7,8 @@ import secrets
 import time
 
 from .errors import NotFoundError, StorageError
-from .storage.base import ResultStore
 from .storage.backoff import Backoff
+from .storage.base import ResultStore
 
 # 32 hex digits (128 random bits), then 2 hex digits naming the result shard.
 _TOKEN = re.compile(r"\A[0-9a-f]{32}([0-9a-f]{2})\Z")

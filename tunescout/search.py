@@ -1,4 +1,5 @@
 """Searcher: a clip's hashes -> the catalogue songs it matches, in two lookups at most, scored and ranked."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,9 @@ TOP_RESULTS = 3
 class Search:
     """What :meth:`Searcher.search` found, and what it cost."""
 
-    scored: list[tuple[float, Alignment]]   # (no-match margin, alignment), best first
-    unanswered: int                         # instances that were down, slow or failing
-    lookups: int                            # 1: answered by the rarest hashes, or all looked up at once; 2: both
+    scored: list[tuple[float, Alignment]]  # (no-match margin, alignment), best first
+    unanswered: int  # instances that were down, slow or failing
+    lookups: int  # 1: answered by the rarest hashes, or all looked up at once; 2: both
 
 
 class Searcher:
@@ -83,8 +84,11 @@ class Searcher:
         """The songs that clear the no-match bar, best first (at most TOP_RESULTS)."""
         passing = [s for s in scored if s[0] >= 0][:TOP_RESULTS]
         songs = self.store.get_songs([a.song_id for _, a in passing])
-        return [self._match(a, margin, songs[a.song_id], n_query, query_frames)
-                for margin, a in passing if a.song_id in songs]
+        return [
+            self._match(a, margin, songs[a.song_id], n_query, query_frames)
+            for margin, a in passing
+            if a.song_id in songs
+        ]
 
     def _match(self, a: Alignment, margin: float, song: Song, n_query: int, query_frames: int) -> Match:
         aligned = min(a.aligned, n_query)
@@ -92,10 +96,16 @@ class Searcher:
         song_frames = max(song.duration_seconds / frame_s, 1.0)
         # Hashes the index holds for the span the clip covers (an estimate: uniform density).
         expected = max(song.total_hashes * min(query_frames / song_frames, 1.0), 1.0)
-        return Match(song_id=song.song_id, song_name=song.song_name, input_total_hashes=n_query,
-                     fingerprinted_hashes_in_db=song.total_hashes, hashes_matched_in_input=aligned,
-                     input_confidence=round(aligned / max(n_query, 1), 4),
-                     fingerprinted_confidence=round(min(aligned / expected, 1.0), 4),
-                     offset=a.offset_frames, offset_seconds=round(a.offset_frames * frame_s, 3),
-                     blob_sha1=song.blob_sha1,
-                     confidence=round(dejavu.margin_to_confidence(margin, self.match), 4))
+        return Match(
+            song_id=song.song_id,
+            song_name=song.song_name,
+            input_total_hashes=n_query,
+            fingerprinted_hashes_in_db=song.total_hashes,
+            hashes_matched_in_input=aligned,
+            input_confidence=round(aligned / max(n_query, 1), 4),
+            fingerprinted_confidence=round(min(aligned / expected, 1.0), 4),
+            offset=a.offset_frames,
+            offset_seconds=round(a.offset_frames * frame_s, 3),
+            blob_sha1=song.blob_sha1,
+            confidence=round(dejavu.margin_to_confidence(margin, self.match), 4),
+        )

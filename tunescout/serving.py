@@ -1,4 +1,5 @@
 """Production serving: gunicorn workers, each with its own engine and connections, made after fork."""
+
 from __future__ import annotations
 
 import logging
@@ -20,16 +21,24 @@ class GunicornServer(BaseApplication):
     that holds a socket is shared between processes. SIGTERM stops gracefully: workers finish
     the requests in flight (up to ``graceful_timeout``), then close their connections."""
 
-    def __init__(self, config: Config, host: str, port: int, workers: int, threads: int = 4,
-                 timeout_s: int = 120):
+    def __init__(self, config: Config, host: str, port: int, workers: int, threads: int = 4, timeout_s: int = 120):
         self.tunescout_config = config
-        self.options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-                        "worker_class": "gthread", "timeout": timeout_s, "graceful_timeout": 30,
-                        "preload_app": False, "accesslog": "-", "worker_exit": _close_engine,
-                        "child_exit": _metrics_dead,
-                        "access_log_format": '%(h)s worker=%(p)s "%(r)s" %(s)s %(b)s %(M)sms',
-                        "forwarded_allow_ips": "127.0.0.1",
-                        "loglevel": config.logging.level.lower(), "logger_class": _logger_class(config.logging)}
+        self.options = {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "timeout": timeout_s,
+            "graceful_timeout": 30,
+            "preload_app": False,
+            "accesslog": "-",
+            "worker_exit": _close_engine,
+            "child_exit": _metrics_dead,
+            "access_log_format": '%(h)s worker=%(p)s "%(r)s" %(s)s %(b)s %(M)sms',
+            "forwarded_allow_ips": "127.0.0.1",
+            "loglevel": config.logging.level.lower(),
+            "logger_class": _logger_class(config.logging),
+        }
         super().__init__()
 
     def load_config(self):
@@ -38,6 +47,7 @@ class GunicornServer(BaseApplication):
 
     def load(self):
         from .app import create_app
+
         return create_app(self.tunescout_config)
 
 
@@ -48,7 +58,7 @@ def _logger_class(config: LoggingConfig) -> type[Logger]:
         def setup(self, cfg):
             super().setup(cfg)
             configure_logging(config.level, config.format)
-            if config.format != "plain":   # plain keeps gunicorn's own lines
+            if config.format != "plain":  # plain keeps gunicorn's own lines
                 for handler in self.error_log.handlers + self.access_log.handlers:
                     handler.setFormatter(make_formatter(config.format))
 
@@ -65,6 +75,7 @@ def _close_engine(server, worker) -> None:
 def _metrics_dead(server, worker) -> None:
     """A finished worker's live gauges leave the sum (its counters stay counted)."""
     from prometheus_client import multiprocess
+
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
 

@@ -1,4 +1,5 @@
 """The tunescout_uploader command: walk folders, upload in parallel, show progress, sum up."""
+
 from __future__ import annotations
 
 import collections
@@ -43,18 +44,33 @@ def read_token(token_file: str | None) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--url", envvar="TUNESCOUT_URL", required=True, help="Server, e.g. http://127.0.0.1:5000 ($TUNESCOUT_URL).")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
-              help="File holding the write token (default: $TUNESCOUT_TOKEN).")
+@click.option(
+    "--url", envvar="TUNESCOUT_URL", required=True, help="Server, e.g. http://127.0.0.1:5000 ($TUNESCOUT_URL)."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File holding the write token (default: $TUNESCOUT_TOKEN).",
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel uploads.")
 @click.option("--ext", default=DEFAULT_EXTENSIONS, show_default=True, help="File extensions to upload.")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded, upload nothing.")
-@click.option("--fingerprint-locally", is_flag=True,
-              help="Decode and fingerprint here; send only the hashes (needs ffmpeg).")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False),
-              help="Record of what the server has (default: one per URL under ~/.cache/tunescout).")
-@click.option("--retries", type=click.IntRange(0, 20), default=6, show_default=True,
-              help="Retries of 429, 5xx and connection errors.")
+@click.option(
+    "--fingerprint-locally", is_flag=True, help="Decode and fingerprint here; send only the hashes (needs ffmpeg)."
+)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False),
+    help="Record of what the server has (default: one per URL under ~/.cache/tunescout).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=6,
+    show_default=True,
+    help="Retries of 429, 5xx and connection errors.",
+)
 def main(paths, url, token_file, workers, ext, dry_run, fingerprint_locally, manifest_path, retries):
     """Upload every audio/video file under PATHS to a TuneScout server's /api/fingerprint.
 
@@ -77,8 +93,7 @@ def main(paths, url, token_file, workers, ext, dry_run, fingerprint_locally, man
     if fingerprint_locally:
         _check_digest(client)
     counts, failures = collections.Counter(skipped=skipped), []
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="uploading",
-               disable=None)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="uploading", disable=None)
     pool = cf.ThreadPoolExecutor(workers)
     try:
         futures = {pool.submit(_upload_one, client, f, fingerprint_locally): (f, key) for f, key in todo}
@@ -108,6 +123,7 @@ def _upload_one(client: UploadClient, path: Path, locally: bool) -> Outcome:
     if not locally:
         return client.upload_file(path, name)
     from .local import DecodeError, fingerprint_file
+
     try:
         packed = fingerprint_file(str(path))
     except (DecodeError, OSError) as exc:
@@ -117,21 +133,26 @@ def _upload_one(client: UploadClient, path: Path, locally: bool) -> Outcome:
 
 def _check_digest(client: UploadClient) -> None:
     import dejavu
+
     try:
         served = client.server_digest()
-    except Exception as exc:   # the server cannot be asked: let the uploads report it
+    except Exception as exc:  # the server cannot be asked: let the uploads report it
         click.echo(f"warning: cannot ask the server for its parameters ({type(exc).__name__})", err=True)
         return
     if served and served != dejavu.DEFAULT_PARAMS.digest():
-        raise click.ClickException(f"the server uses fingerprint parameters {served}, this uploader "
-                                   f"{dejavu.DEFAULT_PARAMS.digest()}: upgrade one of them or drop "
-                                   f"--fingerprint-locally")
+        raise click.ClickException(
+            f"the server uses fingerprint parameters {served}, this uploader "
+            f"{dejavu.DEFAULT_PARAMS.digest()}: upgrade one of them or drop "
+            f"--fingerprint-locally"
+        )
 
 
 def _summary(counts, failures, interrupted: bool = False) -> None:
     head = "interrupted: " if interrupted else ""
-    click.echo(f"{head}stored {counts['stored']}, already there {counts['exists'] + counts['skipped']}"
-               f" ({counts['skipped']} known from the manifest), failed {len(failures)}")
+    click.echo(
+        f"{head}stored {counts['stored']}, already there {counts['exists'] + counts['skipped']}"
+        f" ({counts['skipped']} known from the manifest), failed {len(failures)}"
+    )
     for path, reason in failures:
         click.echo(f"  FAILED {path}: {reason}", err=True)
 

@@ -1,4 +1,5 @@
 """UploadClient: POST one file (or its local fingerprint) to /api/fingerprint, with retries."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    status: str               # "stored", "exists" or "failed"
+    status: str  # "stored", "exists" or "failed"
     song_id: int | None = None
     reason: str = ""
 
@@ -22,8 +23,9 @@ class UploadClient:
     """Uploads with the bearer token; 429, 5xx and connection errors are retried with exponential
     back-off (honouring Retry-After); other 4xx are final. The token is never logged."""
 
-    def __init__(self, url: str, token: str, retries: int = 6, backoff_s: float = 1.0,
-                 timeout_s: float = 600.0, sleep=time.sleep):
+    def __init__(
+        self, url: str, token: str, retries: int = 6, backoff_s: float = 1.0, timeout_s: float = 600.0, sleep=time.sleep
+    ):
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff_s = backoff_s
@@ -40,15 +42,24 @@ class UploadClient:
     def upload_file(self, path: Path, name: str) -> Outcome:
         def send():
             with path.open("rb") as f:
-                return self._session.post(f"{self.url}/api/fingerprint", files={"file": (path.name, f)},
-                                          data={"name": name}, timeout=self.timeout)
+                return self._session.post(
+                    f"{self.url}/api/fingerprint",
+                    files={"file": (path.name, f)},
+                    data={"name": name},
+                    timeout=self.timeout,
+                )
+
         return self._with_retries(send)
 
     def upload_fingerprint(self, packed: bytes, name: str) -> Outcome:
         def send():
-            return self._session.post(f"{self.url}/api/fingerprint",
-                                      files={"fingerprint": (f"{name}.tsfp", packed, "application/octet-stream")},
-                                      data={"name": name}, timeout=self.timeout)
+            return self._session.post(
+                f"{self.url}/api/fingerprint",
+                files={"fingerprint": (f"{name}.tsfp", packed, "application/octet-stream")},
+                data={"name": name},
+                timeout=self.timeout,
+            )
+
         return self._with_retries(send)
 
     def _with_retries(self, send) -> Outcome:
@@ -70,7 +81,7 @@ class UploadClient:
                 wait = _retry_after(resp)
             if attempt < self.retries:
                 # Jitter either way, so that parallel uploads do not retry in lock-step.
-                base = wait if wait is not None else self.backoff_s * 2 ** attempt
+                base = wait if wait is not None else self.backoff_s * 2**attempt
                 delay = base * (1 + random.random() / 2)
                 self._sleep(min(delay, 120.0))
         return Outcome("failed", reason=f"{reason} (after {self.retries} retries)")

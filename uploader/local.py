@@ -1,4 +1,5 @@
 """fingerprint_file(path) -> packed bytes: decode and fingerprint on this machine, as the server would."""
+
 from __future__ import annotations
 
 import numpy as np

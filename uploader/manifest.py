@@ -1,4 +1,5 @@
 """Manifest: what this machine already uploaded to a server, so a re-run skips it (JSON lines, append-only)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,7 @@ class Manifest:
                     entry = json.loads(line)
                     self.done[entry["key"]] = entry
                 except (ValueError, KeyError):
-                    continue   # a line cut by a crash
+                    continue  # a line cut by a crash
 
     def __contains__(self, key: str) -> bool:
         return key in self.done

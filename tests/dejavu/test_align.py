@@ -37,10 +37,10 @@ def test_confidence_is_monotone_in_0_1():
 def test_rarest_hashes_fill_the_budget_rarest_first_and_skip_absent_values():
     values = np.array([10, 11, 12, 13, 14], np.uint32)
     counts = np.array([50, 0, 3, 7, 3])
-    assert rarest_hashes(values, counts, 6).tolist() == [12, 14]        # 3 + 3 rows
-    assert rarest_hashes(values, counts, 13).tolist() == [12, 14, 13]   # + 7
+    assert rarest_hashes(values, counts, 6).tolist() == [12, 14]  # 3 + 3 rows
+    assert rarest_hashes(values, counts, 13).tolist() == [12, 14, 13]  # + 7
     assert rarest_hashes(values, counts, 2).tolist() == []
-    assert rarest_hashes(values, counts, 10**6).tolist() == [12, 14, 13, 10]   # never the absent 11
+    assert rarest_hashes(values, counts, 10**6).tolist() == [12, 14, 13, 10]  # never the absent 11
 
 
 def test_of_two_offsets_with_equal_windows_the_tighter_one_wins():

@@ -3,8 +3,7 @@ import dataclasses
 import numpy as np
 
 from dejavu import DEFAULT_PARAMS as P
-from dejavu import HASH_BITS
-from dejavu import fingerprint_query, fingerprint_reference
+from dejavu import HASH_BITS, fingerprint_query, fingerprint_reference
 from dejavu.hashing import distinct, generate_hashes, pack_hashes, pool_phases, unpack_hashes
 from tests.conftest import music_like
 
@@ -62,16 +61,19 @@ def test_level_bit_marks_louder_targets_and_the_query_tries_both_when_close(rng)
     for h, o in zip(ref_h.tolist(), ref_o.tolist()):
         anchor, df, dt = (int(v[0]) for v in unpack_hashes(np.array([h & ~top], np.uint32)))
         louder = by_anchor.get((anchor + df, o + dt), None)
-        if louder is not None and (anchor, o) in by_anchor and sum(
-                1 for f, t in by_anchor if (f, t) == (anchor + df, o + dt)) == 1:
+        if (
+            louder is not None
+            and (anchor, o) in by_anchor
+            and sum(1 for f, t in by_anchor if (f, t) == (anchor + df, o + dt)) == 1
+        ):
             assert bool(h & top) == (louder > by_anchor[(anchor, o)])
     assert set(zip(ref_h.tolist(), ref_o.tolist())) == naive_pairs(freq, frame, 5, levels)
     query_h, query_o = generate_hashes(freq, frame, P, 5, levels, level_margin_db=3.0)
     query = set(zip(query_h.tolist(), query_o.tolist()))
     assert set(zip(ref_h.tolist(), ref_o.tolist())) <= query
-    assert query == naive_pairs(freq, frame, 5, levels, margin_db=3.0)   # only the close pairs get both values
+    assert query == naive_pairs(freq, frame, 5, levels, margin_db=3.0)  # only the close pairs get both values
     flipped = {(h ^ top, o) for h, o in zip(ref_h.tolist(), ref_o.tolist())}
-    assert 0 < len(query & flipped) < len(flipped)     # and some are close, some are not
+    assert 0 < len(query & flipped) < len(flipped)  # and some are close, some are not
 
 
 def test_query_hashes_contain_most_reference_hashes(rng):
@@ -86,7 +88,7 @@ def test_a_clip_cut_at_frame_k_aligns_at_k(rng):
     audio = music_like(rng, 20)
     k = 200
     ref_h, ref_o = fingerprint_reference(audio, P)
-    q_h, q_o = fingerprint_query(audio[k * P.hop_length:(k + 200) * P.hop_length], P)
+    q_h, q_o = fingerprint_query(audio[k * P.hop_length : (k + 200) * P.hop_length], P)
     ref = {}
     for h, o in zip(ref_h.tolist(), ref_o.tolist()):
         ref.setdefault(h, []).append(o)
@@ -99,7 +101,7 @@ def _index_hashes_found(audio, start, frames, params):
     """Index hashes of audio's frames [start, start + frames) that a clip cut there finds at its offset."""
     ref_h, ref_o = fingerprint_reference(audio, params)
     window = (ref_o >= start) & (ref_o < start + frames - params.max_dt_frames)
-    clip = audio[start * params.hop_length + params.hop_length // 2:][:frames * params.hop_length]
+    clip = audio[start * params.hop_length + params.hop_length // 2 :][: frames * params.hop_length]
     q_h, q_o = fingerprint_query(clip, params)
     query = set(zip(q_h.tolist(), q_o.tolist()))
     found = [any((h, o - start - d) in query for d in (-1, 0, 1)) for h, o in zip(ref_h[window], ref_o[window])]
@@ -119,7 +121,7 @@ def test_a_clip_between_the_index_frames_finds_more_of_them_at_two_phases(rng):
 def test_a_clip_with_evidence_to_spare_is_analysed_at_one_phase(rng):
     audio = music_like(rng, 20)
     one = dataclasses.replace(P, query_shifts=1)
-    long_clip, short_clip = audio[:20 * 11025], audio[:3 * 11025]
+    long_clip, short_clip = audio[: 20 * 11025], audio[: 3 * 11025]
     assert _same_pairs(fingerprint_query(long_clip, P), fingerprint_query(long_clip, one))
     assert not _same_pairs(fingerprint_query(short_clip, P), fingerprint_query(short_clip, one))
 
@@ -144,16 +146,19 @@ def test_distinct_is_numpys_unique(rng):
 
 def test_jitter_adds_each_pairs_neighbours_and_keeps_the_originals():
     import dataclasses
+
     from dejavu import DEFAULT_PARAMS
     from dejavu.hashing import jitter_hashes, pack_hashes, unpack_hashes
+
     hashes = pack_hashes(np.array([50, 60]), np.array([3, -2]), np.array([1, 10]))
     offsets = np.array([7, 9], np.int32)
     params = dataclasses.replace(DEFAULT_PARAMS, query_dt_jitter=1, query_df_jitter=1)
     h, o = jitter_hashes(hashes, offsets, params)
     got = set(zip(*[a.tolist() for a in unpack_hashes(h)], o.tolist()))
     # dt 1 - 1 = 0 is not a pair; every other neighbour is there, at the anchor's offset.
-    want = {(50, 3 + jf, 1 + jt, 7) for jt in (0, 1) for jf in (-1, 0, 1)} | \
-           {(60, -2 + jf, 10 + jt, 9) for jt in (-1, 0, 1) for jf in (-1, 0, 1)}
+    want = {(50, 3 + jf, 1 + jt, 7) for jt in (0, 1) for jf in (-1, 0, 1)} | {
+        (60, -2 + jf, 10 + jt, 9) for jt in (-1, 0, 1) for jf in (-1, 0, 1)
+    }
     assert got == want
     none = dataclasses.replace(DEFAULT_PARAMS, query_dt_jitter=0, query_df_jitter=0)
     assert jitter_hashes(hashes, offsets, none)[0] is hashes

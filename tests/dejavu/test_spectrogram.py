@@ -13,6 +13,5 @@ def test_a_tone_peaks_at_its_bin():
 
 def test_frame_count_and_short_input():
     n = 5 * P.sample_rate_hz
-    assert spectrogram(np.zeros(n), P).shape == (P.max_freq_bin - P.min_freq_bin,
-                                                 1 + (n - P.n_fft) // P.hop_length)
+    assert spectrogram(np.zeros(n), P).shape == (P.max_freq_bin - P.min_freq_bin, 1 + (n - P.n_fft) // P.hop_length)
     assert spectrogram(np.zeros(10), P).shape[1] == 0

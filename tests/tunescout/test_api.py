@@ -1,4 +1,5 @@
 """The HTTP contract of every endpoint and every error, on the embedded SQLite default."""
+
 import io
 import re
 import time
@@ -30,8 +31,12 @@ def song():
 
 
 def upload(client, url, data: bytes, filename="song.wav", headers=None, **form):
-    return client.post(url, data={"file": (io.BytesIO(data), filename), **form},
-                       headers=headers or {}, content_type="multipart/form-data")
+    return client.post(
+        url,
+        data={"file": (io.BytesIO(data), filename), **form},
+        headers=headers or {},
+        content_type="multipart/form-data",
+    )
 
 
 def assert_error(resp, status, message):
@@ -49,7 +54,7 @@ def test_fingerprint_then_recognise_then_fetch(client, song):
     assert stored["total_hashes"] > 100 and len(stored["blob_sha1"]) == 40
 
     start = 20 * 11025
-    resp = upload(client, "/api/recognize", wav_bytes(song[start:start + 5 * 11025]))
+    resp = upload(client, "/api/recognize", wav_bytes(song[start : start + 5 * 11025]))
     body = resp.get_json()
     assert resp.status_code == 200 and body["status"] == "success"
     assert re.fullmatch(r"[0-9a-f]{34}", body["token"])
@@ -67,6 +72,7 @@ def test_fingerprint_then_recognise_then_fetch(client, song):
 
 def test_same_audio_in_another_container_is_a_duplicate(client, song, tmp_path):
     from pydub import AudioSegment
+
     assert upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH).status_code == 200
     flac = io.BytesIO()
     AudioSegment.from_wav(io.BytesIO(wav_bytes(song))).export(flac, format="flac")
@@ -84,28 +90,31 @@ def test_unknown_song_gives_no_results(client, song, rng):
 
 def test_start_and_duration_trim_the_input(client, song):
     upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH)
-    body = upload(client, "/api/recognize", wav_bytes(song[: 40 * 11025]),
-                  start="30", duration="5").get_json()
+    body = upload(client, "/api/recognize", wav_bytes(song[: 40 * 11025]), start="30", duration="5").get_json()
     assert abs(body["results"][0]["offset_seconds"] - 30.0) <= 0.05
-    resp = upload(client, "/api/recognize", wav_bytes(song[:11025 * 5]), start="soon")
+    resp = upload(client, "/api/recognize", wav_bytes(song[: 11025 * 5]), start="soon")
     assert_error(resp, 400, "'start' must be a number of seconds")
 
 
-@pytest.mark.parametrize("data, filename", [
-    (b"", "empty.mp3"),
-    (b"this is text, not audio\n" * 20, "notes.mp3"),
-    (b"RIFF\x00\x00", "truncated.wav"),
-])
+@pytest.mark.parametrize(
+    "data, filename",
+    [
+        (b"", "empty.mp3"),
+        (b"this is text, not audio\n" * 20, "notes.mp3"),
+        (b"RIFF\x00\x00", "truncated.wav"),
+    ],
+)
 def test_undecodable_input_is_415(client, data, filename):
     assert_error(upload(client, "/api/recognize", data, filename), 415, "Failed to process input file")
 
 
 def test_a_truncated_real_file_decodes_up_to_the_cut(client, song):
     from pydub import AudioSegment
+
     song_id = upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH).get_json()["song_id"]
     mp3 = io.BytesIO()
     AudioSegment.from_wav(io.BytesIO(wav_bytes(song[: 11025 * 10]))).export(mp3, format="mp3")
-    resp = upload(client, "/api/recognize", mp3.getvalue()[:5000], "cut.mp3")   # the first 2.3 s
+    resp = upload(client, "/api/recognize", mp3.getvalue()[:5000], "cut.mp3")  # the first 2.3 s
     assert resp.status_code == 200
     assert resp.get_json()["results"][0]["song_id"] == song_id
 
@@ -128,25 +137,34 @@ def test_fetch_unknown_or_malformed_token(client):
 
 
 def test_fingerprint_needs_the_bearer_token(client, song):
-    data = wav_bytes(song[:11025 * 5])
+    data = wav_bytes(song[: 11025 * 5])
     assert_error(upload(client, "/api/fingerprint", data), 401, "Token missing or invalid")
-    assert_error(upload(client, "/api/fingerprint", data, headers={"Authorization": "Bearer nope"}),
-                 401, "Token missing or invalid")
-    assert_error(upload(client, "/api/fingerprint", data, headers={"Authorization": "s3cret-token"}),
-                 401, "Token missing or invalid")
+    assert_error(
+        upload(client, "/api/fingerprint", data, headers={"Authorization": "Bearer nope"}),
+        401,
+        "Token missing or invalid",
+    )
+    assert_error(
+        upload(client, "/api/fingerprint", data, headers={"Authorization": "s3cret-token"}),
+        401,
+        "Token missing or invalid",
+    )
 
 
 def test_fingerprinting_can_be_switched_off(tmp_path, song):
     from tunescout.config import config_from_dict
-    app = create_app(config_from_dict({"data_dir": str(tmp_path), "fingerprinting": {
-        "allow": False, "token": "s3cret-token"}}))
+
+    app = create_app(
+        config_from_dict({"data_dir": str(tmp_path), "fingerprinting": {"allow": False, "token": "s3cret-token"}})
+    )
     resp = upload(app.test_client(), "/api/fingerprint", wav_bytes(song[:11025]), headers=AUTH)
     assert_error(resp, 403, "Fingerprinting not allowed")
 
 
 def test_path_traversal_names_are_made_safe(client, song):
-    resp = upload(client, "/api/fingerprint", wav_bytes(song), "../../etc/passwd.wav", AUTH,
-                  name="../../../tmp/evil\x00name")
+    resp = upload(
+        client, "/api/fingerprint", wav_bytes(song), "../../etc/passwd.wav", AUTH, name="../../../tmp/evil\x00name"
+    )
     assert resp.status_code == 200
     name = resp.get_json()["song_name"]
     assert "/" not in name and ".." not in name and "\x00" not in name
@@ -160,19 +178,21 @@ def test_routing_errors_are_json(client):
 
 def test_generated_token_is_private(tmp_path):
     from tunescout.config import config_from_dict
+
     app = create_app(config_from_dict({"data_dir": str(tmp_path)}))
     path = tmp_path / "write_token"
     assert path.stat().st_mode & 0o777 == 0o600
     assert app.config["WRITE_TOKEN"] == path.read_text().strip()
-    assert create_app(config_from_dict({"data_dir": str(tmp_path)})).config["WRITE_TOKEN"] == \
-        app.config["WRITE_TOKEN"]
+    assert create_app(config_from_dict({"data_dir": str(tmp_path)})).config["WRITE_TOKEN"] == app.config["WRITE_TOKEN"]
 
 
 def test_catalogue_list_get_delete_and_stats(client, song):
     rng = np.random.default_rng(11)
     others = [music_like(rng, 30) for _ in range(2)]
-    stored = [upload(client, "/api/fingerprint", wav_bytes(s), f"s{i}.wav", AUTH).get_json()
-              for i, s in enumerate([song, *others])]
+    stored = [
+        upload(client, "/api/fingerprint", wav_bytes(s), f"s{i}.wav", AUTH).get_json()
+        for i, s in enumerate([song, *others])
+    ]
     ids = [s["song_id"] for s in stored]
 
     page = client.get("/api/songs?limit=2").get_json()
@@ -188,10 +208,9 @@ def test_catalogue_list_get_delete_and_stats(client, song):
     assert stats["songs"] == 3 and stats["hashes"] == sum(s["total_hashes"] for s in stored)
     assert stats["index_bytes"] > 0 and stats["instances"][0]["songs"] == 3
 
-    query = wav_bytes(song[10 * 11025:15 * 11025])
+    query = wav_bytes(song[10 * 11025 : 15 * 11025])
     assert upload(client, "/api/recognize", query).get_json()["results"][0]["song_id"] == ids[0]
-    assert client.delete(f"/api/songs/{ids[0]}", headers=AUTH).get_json() == {"status": "success",
-                                                                               "deleted": ids[0]}
+    assert client.delete(f"/api/songs/{ids[0]}", headers=AUTH).get_json() == {"status": "success", "deleted": ids[0]}
     assert upload(client, "/api/recognize", query).get_json()["results"] == []
     assert_error(client.get(f"/api/songs/{ids[0]}"), 404, "Song not found")
     assert_error(client.delete(f"/api/songs/{ids[0]}", headers=AUTH), 404, "Song not found")
@@ -203,8 +222,9 @@ def test_catalogue_errors(client):
     assert_error(client.get("/api/songs?limit=x"), 400, "'limit' must be an integer")
     assert_error(client.get("/api/songs?cursor=abc"), 400, "Malformed cursor")
     assert_error(client.delete("/api/songs/1"), 401, "Token missing or invalid")
-    assert_error(client.delete("/api/songs/1", headers={"Authorization": "Bearer wrong"}), 401,
-                 "Token missing or invalid")
+    assert_error(
+        client.delete("/api/songs/1", headers={"Authorization": "Bearer wrong"}), 401, "Token missing or invalid"
+    )
     assert_error(client.get("/api/songs/99"), 404, "Song not found")
     assert client.get("/api/songs/abc").status_code == 404
 
@@ -230,16 +250,20 @@ def test_metrics_count_requests_recognitions_and_ingests(client, song):
     not_found = 'tunescout_http_requests_total{endpoint="/api/fetch/<token>",method="GET",status="404"}'
     searches = ('tunescout_searches_total{lookups="1"}', 'tunescout_searches_total{lookups="2"}')
     before = {k: metric(client, k) for k in (match, no_match, songs, not_found, *searches)}
-    upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))
+    upload(client, "/api/recognize", wav_bytes(song[: 5 * 11025]))
     upload(client, "/api/fingerprint", wav_bytes(song), "s.wav", AUTH)
-    upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))
+    upload(client, "/api/recognize", wav_bytes(song[: 5 * 11025]))
     client.get("/api/fetch/" + "0" * 34)
     resp = client.get("/metrics")
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     after = {k: metric(client, k) for k in before}
     assert {k: after[k] - before[k] for k in before if k not in searches} == {
-        match: 1, no_match: 1, songs: 1, not_found: 1}
-    assert sum(after[k] - before[k] for k in searches) == 2   # one search per recognition
+        match: 1,
+        no_match: 1,
+        songs: 1,
+        not_found: 1,
+    }
+    assert sum(after[k] - before[k] for k in searches) == 2  # one search per recognition
     assert "tunescout_http_request_duration_seconds_bucket" in resp.get_data(as_text=True)
 
 
@@ -247,7 +271,7 @@ def test_metrics_count_loads_of_the_counts_copy(client, song):
     loads = 'tunescout_counts_copy_loads_total{instance="0"}'
     before = metric(client, loads)
     upload(client, "/api/fingerprint", wav_bytes(song), "s.wav", AUTH)
-    upload(client, "/api/recognize", wav_bytes(song[:5 * 11025]))   # loads the copy, in the background
+    upload(client, "/api/recognize", wav_bytes(song[: 5 * 11025]))  # loads the copy, in the background
     deadline = time.monotonic() + 5
     while metric(client, loads) < before + 1:
         assert time.monotonic() < deadline, "the copy was not loaded"

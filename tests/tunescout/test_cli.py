@@ -23,7 +23,7 @@ def test_ingest_is_resumable_and_recognize_prints_json(tmp_path, monkeypatch):
     again = runner.invoke(main, ["ingest", str(tmp_path / "music")])
     assert "0 stored, 3 already there, 0 failed" in again.output
 
-    (tmp_path / "clip.wav").write_bytes(wav_bytes(songs[1][11025 * 10:11025 * 15]))
+    (tmp_path / "clip.wav").write_bytes(wav_bytes(songs[1][11025 * 10 : 11025 * 15]))
     out = runner.invoke(main, ["recognize", str(tmp_path / "clip.wav")])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["results"][0]["song_name"] == "song1"
@@ -47,6 +47,7 @@ def test_bad_config_is_a_clear_message(tmp_path):
 
 def test_version_is_the_package_version():
     from tunescout import __version__
+
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and result.output == f"tunescout, version {__version__}\n"
 
@@ -54,6 +55,7 @@ def test_version_is_the_package_version():
 def test_ingest_picks_the_shared_audio_extensions(tmp_path):
     from tunescout.cli import find_audio
     from tunescout.contract import AUDIO_EXTENSIONS
+
     for name in ("a.MP3", "b.flac", "c.txt", "d.mkv"):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in find_audio([tmp_path])] == ["a.MP3", "b.flac", "d.mkv"]

@@ -17,22 +17,31 @@ def test_defaults_are_one_sqlite_instance_and_shard():
     assert [r.database_type for r in config.results] == ["sqlite"]
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"instances": [{"database_type": "oracle"}]},
-     f"instances[0].database_type: 'oracle' is not one of {', '.join(sorted(BACKENDS))}"),
-    ({"results": [{"database": {"query_timeout_s": 0}}]}, "results[0].database.query_timeout_s: must be > 0"),
-    ({"instances": [{"database": {"connect_timeout_s": -1}}]},
-     "instances[0].database.connect_timeout_s: must be > 0"),
-    ({"fingerprinting": {"allow": "maybe"}}, "fingerprinting.allow: 'maybe' is not a bool"),
-    ({"logging": {"format": "xml"}}, "logging.format: 'xml' is not one of plain, json"),
-    ({"logging": {"level": "loud"}}, "logging.level: 'loud' is not one of DEBUG"),
-    ({"recognizing": {"max_duration": "long"}}, "recognizing.max_duration"),
-    ({"recognizing": {"max_duration": -1}}, "recognizing.max_duration: must be > 0"),
-    ({"recognizing": {"counts_refresh_s": -1}}, "recognizing.counts_refresh_s: must be >= 0"),
-    ({"nonsense": 1}, "nonsense: unknown key"),
-    ({"instances": [{"database_type": "mysql", "database": {"host": "h"}}]},
-     "instances[0].database.database: required"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"instances": [{"database_type": "oracle"}]},
+            f"instances[0].database_type: 'oracle' is not one of {', '.join(sorted(BACKENDS))}",
+        ),
+        ({"results": [{"database": {"query_timeout_s": 0}}]}, "results[0].database.query_timeout_s: must be > 0"),
+        (
+            {"instances": [{"database": {"connect_timeout_s": -1}}]},
+            "instances[0].database.connect_timeout_s: must be > 0",
+        ),
+        ({"fingerprinting": {"allow": "maybe"}}, "fingerprinting.allow: 'maybe' is not a bool"),
+        ({"logging": {"format": "xml"}}, "logging.format: 'xml' is not one of plain, json"),
+        ({"logging": {"level": "loud"}}, "logging.level: 'loud' is not one of DEBUG"),
+        ({"recognizing": {"max_duration": "long"}}, "recognizing.max_duration"),
+        ({"recognizing": {"max_duration": -1}}, "recognizing.max_duration: must be > 0"),
+        ({"recognizing": {"counts_refresh_s": -1}}, "recognizing.counts_refresh_s: must be >= 0"),
+        ({"nonsense": 1}, "nonsense: unknown key"),
+        (
+            {"instances": [{"database_type": "mysql", "database": {"host": "h"}}]},
+            "instances[0].database.database: required",
+        ),
+    ],
+)
 def test_errors_name_the_key_path(raw, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_dict(raw)
@@ -40,8 +49,9 @@ def test_errors_name_the_key_path(raw, message):
 
 def test_tunescout_style_limits_and_env_token(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"recognizing": {"rate_limit": "5 per second"},
-                                "fingerprinting": {"token": "from-file"}}))
+    path.write_text(
+        json.dumps({"recognizing": {"rate_limit": "5 per second"}, "fingerprinting": {"token": "from-file"}})
+    )
     config = load_config(path, env={"TUNESCOUT_TOKEN": "from-env"})
     assert config.rate_limit.recognizing == "5 per second"
     assert config.fingerprinting.token == "from-env"
@@ -55,8 +65,12 @@ def test_every_registered_type_is_accepted_and_servers_need_a_database_name():
 
 
 def test_timeouts_have_one_key_per_purpose():
-    config = config_from_dict({"recognizing": {"instance_timeout_s": 2},
-                               "instances": [{"database": {"connect_timeout_s": 1.5, "query_timeout_s": 30}}]})
+    config = config_from_dict(
+        {
+            "recognizing": {"instance_timeout_s": 2},
+            "instances": [{"database": {"connect_timeout_s": 1.5, "query_timeout_s": 30}}],
+        }
+    )
     assert config.recognizing.instance_timeout_s == 2.0
     assert (config.instances[0].database.connect_timeout_s, config.instances[0].database.query_timeout_s) == (1.5, 30.0)
     assert (config.results[0].database.connect_timeout_s, config.results[0].database.query_timeout_s) == (5.0, 60.0)
@@ -66,8 +80,19 @@ def test_redis_user_of_tunescout_config_is_accepted():
     assert config_from_dict({"redis": {"host": "r", "user": "tunescout"}}).redis.user == "tunescout"
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("1", True), ("yes", True),
-                                         ("false", False), ("FALSE", False), ("0", False), ("no", False)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("FALSE", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
 def test_booleans_written_as_strings_are_accepted(text, value):
     config = config_from_dict({"fingerprinting": {"allow": text}, "rate_limit": {"enabled": text}})
     assert config.fingerprinting.allow is value and config.rate_limit.enabled is value
@@ -101,14 +126,19 @@ def test_logging_defaults_and_environment_overrides(tmp_path):
 
 
 def test_masked_hides_secrets():
-    config = config_from_dict({"fingerprinting": {"token": "t"}, "instances": [
-        {"database_type": "mysql", "database": {"database": "d", "password": "pw"}}]})
+    config = config_from_dict(
+        {
+            "fingerprinting": {"token": "t"},
+            "instances": [{"database_type": "mysql", "database": {"database": "d", "password": "pw"}}],
+        }
+    )
     text = json.dumps(masked(config))
     assert "pw" not in text and '"t"' not in text
 
 
 def test_every_field_is_documented():
     import dataclasses
+
     docs = DOCS.read_text()
 
     def walk(cls, prefix):
@@ -132,6 +162,7 @@ def test_the_database_types_table_matches_the_registry():
 
 def test_the_sharded_example_config_is_valid():
     from tunescout.config import load_config
+
     config = load_config(Path(__file__).resolve().parents[2] / "deploy" / "config.sharded.json", env={})
     assert [i.database_type for i in config.instances] == ["clickhouse", "clickhouse", "mysql"]
     assert len(config.results) == 2

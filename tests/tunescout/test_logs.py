@@ -24,8 +24,12 @@ def test_json_lines_carry_time_level_logger_message_and_extra_fields(capsys):
     logging.getLogger("tunescout.test").debug("below the level")
     [line] = capsys.readouterr().err.splitlines()
     record = json.loads(line)
-    assert {"level": "WARNING", "logger": "tunescout.test", "message": "instance 2 skipped",
-            "instance": 2}.items() <= record.items()
+    assert {
+        "level": "WARNING",
+        "logger": "tunescout.test",
+        "message": "instance 2 skipped",
+        "instance": 2,
+    }.items() <= record.items()
     assert record["time"].endswith("+00:00")
 
 
@@ -49,8 +53,11 @@ def test_plain_lines_and_configuring_twice_keeps_one_handler(capsys):
 
 def test_the_cli_takes_level_and_format_from_the_environment(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"logging": {"level": "ERROR", "format": "plain"}}))
-    result = CliRunner().invoke(main, ["check-config", str(tmp_path / "c.json")],
-                                env={"TUNESCOUT_LOG_LEVEL": "debug", "TUNESCOUT_LOG_FORMAT": "json"})
+    result = CliRunner().invoke(
+        main,
+        ["check-config", str(tmp_path / "c.json")],
+        env={"TUNESCOUT_LOG_LEVEL": "debug", "TUNESCOUT_LOG_FORMAT": "json"},
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["logging"] == {"level": "debug", "format": "json"}
     logging.getLogger("tunescout.test").debug("after the command")

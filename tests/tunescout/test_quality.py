@@ -1,4 +1,5 @@
 """Regression guard on real music: a slice of the benchmark (1 s and 5 s clips, clean and 0 dB SNR)."""
+
 import csv
 from pathlib import Path
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.corpus
 # 15, 12, 16 and 15), minus one or two clips for the noise of 16-clip cells. Issue 6's targets are
 # measured by bench/quality.py.
 MIN_ACCURACY = {("clean", "1"): 0.9, ("clean", "5"): 0.95, ("noise0", "5"): 0.9, ("noise0", "1"): 0.60}
-MAX_FALSE_POSITIVE_RATE = 0.05   # at most 1 of the 24 clips of songs not ingested
+MAX_FALSE_POSITIVE_RATE = 0.05  # at most 1 of the 24 clips of songs not ingested
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Redis for real: the per-instance lookup cache (hits, never stale, Redis down and back), rate limits
 (429 + Retry-After, memory fall-back, proxy switch) and CORS."""
+
 from __future__ import annotations
 
 import io
@@ -44,18 +45,23 @@ def flushed():
 
 
 def make_config(tmp_path, redis_port=servers.REDIS_PORT, instances=1, **sections):
-    raw = {"data_dir": str(tmp_path), "fingerprinting": {"token": "s3cret-token"},
-           "redis": {"host": "127.0.0.1", "port": redis_port, "prefix": "tstest"},
-           "rate_limit": {"redis_db_index": LIMIT_DB},
-           "instances": [{"database_type": "sqlite", "redis_db_index": CACHE_DBS[i],
-                          "database": {"database": f"fp{i}.sqlite"}} for i in range(instances)]}
+    raw = {
+        "data_dir": str(tmp_path),
+        "fingerprinting": {"token": "s3cret-token"},
+        "redis": {"host": "127.0.0.1", "port": redis_port, "prefix": "tstest"},
+        "rate_limit": {"redis_db_index": LIMIT_DB},
+        "instances": [
+            {"database_type": "sqlite", "redis_db_index": CACHE_DBS[i], "database": {"database": f"fp{i}.sqlite"}}
+            for i in range(instances)
+        ],
+    }
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return config_from_dict(raw)
 
 
 def clip(song, start_s=10, seconds=5):
-    return wav_bytes(song[int(start_s * SR):int((start_s + seconds) * SR)])
+    return wav_bytes(song[int(start_s * SR) : int((start_s + seconds) * SR)])
 
 
 def ids(body):
@@ -81,7 +87,7 @@ def test_a_repeated_query_is_answered_from_the_cache(tmp_path, flushed, songs):
     assert ids(first) == ids(second) == [song_id]
     assert first["results"] == second["results"]
     assert any(k.startswith(b"tstest:lookup:") for k in flushed[0].keys())
-    assert any(b":counts:" in k for k in flushed[0].keys())   # the hash counts are cached too
+    assert any(b":counts:" in k for k in flushed[0].keys())  # the hash counts are cached too
     assert flushed[0].ttl(flushed[0].keys()[0]) > 3000
     engine.close()
 
@@ -92,28 +98,28 @@ def test_ingest_and_delete_invalidate_at_once(tmp_path, flushed, songs):
     other = music_like(np.random.default_rng(6), 40, note_seconds=0.37, base_hz=150.0)
     engine.fingerprint(io.BytesIO(wav_bytes(other)), "other")
     query = clip(songs[0])
-    assert ids(engine.recognize(query).body()) == []          # cached: "not in the catalogue"
+    assert ids(engine.recognize(query).body()) == []  # cached: "not in the catalogue"
     song_id = engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a").song_id
-    assert ids(engine.recognize(query).body()) == [song_id]   # not the cached "no match"
-    assert ids(engine.recognize(query).body()) == [song_id]   # now cached
-    assert layers(engine.store.stores[0])[-1].delete_song(song_id)   # in the database, behind the cache
-    assert ids(engine.recognize(query).body()) == []          # the cached match is gone at once
+    assert ids(engine.recognize(query).body()) == [song_id]  # not the cached "no match"
+    assert ids(engine.recognize(query).body()) == [song_id]  # now cached
+    assert layers(engine.store.stores[0])[-1].delete_song(song_id)  # in the database, behind the cache
+    assert ids(engine.recognize(query).body()) == []  # the cached match is gone at once
     engine.close()
 
 
 def test_each_instance_has_its_own_generation(tmp_path, flushed, songs):
     engine = Engine.from_config(make_config(tmp_path, instances=2))
-    engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a")   # instance 0
-    engine.fingerprint(io.BytesIO(wav_bytes(songs[1])), "b")   # instance 1
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a")  # instance 0
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[1])), "b")  # instance 1
     query = clip(songs[0])
     engine.recognize(query)
     engine.recognize(query)
     assert cache_stats(engine) == [(1, 1), (1, 1)]
     lookups = [[k for k in r.keys() if b":counts:" not in k] for r in flushed[:2]]
-    assert len(lookups[0]) == 1 and len(lookups[1]) == 1   # each in its redis_db_index
-    engine.fingerprint(io.BytesIO(wav_bytes(songs[2])), "c")   # instance 0 again (fewest songs tie)
+    assert len(lookups[0]) == 1 and len(lookups[1]) == 1  # each in its redis_db_index
+    engine.fingerprint(io.BytesIO(wav_bytes(songs[2])), "c")  # instance 0 again (fewest songs tie)
     engine.recognize(query)
-    assert cache_stats(engine) == [(1, 2), (2, 1)]   # only instance 0 missed
+    assert cache_stats(engine) == [(1, 2), (2, 1)]  # only instance 0 missed
     engine.close()
 
 
@@ -138,7 +144,7 @@ def test_redis_down_mid_test_then_back(tmp_path, songs, caplog):
             assert ids(engine.recognize(query).body()) == [song_id]
         assert cache_of(engine).hits == 1
 
-        private.start()   # empty again: the next lookups fill it, then hit
+        private.start()  # empty again: the next lookups fill it, then hit
         deadline = time.monotonic() + 10
         while cache_of(engine).hits < 2:
             assert ids(engine.recognize(query).body()) == [song_id]
@@ -151,9 +157,11 @@ def test_redis_down_mid_test_then_back(tmp_path, songs, caplog):
 
 # --- rate limits ---------------------------------------------------------------------------
 
+
 def limited_app(tmp_path, redis_port=servers.REDIS_PORT, **rate_limit):
-    app = create_app(make_config(tmp_path, redis_port=redis_port,
-                                 rate_limit={"fetching_results": "3 per minute", **rate_limit}))
+    app = create_app(
+        make_config(tmp_path, redis_port=redis_port, rate_limit={"fetching_results": "3 per minute", **rate_limit})
+    )
     return app, app.test_client()
 
 
@@ -164,7 +172,7 @@ def test_over_the_limit_is_429_json_with_retry_after(tmp_path, flushed):
     resp = client.get("/api/fetch/" + "0" * 34)
     assert resp.get_json() == {"status": "error", "message": "Too many requests"}
     assert 0 < int(resp.headers["Retry-After"]) <= 60
-    assert flushed[2].keys("*tstest:limits*")   # the counters are in rate_limit.redis_db_index
+    assert flushed[2].keys("*tstest:limits*")  # the counters are in rate_limit.redis_db_index
     # Other endpoints keep their own limits.
     assert client.post("/api/recognize").status_code == 400
     app.extensions["tunescout"].close()
@@ -180,8 +188,9 @@ def test_limits_fall_back_to_memory_when_redis_is_down(tmp_path):
 @pytest.mark.parametrize("trust_proxy, expected", [(False, [404, 404, 404, 429]), (True, [404] * 4)])
 def test_forwarded_for_is_trusted_only_when_told(tmp_path, flushed, trust_proxy, expected):
     app, client = limited_app(tmp_path, trust_proxy=trust_proxy)
-    statuses = [client.get("/api/fetch/" + "0" * 34, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
-                for i in range(4)]
+    statuses = [
+        client.get("/api/fetch/" + "0" * 34, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(4)
+    ]
     assert statuses == expected
     app.extensions["tunescout"].close()
 
@@ -194,6 +203,7 @@ def test_limits_can_be_switched_off(tmp_path, flushed):
 
 # --- CORS ----------------------------------------------------------------------------------
 
+
 def test_cors_allows_listed_origins_only(tmp_path, flushed):
     app = create_app(make_config(tmp_path, allowed_origin=["https://app.example"]))
     client = app.test_client()
@@ -201,9 +211,14 @@ def test_cors_allows_listed_origins_only(tmp_path, flushed):
     assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
     other = client.get("/api/health", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
-    preflight = client.options("/api/fingerprint", headers={
-        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization"})
+    preflight = client.options(
+        "/api/fingerprint",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization",
+        },
+    )
     assert preflight.status_code == 200
     assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
@@ -222,11 +237,18 @@ def test_cors_star_and_off(tmp_path, flushed):
 
 
 def test_cache_entries_round_trip_exactly():
-    from tunescout.storage.cache import decode, encode
     from tunescout.storage.base import Histogram
+    from tunescout.storage.cache import decode, encode
+
     rng = np.random.default_rng(0)
-    hists = [Histogram(int(s), np.sort(rng.choice(np.arange(-500, 5000), 300, replace=False)).astype(np.int64),
-                       rng.integers(1, 9, 300).astype(np.int64)) for s in (3, 7, 2**40)]
+    hists = [
+        Histogram(
+            int(s),
+            np.sort(rng.choice(np.arange(-500, 5000), 300, replace=False)).astype(np.int64),
+            rng.integers(1, 9, 300).astype(np.int64),
+        )
+        for s in (3, 7, 2**40)
+    ]
     back = decode(encode(hists))
     assert [h.song_id for h in back] == [3, 7, 2**40]
     for a, b in zip(hists, back):

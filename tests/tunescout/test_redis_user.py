@@ -1,5 +1,6 @@
 """A Redis ACL user (redis.user, as in TuneScout's config.json): the lookup cache and the rate-limit
 counters log in as that user, against a real Redis."""
+
 from __future__ import annotations
 
 import secrets
@@ -31,8 +32,12 @@ def acl_user():
 
 def test_the_cache_and_the_limits_log_in_as_the_configured_user(acl_user):
     name, password = acl_user
-    config = config_from_dict({"redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "user": name,
-                                         "password": password}, "rate_limit": {"redis_db_index": DB}})
+    config = config_from_dict(
+        {
+            "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "user": name, "password": password},
+            "rate_limit": {"redis_db_index": DB},
+        }
+    )
     client = redis_client(config.redis, DB)
     assert client.acl_whoami() == name
     client.close()
@@ -42,7 +47,8 @@ def test_the_cache_and_the_limits_log_in_as_the_configured_user(acl_user):
 
 
 def test_a_wrong_user_is_refused(acl_user):
-    config = config_from_dict({"redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "user": "nobody",
-                                         "password": acl_user[1]}})
+    config = config_from_dict(
+        {"redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "user": "nobody", "password": acl_user[1]}}
+    )
     with pytest.raises(redis.AuthenticationError):
         redis_client(config.redis, DB).ping()

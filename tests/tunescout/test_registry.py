@@ -1,4 +1,5 @@
 """The backend registry: the one list of database types, and a clear error for a missing driver."""
+
 from __future__ import annotations
 
 import sys
@@ -24,7 +25,7 @@ def test_an_unregistered_type_is_refused_with_the_registered_ones():
 
 
 def test_a_missing_driver_names_the_extra_that_installs_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "psycopg", None)   # as if psycopg were not installed
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
     monkeypatch.delitem(sys.modules, "tunescout.storage.postgres", raising=False)
     with pytest.raises(StorageError, match=r"pip install 'tunescout\[postgres\]'"):
         store_class("postgres")

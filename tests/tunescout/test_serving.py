@@ -1,5 +1,6 @@
 """`tunescout serve --workers 2` for real: gunicorn workers sharing rate-limit counters in Redis,
 graceful shutdown on SIGTERM."""
+
 from __future__ import annotations
 
 import signal
@@ -21,9 +22,14 @@ def server(tmp_path):
     need(servers.redis_ready(), "Redis on 127.0.0.1:6379 (scripts/start_servers.sh)")
     limits = redis.Redis(port=servers.REDIS_PORT, db=LIMIT_DB)
     limits.flushdb()
-    live = servers.LiveServer(tmp_path, {
-        "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "prefix": "tstest"},
-        "rate_limit": {"redis_db_index": LIMIT_DB, "fetching_results": "6 per minute"}}, threads=1)
+    live = servers.LiveServer(
+        tmp_path,
+        {
+            "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "prefix": "tstest"},
+            "rate_limit": {"redis_db_index": LIMIT_DB, "fetching_results": "6 per minute"},
+        },
+        threads=1,
+    )
     yield live
     live.stop()
     limits.flushdb()
@@ -45,12 +51,18 @@ def test_rate_limit_counters_are_shared_between_processes(tmp_path, server):
     requests alternate between them and the limit holds for their sum."""
     url, proc, limits = server.url, server.proc, redis.Redis(port=servers.REDIS_PORT, db=LIMIT_DB)
     assert len(worker_pids(proc)) == 2
-    other = servers.LiveServer(tmp_path / "other", {
-        "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "prefix": "tstest"},
-        "rate_limit": {"redis_db_index": LIMIT_DB, "fetching_results": "6 per minute"}}, workers=1)
+    other = servers.LiveServer(
+        tmp_path / "other",
+        {
+            "redis": {"host": "127.0.0.1", "port": servers.REDIS_PORT, "prefix": "tstest"},
+            "rate_limit": {"redis_db_index": LIMIT_DB, "fetching_results": "6 per minute"},
+        },
+        workers=1,
+    )
     try:
-        statuses = [requests.get((url, other.url)[i % 2] + "/api/fetch/" + "0" * 34, timeout=5).status_code
-                    for i in range(12)]
+        statuses = [
+            requests.get((url, other.url)[i % 2] + "/api/fetch/" + "0" * 34, timeout=5).status_code for i in range(12)
+        ]
     finally:
         other.stop()
     assert statuses == [404] * 6 + [429] * 6
@@ -62,7 +74,7 @@ def test_metrics_add_up_every_worker(server):
     for _ in range(8):
         with requests.Session() as s:
             s.get(url + "/api/fetch/" + "0" * 34, timeout=5)
-    for _ in range(3):   # whichever worker answers the scrape, it reports the sum of both
+    for _ in range(3):  # whichever worker answers the scrape, it reports the sum of both
         with requests.Session() as s:
             text = s.get(url + "/metrics", timeout=5).text
         assert 'tunescout_http_requests_total{endpoint="/api/fetch/<token>",method="GET",status="404"} 6.0' in text
@@ -85,6 +97,7 @@ def test_gunicorn_logs_follow_the_configured_format(capsys):
 
     from tunescout.config import LoggingConfig
     from tunescout.serving import _logger_class
+
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     cfg = GunicornConfig()
@@ -99,5 +112,7 @@ def test_gunicorn_logs_follow_the_configured_format(capsys):
         for name in ("gunicorn.error", "gunicorn.access"):
             logging.getLogger(name).handlers.clear()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert [(r["logger"], r["message"]) for r in lines] == [("gunicorn.error", "Booting worker with pid: 7"),
-                                                            ("tunescout.test", "from the app")]
+    assert [(r["logger"], r["message"]) for r in lines] == [
+        ("gunicorn.error", "Booting worker with pid: 7"),
+        ("tunescout.test", "from the app"),
+    ]

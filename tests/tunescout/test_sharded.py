@@ -1,5 +1,6 @@
 """Sharded deployments on real servers: two MySQL and two ClickHouse instances, result shards,
 instances that are down, slow, or come back."""
+
 from __future__ import annotations
 
 import io
@@ -53,25 +54,33 @@ def databases():
     for drop, name, port in made:
         if drop in (servers.drop_mysql, servers.drop_postgres):
             drop(name)
-        elif port == servers.CLICKHOUSE_PORT:   # the shared server: a private one goes with its test
+        elif port == servers.CLICKHOUSE_PORT:  # the shared server: a private one goes with its test
             drop(name, port)
 
 
 def sharded_config(tmp_path, instances, results, **recognizing):
-    return config_from_dict({"data_dir": str(tmp_path), "fingerprinting": {"token": "s3cret-token"},
-                             "recognizing": {"instance_timeout_s": 2.0, **recognizing},
-                             "instances": instances, "results": results})
+    return config_from_dict(
+        {
+            "data_dir": str(tmp_path),
+            "fingerprinting": {"token": "s3cret-token"},
+            "recognizing": {"instance_timeout_s": 2.0, **recognizing},
+            "instances": instances,
+            "results": results,
+        }
+    )
 
 
 def clip(song, start_s, seconds=5):
-    return wav_bytes(song[int(start_s * SR):int((start_s + seconds) * SR)])
+    return wav_bytes(song[int(start_s * SR) : int((start_s + seconds) * SR)])
 
 
 def failures(instance: int) -> dict[str, float]:
     """tunescout_instance_failures_total of one instance, by kind."""
-    return {kind: REGISTRY.get_sample_value("tunescout_instance_failures_total",
-                                            {"instance": str(instance), "kind": kind}) or 0.0
-            for kind in ("error", "timeout")}
+    return {
+        kind: REGISTRY.get_sample_value("tunescout_instance_failures_total", {"instance": str(instance), "kind": kind})
+        or 0.0
+        for kind in ("error", "timeout")
+    }
 
 
 def best(engine: Engine, data: bytes) -> dict:
@@ -82,10 +91,11 @@ def best(engine: Engine, data: bytes) -> dict:
 @pytest.fixture
 def four(tmp_path, databases):
     """Two MySQL and two ClickHouse fingerprint instances, a MySQL and a ClickHouse result shard."""
-    config = sharded_config(tmp_path,
-                            [databases("mysql"), databases("clickhouse"), databases("mysql"),
-                             databases("clickhouse")],
-                            [databases("mysql"), databases("clickhouse")])
+    config = sharded_config(
+        tmp_path,
+        [databases("mysql"), databases("clickhouse"), databases("mysql"), databases("clickhouse")],
+        [databases("mysql"), databases("clickhouse")],
+    )
     engine = Engine.from_config(config)
     yield engine
     engine.close()
@@ -97,7 +107,7 @@ def test_songs_spread_evenly_and_are_recognised_across_instances(four, songs):
     assert len(set(ids)) == len(ids)
     per_instance = [four.store.stores[i].count_songs() for i in range(4)]
     assert per_instance == [2, 2, 2, 2]
-    for song_id in ids:   # the id names the instance that holds the song
+    for song_id in ids:  # the id names the instance that holds the song
         assert four.store.stores[instance_of(song_id, 4)].get_songs([song_id])
     for i, song in enumerate(songs):
         result = best(four, clip(song, 12.5))
@@ -108,14 +118,14 @@ def test_songs_spread_evenly_and_are_recognised_across_instances(four, songs):
 def test_duplicates_are_found_on_any_instance(four, songs):
     for i, song in enumerate(songs[:4]):
         four.fingerprint(io.BytesIO(wav_bytes(song)), f"{i}.wav")
-    for song in songs[:4]:   # each lives on another instance
+    for song in songs[:4]:  # each lives on another instance
         with pytest.raises(DuplicateSongError):
             four.fingerprint(io.BytesIO(wav_bytes(song)), "again.wav")
     assert four.store.count_songs() == 4
 
 
 def test_results_are_fetched_from_the_shard_the_token_names(four, songs, monkeypatch):
-    turns = itertools.cycle([0, 1])   # the shard a result goes to, drawn at random: in turn here
+    turns = itertools.cycle([0, 1])  # the shard a result goes to, drawn at random: in turn here
     monkeypatch.setattr("tunescout.results.secrets.randbelow", lambda n: next(turns))
     four.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav")
     shards = []
@@ -131,8 +141,7 @@ def test_a_down_instance_degrades_recognition_and_refuses_ingest(tmp_path, datab
     up = [databases("mysql"), databases("clickhouse")]
     config = sharded_config(tmp_path, [*up, databases("mysql")], [databases("mysql")])
     with_all = Engine.from_config(config)
-    ids = [with_all.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id
-           for i, s in enumerate(songs[:2])]
+    ids = [with_all.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id for i, s in enumerate(songs[:2])]
     with_all.close()
 
     # The same layout, but the third instance's server is gone.
@@ -141,13 +150,14 @@ def test_a_down_instance_degrades_recognition_and_refuses_ingest(tmp_path, datab
     app = create_app(config)
     client = app.test_client()
     try:
-        for song_id, song in zip(ids, songs):
+        for song in songs[: len(ids)]:
             resp = client.post("/api/recognize", data={"file": (io.BytesIO(clip(song, 20)), "q.wav")})
             body = resp.get_json()
             assert resp.status_code == 200 and body["degraded"] is True
             assert body["instances_unanswered"] == 1
-        resp = client.post("/api/fingerprint", headers=AUTH,
-                           data={"file": (io.BytesIO(wav_bytes(songs[5])), "new.wav")})
+        resp = client.post(
+            "/api/fingerprint", headers=AUTH, data={"file": (io.BytesIO(wav_bytes(songs[5])), "new.wav")}
+        )
         assert resp.status_code == 503 and resp.get_json()["status"] == "error"
         health = client.get("/api/health")
         assert health.status_code == 200 and health.get_json()["degraded"] is True
@@ -168,20 +178,22 @@ def test_id_layout_mismatch_is_refused(tmp_path, databases):
 
 def test_a_slow_instance_is_skipped_after_the_timeout(tmp_path, databases, songs):
     import MySQLdb
+
     slow = databases("mysql")
-    config = sharded_config(tmp_path, [databases("clickhouse"), slow], [databases("clickhouse")],
-                            instance_timeout_s=1.0)
+    config = sharded_config(
+        tmp_path, [databases("clickhouse"), slow], [databases("clickhouse")], instance_timeout_s=1.0
+    )
     engine = Engine.from_config(config)
     try:
-        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id
-               for i, s in enumerate(songs[:2])]
+        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id for i, s in enumerate(songs[:2])]
         on_clickhouse = ids[0] if instance_of(ids[0], 2) == 0 else ids[1]
         song = songs[ids.index(on_clickhouse)]
-        locker = MySQLdb.connect(**{**servers.mysql_database(slow["database"]["database"]),
-                                    "password": servers.MYSQL_PASSWORD})
-        locker.cursor().execute("LOCK TABLES fingerprints WRITE")   # readers now wait
+        locker = MySQLdb.connect(
+            **{**servers.mysql_database(slow["database"]["database"]), "password": servers.MYSQL_PASSWORD}
+        )
+        locker.cursor().execute("LOCK TABLES fingerprints WRITE")  # readers now wait
         before = failures(1)
-        try:   # the lock is held until the recognition returns: the instance cannot answer in time
+        try:  # the lock is held until the recognition returns: the instance cannot answer in time
             body = engine.recognize(clip(song, 8)).body()
         finally:
             locker.cursor().execute("UNLOCK TABLES")
@@ -204,20 +216,21 @@ def test_result_shards_fail_over_and_never_lose_a_result(tmp_path, databases, so
         engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav")
         for _ in range(6):
             token = engine.recognize(clip(songs[0], 2)).token
-            assert token.endswith("01")   # the live shard; the token still routes to it
+            assert token.endswith("01")  # the live shard; the token still routes to it
             assert engine.fetch(token)["token"] == token
     finally:
         engine.close()
 
-    config = sharded_config(tmp_path / "b", [databases("mysql")],
-                            [dead, databases("clickhouse", port=servers.closed_port())])
+    config = sharded_config(
+        tmp_path / "b", [databases("mysql")], [dead, databases("clickhouse", port=servers.closed_port())]
+    )
     app = create_app(config)
     try:
         resp = app.test_client().post("/api/recognize", data={"file": (io.BytesIO(clip(songs[0], 2)), "q.wav")})
         assert resp.status_code == 503
         assert resp.get_json() == {"status": "error", "message": "No result store can take the result"}
         resp = app.test_client().get("/api/fetch/" + "a" * 32 + "00")
-        assert resp.status_code == 503   # the shard is down: not "not found"
+        assert resp.status_code == 503  # the shard is down: not "not found"
     finally:
         app.extensions["tunescout"].close()
 
@@ -227,11 +240,14 @@ def test_an_instance_that_comes_back_is_used_again_without_restart(tmp_path, dat
     private = servers.PrivateClickHouse()
     private.start()
     try:
-        config = sharded_config(tmp_path, [databases("mysql"), databases("clickhouse", port=private.port)],
-                                [databases("mysql")], instance_timeout_s=1.0)
+        config = sharded_config(
+            tmp_path,
+            [databases("mysql"), databases("clickhouse", port=private.port)],
+            [databases("mysql")],
+            instance_timeout_s=1.0,
+        )
         engine = Engine.from_config(config)
-        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id
-               for i, s in enumerate(songs[:2])]
+        ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id for i, s in enumerate(songs[:2])]
         on_private = next(i for i, song_id in enumerate(ids) if instance_of(song_id, 2) == 1)
         query = clip(songs[on_private], 15)
         assert best(engine, query)["song_id"] == ids[on_private]
@@ -259,7 +275,7 @@ def test_an_instance_that_comes_back_is_used_again_without_restart(tmp_path, dat
 
 
 def test_postgres_serves_as_fingerprint_instance_and_result_shard(tmp_path, databases, songs):
-    """"database_type": "postgres" beside another backend: ingest, recognition, results, catalogue."""
+    """ "database_type": "postgres" beside another backend: ingest, recognition, results, catalogue."""
     config = sharded_config(tmp_path, [databases("postgres"), databases("mysql")], [databases("postgres")])
     engine = Engine.from_config(config)
     try:
@@ -285,15 +301,23 @@ def test_song_reads_wait_for_a_slow_instance_no_longer_than_the_timeout(tmp_path
     """get_songs asks the instances in parallel: a hung one costs the timeout once, and its songs
     are left out (the others' are not)."""
     import MySQLdb
+
     slow = databases("mysql")
-    engine = Engine.from_config(sharded_config(tmp_path, [databases("clickhouse"), slow, databases("mysql")],
-                                               [databases("clickhouse")], instance_timeout_s=1.0))
+    engine = Engine.from_config(
+        sharded_config(
+            tmp_path,
+            [databases("clickhouse"), slow, databases("mysql")],
+            [databases("clickhouse")],
+            instance_timeout_s=1.0,
+        )
+    )
     try:
         ids = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"{i}.wav").song_id for i, s in enumerate(songs[:3])]
         assert sorted(instance_of(i, 3) for i in ids) == [0, 1, 2]
-        locker = MySQLdb.connect(**{**servers.mysql_database(slow["database"]["database"]),
-                                    "password": servers.MYSQL_PASSWORD})
-        locker.cursor().execute("LOCK TABLES songs WRITE")   # readers of songs on instance 1 now wait
+        locker = MySQLdb.connect(
+            **{**servers.mysql_database(slow["database"]["database"]), "password": servers.MYSQL_PASSWORD}
+        )
+        locker.cursor().execute("LOCK TABLES songs WRITE")  # readers of songs on instance 1 now wait
         before = failures(1)
         try:
             found = engine.store.get_songs(ids)

@@ -1,4 +1,5 @@
 """CountsSnapshot: common hash counts from memory, lagging changes by at most one refresh."""
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ from tunescout.storage.snapshot import CountsSnapshot
 from tunescout.storage.sqlite import SQLiteStore
 
 COMMON = np.arange(100, 110, dtype=np.uint32)
-PROBE = np.array([100, 105, 2**23 + 1, 5_000_000], np.int64)   # two common values, one absent, one rare
+PROBE = np.array([100, 105, 2**23 + 1, 5_000_000], np.int64)  # two common values, one absent, one rare
 
 
 def song(rng, copies: int) -> NewSong:
@@ -41,10 +42,10 @@ def test_counts_come_from_memory_and_lag_changes_until_the_next_refresh(tmp_path
     # No copy yet: the instance answers (and a reload starts in the background).
     assert snapshot.hash_counts(PROBE).tolist() == store.hash_counts(PROBE).tolist()
     snapshot.refresh()
-    assert snapshot.hash_counts(PROBE).tolist() == [10, 10, 1, 1]   # rarer values answer 1
+    assert snapshot.hash_counts(PROBE).tolist() == [10, 10, 1, 1]  # rarer values answer 1
     store.add_song(song(rng, 10))
     assert store.hash_counts(PROBE)[:2].tolist() == [20, 20]
-    assert snapshot.hash_counts(PROBE)[:2].tolist() == [10, 10]     # not due yet: the old copy
+    assert snapshot.hash_counts(PROBE)[:2].tolist() == [10, 10]  # not due yet: the old copy
     now[0] = 31.0
     eventually(lambda: snapshot.hash_counts(PROBE)[:2].tolist() == [20, 20])
     snapshot.close()
@@ -65,11 +66,11 @@ def test_an_instance_that_fails_a_reload_keeps_its_last_copy(tmp_path, rng):
         assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]
         private.stop()
         now[0] = 31.0
-        assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]   # the reload it starts fails
-        snapshot.refresh()                                              # so does this one, quietly
+        assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]  # the reload it starts fails
+        snapshot.refresh()  # so does this one, quietly
         assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]
         with pytest.raises(StorageError):
-            store.hash_counts(PROBE)                                    # the instance itself is down
+            store.hash_counts(PROBE)  # the instance itself is down
         snapshot.close()
     finally:
         private.remove()

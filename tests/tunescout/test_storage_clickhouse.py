@@ -1,4 +1,5 @@
 """ClickHouse specifics on a real server: the split columns and the upgrade of the previous layout."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,7 @@ def open_store(name: str, slot=IdSlot(0, 1)) -> ClickHouseStore:
 
 def test_ids_and_offsets_past_16_bits_survive_the_split_columns(name):
     """Song ids and offsets are stored as a high and a low part: both must come back whole."""
-    store = open_store(name, IdSlot(70_000, 100_000))   # first id 70,001: past 65,535
+    store = open_store(name, IdSlot(70_000, 100_000))  # first id 70,001: past 65,535
     offsets = np.array([5, 65_535, 65_536, 200_000, 2**32 - 1], np.int64)
     hashes = np.full(offsets.size, 4242, np.uint32)
     song_id = store.add_song(NewSong("long", "ab" * 20, 3600.0, hashes, offsets))
@@ -50,22 +51,33 @@ def make_old_index(name: str, rng) -> list[tuple[int, int, int]]:
     client.execute(f"CREATE DATABASE `{name}`")
     client = Client("127.0.0.1", port=servers.CLICKHOUSE_PORT, database=name)
     client.execute("CREATE TABLE meta (name String, value String) ENGINE = MergeTree ORDER BY name")
-    client.execute("CREATE TABLE songs (song_id UInt64, song_name String, blob_sha1 String,"
-                   " total_hashes UInt32, duration_seconds Float64, created DateTime DEFAULT now())"
-                   " ENGINE = MergeTree ORDER BY song_id")
-    client.execute("CREATE TABLE fingerprints (hash UInt32, song_id UInt64, offset UInt32)"
-                   " ENGINE = MergeTree ORDER BY (hash, song_id, offset) SETTINGS index_granularity = 256")
+    client.execute(
+        "CREATE TABLE songs (song_id UInt64, song_name String, blob_sha1 String,"
+        " total_hashes UInt32, duration_seconds Float64, created DateTime DEFAULT now())"
+        " ENGINE = MergeTree ORDER BY song_id"
+    )
+    client.execute(
+        "CREATE TABLE fingerprints (hash UInt32, song_id UInt64, offset UInt32)"
+        " ENGINE = MergeTree ORDER BY (hash, song_id, offset) SETTINGS index_granularity = 256"
+    )
     client.execute("CREATE TABLE hash_counts (hash UInt32, n Int32) ENGINE = SummingMergeTree ORDER BY hash")
     client.execute("CREATE TABLE fingerprints_new (hash UInt32) ENGINE = MergeTree ORDER BY hash")
     client.execute("INSERT INTO fingerprints_new VALUES", [(1,)])
-    rows = [(int(h), song_id, int(o)) for song_id in (1, 70_001)
-            for h, o in zip(rng.integers(0, 2**23, 300), rng.integers(0, 80_000, 300))]
+    rows = [
+        (int(h), song_id, int(o))
+        for song_id in (1, 70_001)
+        for h, o in zip(rng.integers(0, 2**23, 300), rng.integers(0, 80_000, 300))
+    ]
     rows += [(77, 1, 10), (77, 1, 20), (77, 70_001, 66_000)]
     client.execute("INSERT INTO fingerprints (hash, song_id, offset) VALUES", rows)
-    client.execute("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds) VALUES",
-                   [(1, "one", "a" * 40, 302, 60.0), (70_001, "two", "b" * 40, 301, 60.0)])
-    client.execute("INSERT INTO meta (name, value) VALUES",
-                   [("params_digest", "digest-1"), ("id_slot", str(IdSlot(0, 1))), ("last_song_id", "70001")])
+    client.execute(
+        "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds) VALUES",
+        [(1, "one", "a" * 40, 302, 60.0), (70_001, "two", "b" * 40, 301, 60.0)],
+    )
+    client.execute(
+        "INSERT INTO meta (name, value) VALUES",
+        [("params_digest", "digest-1"), ("id_slot", str(IdSlot(0, 1))), ("last_song_id", "70001")],
+    )
     client.disconnect()
     return rows
 
@@ -84,14 +96,15 @@ def test_an_index_of_the_previous_layout_is_rewritten_on_open(name, rng):
     assert hists[70_001].deltas.tolist() == [66_000]
     assert store.add_song(NewSong("three", "c" * 40, 60.0, np.array([77], np.uint32), np.array([3]))) == 70_002
     store.close()
-    assert open_store(name).hash_counts(np.array([77])).tolist() == [4]   # a second open keeps it
+    assert open_store(name).hash_counts(np.array([77])).tolist() == [4]  # a second open keeps it
 
 
 def test_compact_merges_the_parts_that_each_lookup_pays_for(name, rng):
     store = open_store(name)
-    for k in range(4):   # one insert, one part each
-        store.add_song(NewSong(f"s{k}", rng.bytes(20).hex(), 60.0, rng.integers(0, 2**23, 500).astype(np.uint32),
-                               np.arange(500)))
+    for k in range(4):  # one insert, one part each
+        store.add_song(
+            NewSong(f"s{k}", rng.bytes(20).hex(), 60.0, rng.integers(0, 2**23, 500).astype(np.uint32), np.arange(500))
+        )
     parts = "SELECT count() FROM system.parts WHERE active AND database = %(db)s AND table = 'fingerprints'"
     assert store._run(parts, {"db": name})[0][0] > 1
     store.compact()

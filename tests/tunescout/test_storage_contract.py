@@ -1,4 +1,5 @@
 """One contract for every FingerprintStore and ResultStore: SQLite, MySQL, PostgreSQL and ClickHouse, real servers."""
+
 from __future__ import annotations
 
 import collections
@@ -43,8 +44,11 @@ class Backend:
         return result_store_class(self.kind)(self.location(name))
 
     def cleanup(self):
-        drop = {"mysql": servers.drop_mysql, "postgres": servers.drop_postgres,
-                "clickhouse": servers.drop_clickhouse}.get(self.kind)
+        drop = {
+            "mysql": servers.drop_mysql,
+            "postgres": servers.drop_postgres,
+            "clickhouse": servers.drop_clickhouse,
+        }.get(self.kind)
         for name in self.names if drop else ():
             drop(name)
 
@@ -70,9 +74,13 @@ def store(backend):
 
 
 def make_song(rng, n=3000, sha=None, name="song", frames=2500):
-    return NewSong(name, sha or rng.bytes(20).hex(), 60.0,
-                   rng.integers(0, 2**23, n).astype(np.uint32),
-                   np.sort(rng.integers(0, frames, n)).astype(np.int32))
+    return NewSong(
+        name,
+        sha or rng.bytes(20).hex(),
+        60.0,
+        rng.integers(0, 2**23, n).astype(np.uint32),
+        np.sort(rng.integers(0, frames, n)).astype(np.int32),
+    )
 
 
 def test_lookup_finds_the_song_and_its_offset(store, rng):
@@ -97,7 +105,7 @@ def test_only_the_top_k_songs_come_back(store, rng):
     songs = [make_song(rng) for _ in range(6)]
     ids = [store.add_song(s) for s in songs]
     # The query shares 50, 40, 30, ... hashes with songs 0, 1, 2, ...
-    parts = [(s.hashes[:50 - 10 * i], s.offsets[:50 - 10 * i]) for i, s in enumerate(songs[:5])]
+    parts = [(s.hashes[: 50 - 10 * i], s.offsets[: 50 - 10 * i]) for i, s in enumerate(songs[:5])]
     hashes = np.concatenate([p[0] for p in parts])
     offsets = np.concatenate([p[1] for p in parts])
     hist = store.best_alignments(hashes, offsets, top_k=3)
@@ -107,20 +115,25 @@ def test_only_the_top_k_songs_come_back(store, rng):
 def test_same_histograms_as_sqlite(backend, rng, tmp_path):
     """Every backend computes exactly the histogram the embedded default computes."""
     from tunescout.storage.sqlite import SQLiteStore
+
     reference = SQLiteStore(tmp_path / "reference.sqlite")
     reference.ensure_schema("digest-1")
     store = backend.store()
-    songs = [make_song(rng, n=4000, frames=400) for _ in range(4)]   # dense: many shared hashes
+    songs = [make_song(rng, n=4000, frames=400) for _ in range(4)]  # dense: many shared hashes
     for s in songs:
         assert store.add_song(s) == reference.add_song(s)
     query_h = np.concatenate([songs[0].hashes[:300], rng.integers(0, 2**23, 500).astype(np.uint32)])
     query_o = np.concatenate([songs[0].offsets[:300] - 7, rng.integers(0, 400, 500).astype(np.int32)])
     query_o = np.maximum(query_o, 0)
-    got = {h.song_id: dict(zip(h.deltas.tolist(), h.counts.tolist()))
-           for h in store.best_alignments(query_h, query_o, top_k=10)}
-    want = {h.song_id: dict(zip(h.deltas.tolist(), h.counts.tolist()))
-            for h in reference.best_alignments(query_h, query_o, top_k=10)}
-    assert got == want and len(got) == 4   # song 0, and chance matches on each of the others
+    got = {
+        h.song_id: dict(zip(h.deltas.tolist(), h.counts.tolist()))
+        for h in store.best_alignments(query_h, query_o, top_k=10)
+    }
+    want = {
+        h.song_id: dict(zip(h.deltas.tolist(), h.counts.tolist()))
+        for h in reference.best_alignments(query_h, query_o, top_k=10)
+    }
+    assert got == want and len(got) == 4  # song 0, and chance matches on each of the others
     store.close()
     reference.close()
 
@@ -159,7 +172,7 @@ def test_other_params_or_layout_are_refused(backend):
         backend.store(name, digest="digest-2")
     with pytest.raises(IndexMismatchError):
         backend.store(name, slot=IdSlot(0, 2))
-    backend.store(name).close()   # the original layout still opens
+    backend.store(name).close()  # the original layout still opens
 
 
 def test_list_delete_and_stats(store, rng):
@@ -234,22 +247,23 @@ def test_generation_grows_with_every_change_and_ids_are_never_reused(store, rng)
     assert g3 > g2
     assert store.delete_song(last) is False
     again = store.add_song(make_song(rng))
-    assert (first, last, again) == (1, 2, 3) and store.generation() > g3   # 2 is not handed out again
+    assert (first, last, again) == (1, 2, 3) and store.generation() > g3  # 2 is not handed out again
 
 
 def test_a_failure_inside_a_write_leaves_no_transaction_open(backend, store, rng):
     """A non-database exception half way through a write rolls back; the store keeps working."""
-    bad = NewSong("bad", rng.bytes(20).hex(), 60.0, np.array([1, 2], np.uint32),
-                  np.array([0, 2**70], dtype=object))   # an offset no column can hold
+    bad = NewSong(
+        "bad", rng.bytes(20).hex(), 60.0, np.array([1, 2], np.uint32), np.array([0, 2**70], dtype=object)
+    )  # an offset no column can hold
     with pytest.raises(OverflowError):
         store.add_songs([make_song(rng), bad])
     assert store.count_songs() == 0
-    if backend.kind == "sqlite":   # its driver cannot bind the id: the delete fails inside its transaction
+    if backend.kind == "sqlite":  # its driver cannot bind the id: the delete fails inside its transaction
         with pytest.raises(OverflowError):
             store.delete_song(2**70)
-    else:                          # the server takes the id and finds no such song
+    else:  # the server takes the id and finds no such song
         assert store.delete_song(2**70) is False
-    song_id = store.add_song(make_song(rng))   # the next write is not stuck behind an open one
+    song_id = store.add_song(make_song(rng))  # the next write is not stuck behind an open one
     assert store.count_songs() == 1 and store.delete_song(song_id) is True
 
 
@@ -257,10 +271,11 @@ def test_hash_counts_follow_adds_and_deletes(backend, rng):
     """Exact for common values (EXACT_COUNTS_FROM rows or more), under that bound for rare ones,
     through adds and deletes (ClickHouse's, once its background delete has run)."""
     from tunescout.storage.base import EXACT_COUNTS_FROM
+
     store = backend.store()
     common = np.arange(100, 120, dtype=np.uint32)
     songs = []
-    for k in range(6):   # each song holds every common value twice (at two offsets) and rare ones
+    for k in range(6):  # each song holds every common value twice (at two offsets) and rare ones
         rare = rng.integers(2**20, 2**23, 300).astype(np.uint32)
         hashes = np.concatenate([common, common, rare])
         offsets = np.concatenate([np.arange(20), np.arange(20) + 500, np.arange(300) + 30]).astype(np.int32)
@@ -268,8 +283,9 @@ def test_hash_counts_follow_adds_and_deletes(backend, rng):
     ids = [store.add_song(s) for s in songs]
 
     def naive(values):
-        return np.array([sum(int((s.hashes == v).sum()) for s, i in zip(songs, ids) if i in alive)
-                         for v in values.tolist()])
+        return np.array(
+            [sum(int((s.hashes == v).sum()) for s, i in zip(songs, ids) if i in alive) for v in values.tolist()]
+        )
 
     alive = set(ids)
     probe = np.concatenate([common, songs[0].hashes[40:60], np.array([2**23 + 5], np.uint32)])
@@ -282,12 +298,13 @@ def test_hash_counts_follow_adds_and_deletes(backend, rng):
         common, counts = store.common_hash_counts(EXACT_COUNTS_FROM)
         assert (np.diff(common) > 0).all()
         assert dict(zip(common.tolist(), counts.tolist())) == {
-            v: n for v, n in stored.items() if n >= EXACT_COUNTS_FROM}
+            v: n for v, n in stored.items() if n >= EXACT_COUNTS_FROM
+        }
         exact = want >= EXACT_COUNTS_FROM
         assert exact.sum() == (common.size if len(alive) * 2 >= EXACT_COUNTS_FROM else 0)
         assert (got[exact] == want[exact]).all()
         assert (got[~exact] < EXACT_COUNTS_FROM).all()
-        if step < 2:   # 12 rows per common value, then 8, then 4
+        if step < 2:  # 12 rows per common value, then 8, then 4
             assert store.delete_song(ids[step * 2]) and store.delete_song(ids[step * 2 + 1])
             alive -= {ids[step * 2], ids[step * 2 + 1]}
     store.close()
@@ -305,8 +322,11 @@ def test_compact_keeps_every_answer(backend, rng):
 
     def answers():
         hists = store.best_alignments(probe, probe_offsets, top_k=5)
-        return ([(h.song_id, sorted(zip(h.deltas.tolist(), h.counts.tolist()))) for h in hists],
-                store.hash_counts(np.unique(probe)).tolist(), [s.song_id for s in store.list_songs(0, 10)])
+        return (
+            [(h.song_id, sorted(zip(h.deltas.tolist(), h.counts.tolist()))) for h in hists],
+            store.hash_counts(np.unique(probe)).tolist(),
+            [s.song_id for s in store.list_songs(0, 10)],
+        )
 
     before = answers()
     store.compact()

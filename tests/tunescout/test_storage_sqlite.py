@@ -1,4 +1,5 @@
 """SQLiteStore: atomic ingest, duplicates, parameter digests, alignment in SQL."""
+
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,9 @@ from tunescout.storage.sqlite import SQLiteStore
 
 
 def song(rng, n=2000, sha="a" * 40):
-    return NewSong("s", sha, 60.0, rng.integers(0, 2**23, n).astype(np.uint32),
-                   np.sort(rng.integers(0, 2500, n)).astype(np.int32))
+    return NewSong(
+        "s", sha, 60.0, rng.integers(0, 2**23, n).astype(np.uint32), np.sort(rng.integers(0, 2500, n)).astype(np.int32)
+    )
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def test_a_killed_ingest_leaves_nothing_visible(store, tmp_path):
             conn.set_trace_callback(stop_at_commit)
             return conn
         sqlite3.connect = traced
-        s = SQLiteStore({str(tmp_path / 'f.sqlite')!r}); s.ensure_schema("digest-1")
+        s = SQLiteStore({str(tmp_path / "f.sqlite")!r}); s.ensure_schema("digest-1")
         n = 20_000
         rng = np.random.default_rng(0)
         s.add_song(NewSong("big", "b" * 40, 999.0, rng.integers(0, 2**23, n).astype(np.uint32),
@@ -81,7 +83,7 @@ def test_a_killed_ingest_leaves_nothing_visible(store, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "committing"
-        assert store.count_songs() == 0          # written but not committed: invisible to readers
+        assert store.count_songs() == 0  # written but not committed: invisible to readers
     finally:
         proc.kill()
         proc.wait()
@@ -94,11 +96,17 @@ def test_a_killed_ingest_leaves_nothing_visible(store, tmp_path):
 
 def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
     from collections import defaultdict
+
     from dejavu import histograms_of_postings
-    q_hashes = rng.integers(0, 30, 200).astype(np.uint32)       # few values: repeated hashes
+
+    q_hashes = rng.integers(0, 30, 200).astype(np.uint32)  # few values: repeated hashes
     q_offsets = rng.integers(0, 50, 200).astype(np.int32)
-    postings = [(int(h), int(s), int(o)) for h, s, o in
-                zip(rng.integers(0, 30, 2000), rng.integers(1, 2**40, 2000) % 7 + 2**40, rng.integers(0, 500, 2000))]
+    postings = [
+        (int(h), int(s), int(o))
+        for h, s, o in zip(
+            rng.integers(0, 30, 2000), rng.integers(1, 2**40, 2000) % 7 + 2**40, rng.integers(0, 500, 2000)
+        )
+    ]
     want = defaultdict(set)
     for qh, qo in zip(q_hashes.tolist(), q_offsets.tolist()):
         for h, s, o in postings:
@@ -115,6 +123,7 @@ def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
 def index_without_counts(tmp_path, rng):
     """An index as the previous release left it: no hash_counts; value 77 has 30 rows."""
     import sqlite3
+
     path = tmp_path / "old.sqlite"
     store = SQLiteStore(path)
     store.ensure_schema("digest-1")
@@ -141,8 +150,9 @@ def test_an_index_made_before_hash_counts_gets_them_on_open(tmp_path, rng):
 def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, rng, monkeypatch):
     import contextlib
     import threading
+
     path = index_without_counts(tmp_path, rng)
-    stores = [SQLiteStore(path) for _ in range(4)]   # as gunicorn workers starting at once
+    stores = [SQLiteStore(path) for _ in range(4)]  # as gunicorn workers starting at once
     errors = []
     # All four have created the tables (no counts yet) before any of them starts filling.
     barrier, transaction = threading.Barrier(4, timeout=10), SQLiteStore.transaction
@@ -152,13 +162,15 @@ def test_processes_opening_an_old_index_together_fill_the_counts_once(tmp_path, 
         barrier.wait()
         with transaction(self, message) as cur:
             yield cur
+
     monkeypatch.setattr(SQLiteStore, "transaction", after_all_opened)
 
     def open_it(s):
         try:
             s.ensure_schema("digest-1")
-        except Exception as exc:   # noqa: BLE001 - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
+
     threads = [threading.Thread(target=open_it, args=(s,)) for s in stores]
     for t in threads:
         t.start()

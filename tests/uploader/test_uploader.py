@@ -1,5 +1,6 @@
 """tunescout_uploader end to end against a live server: real tracks, a kill half way, resume,
 local fingerprints, retries under rate limits, errors that are not retried."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ def folder(tmp_path, corpus):
 
 @pytest.fixture
 def server(tmp_path):
-    live = servers.LiveServer(tmp_path / "server", {"fingerprinting": {"token": TOKEN},
-                                                    "rate_limit": {"fingerprinting": "50 per second"}})
+    live = servers.LiveServer(
+        tmp_path / "server", {"fingerprinting": {"token": TOKEN}, "rate_limit": {"fingerprinting": "50 per second"}}
+    )
     yield live
     live.stop()
 
@@ -81,7 +83,7 @@ def test_upload_kill_half_way_and_resume(server, folder, tmp_path):
     assert code == 0, output
     assert f"({recorded} known from the manifest)" in output and "failed 0" in output
     songs = catalogue(server.url)
-    assert len(songs) == 8   # every track exactly once
+    assert len(songs) == 8  # every track exactly once
     assert len({s["blob_sha1"] for s in songs}) == 8
 
     # A third run uploads nothing; without the manifest the server answers 409, counted as done.
@@ -93,20 +95,26 @@ def test_upload_kill_half_way_and_resume(server, folder, tmp_path):
 
 @pytest.mark.corpus
 def test_fingerprint_locally_sends_only_hashes(server, folder, tmp_path, queries):
-    code, output = finish(run_uploader("--url", server.url, "--fingerprint-locally", str(folder),
-                                       manifest=tmp_path / "m.jsonl"))
+    code, output = finish(
+        run_uploader("--url", server.url, "--fingerprint-locally", str(folder), manifest=tmp_path / "m.jsonl")
+    )
     assert code == 0, output
     songs = catalogue(server.url)
     assert len(songs) == 8
     # The same audio sent as a file is a duplicate: both sides decode to the same PCM digest.
     one = next(folder.rglob("*.ogg"))
-    resp = requests.post(server.url + "/api/fingerprint", headers={"Authorization": f"Bearer {TOKEN}"},
-                         files={"file": (one.name, one.read_bytes())}, timeout=60)
+    resp = requests.post(
+        server.url + "/api/fingerprint",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        files={"file": (one.name, one.read_bytes())},
+        timeout=60,
+    )
     assert resp.status_code == 409
     # And its clips are recognised.
     from uploader.local import decode
+
     samples, _ = decode(str(one), 11025)
-    clip = wav_bytes(samples[30 * 11025:35 * 11025])
+    clip = wav_bytes(samples[30 * 11025 : 35 * 11025])
     best = requests.post(server.url + "/api/recognize", files={"file": ("c.wav", clip)}, timeout=30).json()
     assert best["results"][0]["song_name"] == one.stem
 
@@ -114,6 +122,7 @@ def test_fingerprint_locally_sends_only_hashes(server, folder, tmp_path, queries
 @pytest.mark.corpus
 def test_packed_fingerprint_is_orders_of_magnitude_smaller(folder):
     from uploader.local import fingerprint_file
+
     files = sorted(folder.rglob("*.ogg"))[:3]
     ratio = sum(f.stat().st_size for f in files) / sum(len(fingerprint_file(str(f))) for f in files)
     assert ratio > 20, ratio
@@ -123,31 +132,44 @@ def test_packed_fingerprint_is_orders_of_magnitude_smaller(folder):
 def test_a_digest_the_server_does_not_serve_is_a_clear_400(server, folder):
     import dejavu
     from uploader.local import fingerprint_file
+
     packed = bytearray(fingerprint_file(str(next(folder.rglob("*.ogg")))))
     packed[5:21] = b"0123456789abcdef"
-    resp = requests.post(server.url + "/api/fingerprint", headers={"Authorization": f"Bearer {TOKEN}"},
-                         files={"fingerprint": ("x.tsfp", bytes(packed))}, timeout=30)
+    resp = requests.post(
+        server.url + "/api/fingerprint",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        files={"fingerprint": ("x.tsfp", bytes(packed))},
+        timeout=30,
+    )
     assert resp.status_code == 400
     assert resp.json()["message"].startswith("Fingerprint parameters 0123456789abcdef are not served here")
     assert resp.json()["params_digest"] == dejavu.DEFAULT_PARAMS.digest()
-    resp = requests.post(server.url + "/api/fingerprint", headers={"Authorization": f"Bearer {TOKEN}"},
-                         files={"fingerprint": ("x.tsfp", b"garbage")}, timeout=30)
+    resp = requests.post(
+        server.url + "/api/fingerprint",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        files={"fingerprint": ("x.tsfp", b"garbage")},
+        timeout=30,
+    )
     assert resp.status_code == 400 and resp.json()["message"].startswith("Invalid fingerprint")
 
 
 @pytest.mark.corpus
 def test_rate_limits_are_retried_until_done(tmp_path, folder):
-    live = servers.LiveServer(tmp_path / "limited", {"fingerprinting": {"token": TOKEN},
-                                                     "rate_limit": {"fingerprinting": "2 per second"}})
+    live = servers.LiveServer(
+        tmp_path / "limited", {"fingerprinting": {"token": TOKEN}, "rate_limit": {"fingerprinting": "2 per second"}}
+    )
     try:
-        code, output = finish(run_uploader("--url", live.url, "--workers", "3", "--retries", "20", str(folder),
-                                           manifest=tmp_path / "m.jsonl"))
+        code, output = finish(
+            run_uploader(
+                "--url", live.url, "--workers", "3", "--retries", "20", str(folder), manifest=tmp_path / "m.jsonl"
+            )
+        )
         assert code == 0, output
         assert len(catalogue(live.url)) == 8
         log = live.stop()
     finally:
         live.stop()
-    assert '"POST /api/fingerprint HTTP/1.1" 429' in log   # the limit did bite, and was waited out
+    assert '"POST /api/fingerprint HTTP/1.1" 429' in log  # the limit did bite, and was waited out
 
 
 @pytest.mark.corpus
@@ -164,8 +186,9 @@ def test_wrong_token_is_reported_not_retried_and_never_printed(server, folder, t
 
 @pytest.mark.corpus
 def test_dry_run_lists_and_uploads_nothing(server, folder, tmp_path):
-    code, output = finish(run_uploader("--url", server.url, "--dry-run", "--ext", "ogg", str(folder),
-                                       manifest=tmp_path / "m.jsonl"))
+    code, output = finish(
+        run_uploader("--url", server.url, "--dry-run", "--ext", "ogg", str(folder), manifest=tmp_path / "m.jsonl")
+    )
     assert code == 0 and "8 files to upload" in output and "notes.txt" not in output
     assert catalogue(server.url) == []
 
@@ -173,9 +196,11 @@ def test_dry_run_lists_and_uploads_nothing(server, folder, tmp_path):
 def test_the_uploader_imports_only_the_shared_parts_of_the_service():
     """The command takes the audio extensions from tunescout.contract (standard-library constants);
     local fingerprinting decodes with the server's decoder. No web framework comes with either."""
+
     def imported(module):
-        return subprocess.check_output([sys.executable, "-c", f"import sys, {module}; print(*sys.modules)"],
-                                       text=True).split()
+        return subprocess.check_output(
+            [sys.executable, "-c", f"import sys, {module}; print(*sys.modules)"], text=True
+        ).split()
 
     def of_the_service(mods):
         return {m for m in mods if m.split(".")[0] == "tunescout"}
@@ -188,12 +213,18 @@ def test_the_uploader_imports_only_the_shared_parts_of_the_service():
 
 def test_local_decode_errors_say_what_failed(tmp_path):
     from uploader.local import DecodeError, decode
+
     bad = tmp_path / "bad.mp3"
     bad.write_text("not audio")
     with pytest.raises(DecodeError, match="^ffmpeg cannot decode it$"):
         decode(str(bad), 11025)
     # Without ffmpeg on the PATH (a fresh interpreter: the decoder looks for it on import).
     code = f"from uploader.local import decode\ntry: decode({str(bad)!r}, 11025)\nexcept Exception as e: print(e)"
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PATH": str(tmp_path)}, check=True)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path)},
+        check=True,
+    )
     assert done.stdout == "ffmpeg is not installed\n"

@@ -3,6 +3,7 @@
 Config validation reads this registry for the known types and their default ports; the store
 classes are imported on first use, so that a SQLite deployment never needs a database driver.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,12 +27,16 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend("tunescout.storage.sqlite:SQLiteStore", "tunescout.storage.sqlite:SQLiteResultStore"),
-    "mysql": Backend("tunescout.storage.mysql:MySQLStore", "tunescout.storage.mysql:MySQLResultStore",
-                     3306, "mysql"),
-    "postgres": Backend("tunescout.storage.postgres:PostgresStore",
-                        "tunescout.storage.postgres:PostgresResultStore", 5432, "postgres"),
-    "clickhouse": Backend("tunescout.storage.clickhouse:ClickHouseStore",
-                          "tunescout.storage.clickhouse:ClickHouseResultStore", 9000, "clickhouse"),
+    "mysql": Backend("tunescout.storage.mysql:MySQLStore", "tunescout.storage.mysql:MySQLResultStore", 3306, "mysql"),
+    "postgres": Backend(
+        "tunescout.storage.postgres:PostgresStore", "tunescout.storage.postgres:PostgresResultStore", 5432, "postgres"
+    ),
+    "clickhouse": Backend(
+        "tunescout.storage.clickhouse:ClickHouseStore",
+        "tunescout.storage.clickhouse:ClickHouseResultStore",
+        9000,
+        "clickhouse",
+    ),
 }
 
 
@@ -42,9 +47,11 @@ def _load(database_type: str, target: str):
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         from ..errors import StorageError
+
         extra = BACKENDS[database_type].extra
-        raise StorageError(f"database_type {database_type!r} needs its driver ({exc.name}): "
-                           f"pip install 'tunescout[{extra}]'") from exc
+        raise StorageError(
+            f"database_type {database_type!r} needs its driver ({exc.name}): pip install 'tunescout[{extra}]'"
+        ) from exc
 
 
 def store_class(database_type: str):

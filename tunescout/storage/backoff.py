@@ -1,11 +1,12 @@
 """Backoff: skip a failing part (an instance, a result shard, Redis) for a while, then probe it again."""
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-MAX_BACKOFF_S = 5.0   # a part that comes back is used again within seconds
+MAX_BACKOFF_S = 5.0  # a part that comes back is used again within seconds
 
 
 class Backoff:

@@ -1,9 +1,11 @@
 """FingerprintStore and ResultStore protocols, and the records they exchange."""
+
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Callable, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -11,7 +13,7 @@ from dejavu import Histogram
 
 from ..errors import IndexMismatchError
 
-EXACT_COUNTS_FROM = 8   # hash_counts is exact for values with this many rows or more
+EXACT_COUNTS_FROM = 8  # hash_counts is exact for values with this many rows or more
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +21,8 @@ class NewSong:
     song_name: str
     blob_sha1: str
     duration_seconds: float
-    hashes: np.ndarray        # uint32 [n]
-    offsets: np.ndarray       # int32 [n], frames
+    hashes: np.ndarray  # uint32 [n]
+    offsets: np.ndarray  # int32 [n], frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +74,7 @@ class FingerprintStore(Protocol):
     """One instance of fingerprints and their songs: a backend, or a layer over one (CachedStore,
     CountsSnapshot) that implements every method, passing on what it does not change."""
 
-    name: str   # where the instance lives, for messages ("mysql 10.0.0.13:3306/tunescout")
+    name: str  # where the instance lives, for messages ("mysql 10.0.0.13:3306/tunescout")
 
     def ensure_schema(self, params_digest: str) -> None:
         """Create tables on first use; raise IndexMismatchError for other params."""

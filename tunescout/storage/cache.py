@@ -9,6 +9,7 @@ old generations simply age out (run Redis with ``maxmemory`` and ``allkeys-lru``
 When Redis is down or slow, lookups go straight to the database and Redis is probed again after a
 back-off.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,22 +27,27 @@ from .backoff import Backoff
 from .base import FingerprintStore, Histogram, StoreLayer
 
 log = logging.getLogger(__name__)
-MAX_ENTRY_BYTES = 256 * 1024   # larger answers are not worth the memory
+MAX_ENTRY_BYTES = 256 * 1024  # larger answers are not worth the memory
 
 
 def redis_client(config: RedisConfig, db: int) -> redis.Redis:
     """A client of one Redis database with short timeouts (the cache must never slow a query)."""
-    return redis.Redis(host=config.host, port=config.port, db=db, username=config.user or None,
-                       password=config.password or None,
-                       socket_timeout=config.timeout_s, socket_connect_timeout=config.timeout_s,
-                       retry=Retry(NoBackoff(), 0))   # no retries: a miss is cheaper than waiting
+    return redis.Redis(
+        host=config.host,
+        port=config.port,
+        db=db,
+        username=config.user or None,
+        password=config.password or None,
+        socket_timeout=config.timeout_s,
+        socket_connect_timeout=config.timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )  # no retries: a miss is cheaper than waiting
 
 
 def encode(histograms: list[Histogram]) -> bytes:
     """Histograms as one zlib-compressed int64 array: per song [song_id, n, deltas..., counts...]
     (deltas as differences from the previous one, which compress well)."""
-    parts = [np.concatenate(([h.song_id, h.deltas.size], np.diff(h.deltas, prepend=0), h.counts))
-             for h in histograms]
+    parts = [np.concatenate(([h.song_id, h.deltas.size], np.diff(h.deltas, prepend=0), h.counts)) for h in histograms]
     return zlib.compress(np.concatenate(parts).astype("<i8").tobytes(), 1) if parts else b""
 
 
@@ -50,7 +56,7 @@ def decode(payload: bytes) -> list[Histogram]:
     out, i = [], 0
     while i < values.size:
         song_id, n = int(values[i]), int(values[i + 1])
-        out.append(Histogram(song_id, np.cumsum(values[i + 2:i + 2 + n]), values[i + 2 + n:i + 2 + 2 * n].copy()))
+        out.append(Histogram(song_id, np.cumsum(values[i + 2 : i + 2 + n]), values[i + 2 + n : i + 2 + 2 * n].copy()))
         i += 2 + 2 * n
     return out
 
@@ -66,8 +72,7 @@ class CachedStore(StoreLayer):
     """A FingerprintStore whose hash_counts and best_alignments answers are cached in Redis; every
     other method passes to the store below, and services() adds Redis."""
 
-    def __init__(self, store: FingerprintStore, client: redis.Redis, prefix: str, ttl_s: int,
-                 clock=time.monotonic):
+    def __init__(self, store: FingerprintStore, client: redis.Redis, prefix: str, ttl_s: int, clock=time.monotonic):
         super().__init__(store)
         self.client = client
         self.ttl_s = ttl_s
@@ -78,14 +83,21 @@ class CachedStore(StoreLayer):
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
         digest = hashlib.sha1(np.ascontiguousarray(values, "<u4").tobytes()).hexdigest()
-        return self._cached(f"{self.store.generation()}:counts:{digest}", lambda: self.store.hash_counts(values),
-                            lambda counts: zlib.compress(np.asarray(counts, "<i8").tobytes(), 1),
-                            lambda payload: np.frombuffer(zlib.decompress(payload), "<i8").astype(np.int64),
-                            tally=False)
+        return self._cached(
+            f"{self.store.generation()}:counts:{digest}",
+            lambda: self.store.hash_counts(values),
+            lambda counts: zlib.compress(np.asarray(counts, "<i8").tobytes(), 1),
+            lambda payload: np.frombuffer(zlib.decompress(payload), "<i8").astype(np.int64),
+            tally=False,
+        )
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
-        return self._cached(f"{self.store.generation()}:{query_digest(hashes, offsets, top_k)}",
-                            lambda: self.store.best_alignments(hashes, offsets, top_k), encode, decode)
+        return self._cached(
+            f"{self.store.generation()}:{query_digest(hashes, offsets, top_k)}",
+            lambda: self.store.best_alignments(hashes, offsets, top_k),
+            encode,
+            decode,
+        )
 
     def _cached(self, key: str, compute, dump, load, tally: bool = True):
         """load(Redis's value of key) if there is one, else compute() (stored for next time);

@@ -1,4 +1,5 @@
 """ClickHouseStore and ClickHouseResultStore: one ClickHouse database per instance (native protocol)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,7 @@ from clickhouse_driver import errors as ch_errors
 
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta,
-                   counts_of_rows)
+from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta, counts_of_rows
 
 # Fingerprints sorted by hash. Song ids and offsets are split into a high part, which repeats
 # along the sorted rows (LZ4 all but removes it), and a low UInt16: 4.6 bytes a row on disk
@@ -23,9 +23,11 @@ from .base import (Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_o
 # of small random integers padded to 4 or 8 bytes. Granules of 1,024 rows were as fast as 256
 # (the server profile's 1-4 kB compression blocks keep a granule cheap to decompress) and keep
 # the marks small. Measured on the 1,000-song benchmark index, docs/SCALE.md.
-_FINGERPRINTS = ("CREATE TABLE IF NOT EXISTS {table} (hash UInt32, song_hi UInt64, song_lo UInt16,"
-                 " offset_hi UInt16, offset_lo UInt16) ENGINE = MergeTree"
-                 " ORDER BY (hash, song_hi, song_lo, offset_hi, offset_lo) SETTINGS index_granularity = 1024")
+_FINGERPRINTS = (
+    "CREATE TABLE IF NOT EXISTS {table} (hash UInt32, song_hi UInt64, song_lo UInt16,"
+    " offset_hi UInt16, offset_lo UInt16) ENGINE = MergeTree"
+    " ORDER BY (hash, song_hi, song_lo, offset_hi, offset_lo) SETTINGS index_granularity = 1024"
+)
 _SPLIT = 65536
 _SONG_ID = f"song_hi * {_SPLIT} + song_lo"
 _OFFSET = f"toInt64(offset_hi) * {_SPLIT} + offset_lo"
@@ -44,14 +46,14 @@ _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, 
 # A song's hashes are written before its songs row, so the songs filter hides a song until it
 # is complete (and forever, if its ingest died half way). The filter runs on the grouped songs,
 # not on the joined rows (77 -> 56 ms p50 at 1,000 songs).
-_ALIGN = """
+_ALIGN = f"""
 SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
-    SELECT {song_id} AS song_id, {offset} - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
+    SELECT {_SONG_ID} AS song_id, {_OFFSET} - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
     FROM fingerprints ALL INNER JOIN q USING (hash)
     PREWHERE hash IN (SELECT hash FROM q)
     GROUP BY song_id, delta)
 GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
-""".format(song_id=_SONG_ID, offset=_OFFSET)
+"""
 # Rows per hash value, counted in fingerprints itself: reading the hash column of the granules
 # the lookup reads anyway cost no more than the separate counts table of the previous layout
 # (5.5 vs 5.8 ms on one part), which took 2 kB per minute of audio. Rows of a song being deleted
@@ -62,22 +64,27 @@ _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
 
 
-_MAINTENANCE_TIMEOUT_S = 24 * 3600   # compact merges every part of a table: minutes on a large instance
+_MAINTENANCE_TIMEOUT_S = 24 * 3600  # compact merges every part of a table: minutes on a large instance
 
 
 def _connect(db: DatabaseConfig, query_timeout_s: float | None = None, database: str | None = None) -> Client:
     """A client (it connects on first use): connect_timeout_s to connect, query_timeout_s (the
     database's, unless given) for each statement."""
-    return Client(host=db.host, port=db.port, user=db.user or "default", password=db.password,
-                  database=db.database if database is None else database, connect_timeout=db.connect_timeout_s,
-                  send_receive_timeout=query_timeout_s or db.query_timeout_s,
-                  sync_request_timeout=db.connect_timeout_s)
+    return Client(
+        host=db.host,
+        port=db.port,
+        user=db.user or "default",
+        password=db.password,
+        database=db.database if database is None else database,
+        connect_timeout=db.connect_timeout_s,
+        send_receive_timeout=query_timeout_s or db.query_timeout_s,
+        sync_request_timeout=db.connect_timeout_s,
+    )
 
 
 def _song(row) -> Song:
     song_id, name, sha1, total, duration, created = row
-    return Song(int(song_id), name, sha1, int(total), float(duration),
-                created.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return Song(int(song_id), name, sha1, int(total), float(duration), created.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 class _ClickHouseBase:
@@ -130,8 +137,11 @@ class ClickHouseStore(_ClickHouseBase):
         self._create(_SCHEMA)
         wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
         with self._writer():
-            stored = dict(self._run("SELECT name, any(value) FROM meta WHERE name IN %(names)s GROUP BY name",
-                                    {"names": tuple(wanted)}))
+            stored = dict(
+                self._run(
+                    "SELECT name, any(value) FROM meta WHERE name IN %(names)s GROUP BY name", {"names": tuple(wanted)}
+                )
+            )
             missing = [(k, v) for k, v in wanted.items() if k not in stored]
             if missing:
                 self._run("INSERT INTO meta (name, value) VALUES", missing)
@@ -142,13 +152,18 @@ class ClickHouseStore(_ClickHouseBase):
         """Rewrite an index of the previous layout (whole song_id and offset columns, and a
         hash_counts table) into the current one. Called with the writer lock held; an upgrade
         that died half way starts again from the old table, which is dropped last."""
-        old = self._run("SELECT count() FROM system.columns WHERE database = %(db)s"
-                        " AND table = 'fingerprints' AND name = 'song_id'", {"db": self.db.database})[0][0]
+        old = self._run(
+            "SELECT count() FROM system.columns WHERE database = %(db)s"
+            " AND table = 'fingerprints' AND name = 'song_id'",
+            {"db": self.db.database},
+        )[0][0]
         if old:
             self._run("DROP TABLE IF EXISTS fingerprints_new")
             self._run(_FINGERPRINTS.format(table="fingerprints_new"))
-            self._run(f"INSERT INTO fingerprints_new SELECT hash, intDiv(song_id, {_SPLIT}),"
-                      f" song_id % {_SPLIT}, intDiv(offset, {_SPLIT}), offset % {_SPLIT} FROM fingerprints")
+            self._run(
+                f"INSERT INTO fingerprints_new SELECT hash, intDiv(song_id, {_SPLIT}),"
+                f" song_id % {_SPLIT}, intDiv(offset, {_SPLIT}), offset % {_SPLIT} FROM fingerprints"
+            )
             self._run("RENAME TABLE fingerprints TO fingerprints_old, fingerprints_new TO fingerprints")
         self._run("DROP TABLE IF EXISTS fingerprints_old")
         self._run("DROP TABLE IF EXISTS hash_counts")
@@ -174,8 +189,9 @@ class ClickHouseStore(_ClickHouseBase):
         """One columnar insert of every song's hashes, then their songs rows (visible at once): a
         bulk load (bench/shards.py) makes one part, where a song at a time makes one each."""
         with self._writer():
-            known = self._run("SELECT blob_sha1 FROM songs WHERE blob_sha1 IN %(sha1s)s",
-                              {"sha1s": tuple(s.blob_sha1 for s in songs)})
+            known = self._run(
+                "SELECT blob_sha1 FROM songs WHERE blob_sha1 IN %(sha1s)s", {"sha1s": tuple(s.blob_sha1 for s in songs)}
+            )
             if known:
                 raise DuplicateSongError(blob_sha1=known[0][0])
             # Ids past every id ever handed out: the last one is recorded in meta before any hash
@@ -192,18 +208,26 @@ class ClickHouseStore(_ClickHouseBase):
             song_ids = np.repeat(np.array(ids, np.int64), [s.hashes.size for s in songs])
             order = np.argsort(hashes, kind="stable")
             hashes, offsets, song_ids = hashes[order], offsets[order], song_ids[order]
-            self._run("INSERT INTO fingerprints (hash, song_hi, song_lo, offset_hi, offset_lo) VALUES",
-                      [hashes.tolist(), (song_ids // _SPLIT).tolist(), (song_ids % _SPLIT).tolist(),
-                       (offsets // _SPLIT).tolist(), (offsets % _SPLIT).tolist()], columnar=True)
-            self._run("INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds)"
-                      " VALUES", [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds)
-                                  for i, s in zip(ids, songs)])
+            self._run(
+                "INSERT INTO fingerprints (hash, song_hi, song_lo, offset_hi, offset_lo) VALUES",
+                [
+                    hashes.tolist(),
+                    (song_ids // _SPLIT).tolist(),
+                    (song_ids % _SPLIT).tolist(),
+                    (offsets // _SPLIT).tolist(),
+                    (offsets % _SPLIT).tolist(),
+                ],
+                columnar=True,
+            )
+            self._run(
+                "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds) VALUES",
+                [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds) for i, s in zip(ids, songs)],
+            )
             self._bump()
         return ids
 
     def find_sha1(self, blob_sha1: str) -> Song | None:
-        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %(sha1)s LIMIT 1",
-                         {"sha1": blob_sha1})
+        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE blob_sha1 = %(sha1)s LIMIT 1", {"sha1": blob_sha1})
         return _song(rows[0]) if rows else None
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray:
@@ -214,31 +238,43 @@ class ClickHouseStore(_ClickHouseBase):
         return counts_of_rows(values, self._run(_COUNTS, external_tables=[query]))
 
     def common_hash_counts(self, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        return arrays_of_counts(self._run("SELECT hash, count() AS n FROM fingerprints GROUP BY hash"
-                                          " HAVING n >= %(min)s ORDER BY hash", {"min": int(min_rows)}))
+        return arrays_of_counts(
+            self._run(
+                "SELECT hash, count() AS n FROM fingerprints GROUP BY hash HAVING n >= %(min)s ORDER BY hash",
+                {"min": int(min_rows)},
+            )
+        )
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         if hashes.size == 0:
             return []
-        query = {"name": "q", "structure": _QUERY_STRUCTURE,
-                 "data": [{"hash": h, "q_offset": o} for h, o in zip(hashes.tolist(), offsets.tolist())]}
+        query = {
+            "name": "q",
+            "structure": _QUERY_STRUCTURE,
+            "data": [{"hash": h, "q_offset": o} for h, o in zip(hashes.tolist(), offsets.tolist())],
+        }
         rows = self._run(_ALIGN, {"top_k": int(top_k)}, external_tables=[query])
-        return [Histogram(int(song_id), np.asarray(deltas, np.int64), np.asarray(counts, np.int64))
-                for song_id, deltas, counts, _ in rows]
+        return [
+            Histogram(int(song_id), np.asarray(deltas, np.int64), np.asarray(counts, np.int64))
+            for song_id, deltas, counts, _ in rows
+        ]
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
             return {}
-        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id IN %(ids)s",
-                         {"ids": tuple(int(i) for i in song_ids)})
+        rows = self._run(
+            f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id IN %(ids)s", {"ids": tuple(int(i) for i in song_ids)}
+        )
         return {song.song_id: song for song in map(_song, rows)}
 
     def count_songs(self) -> int:
         return int(self._run("SELECT count() FROM songs")[0][0])
 
     def list_songs(self, after_id: int, limit: int) -> list[Song]:
-        rows = self._run(f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id > %(after)s"
-                         " ORDER BY song_id LIMIT %(limit)s", {"after": int(after_id), "limit": int(limit)})
+        rows = self._run(
+            f"SELECT {_SONG_COLUMNS} FROM songs WHERE song_id > %(after)s ORDER BY song_id LIMIT %(limit)s",
+            {"after": int(after_id), "limit": int(limit)},
+        )
         return [_song(row) for row in rows]
 
     def delete_song(self, song_id: int) -> bool:
@@ -248,25 +284,29 @@ class ClickHouseStore(_ClickHouseBase):
                 return False
             self._mutate("songs", song_id)
             self._bump()
-            self._run("ALTER TABLE fingerprints DELETE WHERE song_hi = %(hi)s AND song_lo = %(lo)s",
-                      {"hi": int(song_id) // _SPLIT, "lo": int(song_id) % _SPLIT})
+            self._run(
+                "ALTER TABLE fingerprints DELETE WHERE song_hi = %(hi)s AND song_lo = %(lo)s",
+                {"hi": int(song_id) // _SPLIT, "lo": int(song_id) % _SPLIT},
+            )
         return True
 
     def _mutate(self, table: str, song_id: int) -> None:
         """ALTER ... DELETE and wait until the mutation is applied (18.16 has no mutations_sync)."""
         self._run(f"ALTER TABLE {table} DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
         deadline = time.monotonic() + _MUTATION_WAIT_S
-        while self._run("SELECT count() FROM system.mutations WHERE database = %(db)s"
-                        " AND table = %(table)s AND is_done = 0",
-                        {"db": self.db.database, "table": table})[0][0]:
+        while self._run(
+            "SELECT count() FROM system.mutations WHERE database = %(db)s AND table = %(table)s AND is_done = 0",
+            {"db": self.db.database, "table": table},
+        )[0][0]:
             if time.monotonic() > deadline:
                 raise StorageError(f"{self.name}: delete did not finish in time")
             time.sleep(0.02)
 
     def stats(self) -> dict:
         songs, hashes = self._run("SELECT count(), sum(total_hashes) FROM songs")[0]
-        size = self._run("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = %(db)s",
-                         {"db": self.db.database})[0][0]
+        size = self._run(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = %(db)s", {"db": self.db.database}
+        )[0][0]
         return {"songs": int(songs), "hashes": int(hashes or 0), "index_bytes": int(size or 0)}
 
     def compact(self) -> None:
@@ -286,8 +326,7 @@ class ClickHouseStore(_ClickHouseBase):
         return self._meta_max("generation")
 
     def _meta_max(self, name: str) -> int:
-        return int(self._run("SELECT max(toUInt64OrZero(value)) FROM meta WHERE name = %(name)s",
-                             {"name": name})[0][0])
+        return int(self._run("SELECT max(toUInt64OrZero(value)) FROM meta WHERE name = %(name)s", {"name": name})[0][0])
 
     def _bump(self) -> None:
         """After the change is visible (no transactions: a reader that sees the new generation
@@ -304,8 +343,10 @@ class ClickHouseStore(_ClickHouseBase):
 class ClickHouseResultStore(_ClickHouseBase):
     """Recognition results in one ClickHouse database."""
 
-    _TABLE = ("CREATE TABLE IF NOT EXISTS results (token String, body String, created DateTime DEFAULT now())"
-              " ENGINE = MergeTree ORDER BY token SETTINGS index_granularity = 256",)
+    _TABLE = (
+        "CREATE TABLE IF NOT EXISTS results (token String, body String, created DateTime DEFAULT now())"
+        " ENGINE = MergeTree ORDER BY token SETTINGS index_granularity = 256",
+    )
 
     def __init__(self, db: DatabaseConfig):
         super().__init__(db)

@@ -1,11 +1,12 @@
 """ShardedStore: N fingerprint instances queried in parallel, with back-off for failing ones."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Lookup:
     histograms: list[Histogram]
-    unanswered: int           # instances that were down, slow or failing
+    unanswered: int  # instances that were down, slow or failing
 
 
 class ShardedStore:
@@ -32,17 +33,20 @@ class ShardedStore:
     the one instance concerned and wait for it.
     """
 
-    def __init__(self, stores: list[FingerprintStore], timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_failure: Callable[[int, str], None] = lambda index, kind: None):
+    def __init__(
+        self,
+        stores: list[FingerprintStore],
+        timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[int, str], None] = lambda index, kind: None,
+    ):
         self.stores = stores
-        self.on_failure = on_failure   # (instance index, "error" | "timeout")
+        self.on_failure = on_failure  # (instance index, "error" | "timeout")
         self.timeout_s = timeout_s
         self.health = Backoff(len(stores), clock)
         self._digest: str | None = None
-        self._ready = [False] * len(stores)   # schema created and parameters checked
-        self._pool = cf.ThreadPoolExecutor(max_workers=max(2, 2 * len(stores)),
-                                           thread_name_prefix="shard")
+        self._ready = [False] * len(stores)  # schema created and parameters checked
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(2, 2 * len(stores)), thread_name_prefix="shard")
 
     def ensure_schema(self, params_digest: str) -> None:
         """Prepare every reachable instance; an unreachable one is marked down and prepared
@@ -165,10 +169,12 @@ class ShardedStore:
 
     def check_all(self) -> list[float | None]:
         """Probe every instance (down ones too): its round-trip in ms, or None if it does not answer."""
+
         def probe(i: int) -> float:
             start = time.perf_counter()
             self.prepared(i).check()
             return (time.perf_counter() - start) * 1000
+
         futures = [self._pool.submit(probe, i) for i in range(len(self.stores))]
         done, _ = cf.wait(futures, timeout=self.timeout_s)
         latencies = [f.result() if f in done and f.exception() is None else None for f in futures]
@@ -192,8 +198,11 @@ class ShardedStore:
     def _fan_out_each(self, calls: dict[int, Callable[[FingerprintStore], object]]) -> list:
         """calls[i](store i) on each usable instance i in parallel; None where it failed, timed out
         or was not asked."""
-        futures = {i: self._pool.submit(lambda i=i, call=call: call(self.prepared(i)))
-                   for i, call in calls.items() if self.health.usable(i)}
+        futures = {
+            i: self._pool.submit(lambda i=i, call=call: call(self.prepared(i)))
+            for i, call in calls.items()
+            if self.health.usable(i)
+        }
         done, _ = cf.wait(futures.values(), timeout=self.timeout_s)
         results: list = [None] * len(self.stores)
         for i, future in futures.items():

@@ -1,10 +1,11 @@
 """CountsSnapshot: an instance's common hash counts, held in memory and brought up to date in the background."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,13 +31,18 @@ class CountsSnapshot(StoreLayer):
     made. Until the first copy is loaded, the instance is asked.
     """
 
-    def __init__(self, store: FingerprintStore, refresh_s: float, clock=time.monotonic,
-                 on_load: Callable[[int], None] = lambda values: None):
+    def __init__(
+        self,
+        store: FingerprintStore,
+        refresh_s: float,
+        clock=time.monotonic,
+        on_load: Callable[[int], None] = lambda values: None,
+    ):
         super().__init__(store)
         self.refresh_s = refresh_s
-        self.on_load = on_load   # called with the number of values after each load
+        self.on_load = on_load  # called with the number of values after each load
         self._clock = clock
-        self._copy: tuple[int, np.ndarray, np.ndarray] | None = None   # generation, values, counts
+        self._copy: tuple[int, np.ndarray, np.ndarray] | None = None  # generation, values, counts
         self._due = clock()
         # One thread for every reload, so that it reuses one database connection.
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="counts-snapshot")
@@ -71,5 +77,5 @@ class CountsSnapshot(StoreLayer):
                 common, counts = self.store.common_hash_counts(EXACT_COUNTS_FROM)
                 self._copy = (generation, common.astype(np.int64), counts.astype(np.int64))
                 self.on_load(int(common.size))
-        except StorageError as exc:   # keep the old copy (or none); the next refresh tries again
+        except StorageError as exc:  # keep the old copy (or none); the next refresh tries again
             log.warning("hash counts of %s not refreshed: %s", self.name, exc)

@@ -1,4 +1,5 @@
 """SQLiteStore and SQLiteResultStore: the embedded default, one file each (the SQLite dialect of sql.py)."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,7 @@ class _SQLite(SQLBase):
         """A connection in WAL mode, in autocommit (transactions are explicit)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._lock_wait_s, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=self._lock_wait_s, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as exc:
@@ -70,14 +70,16 @@ class SQLiteStore(_SQLite, SQLStore):
     schema = _SCHEMA
     insert_meta_if_absent = "INSERT OR IGNORE INTO meta VALUES (?, ?)"
     set_meta = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
-    bump_generation = ("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key)"
-                       " DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+    bump_generation = (
+        "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
     add_counts = "INSERT INTO hash_counts VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET n = n + excluded.n"
     postings = f"SELECT f.hash, f.song_id, f.offset_frames FROM {_EACH} fingerprints AS f ON f.hash = q.value"
     held_counts = f"SELECT c.hash, c.n FROM {_EACH} hash_counts AS c ON c.hash = q.value"
     row_counts = f"SELECT f.hash, COUNT(*) FROM {_EACH} fingerprints AS f ON f.hash = q.value GROUP BY f.hash"
-    drop_rare_counts = (f"DELETE FROM hash_counts WHERE n < {EXACT_COUNTS_FROM}"
-                        " AND hash IN (SELECT value FROM json_each({hashes}))")
+    drop_rare_counts = (
+        f"DELETE FROM hash_counts WHERE n < {EXACT_COUNTS_FROM} AND hash IN (SELECT value FROM json_each({{hashes}}))"
+    )
 
     def __init__(self, db: DatabaseConfig | str | Path, slot: IdSlot = IdSlot(0, 1)):
         _SQLite.__init__(self, db)
@@ -100,8 +102,10 @@ class SQLiteResultStore(_SQLite, SQLResultStore):
     """Recognition results in one SQLite file."""
 
     p = "?"
-    table = ("CREATE TABLE IF NOT EXISTS results (token TEXT PRIMARY KEY, body TEXT NOT NULL,"
-             " created REAL DEFAULT (unixepoch()))")
+    table = (
+        "CREATE TABLE IF NOT EXISTS results (token TEXT PRIMARY KEY, body TEXT NOT NULL,"
+        " created REAL DEFAULT (unixepoch()))"
+    )
 
     def __init__(self, db: DatabaseConfig | str | Path):
         _SQLite.__init__(self, db)

@@ -8,11 +8,12 @@ An instance's stack, from the database up:
 and the N stacks under one ShardedStore, which fans reads out in parallel.
 Each layer is a FingerprintStore over the one below it (base.StoreLayer).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, DatabaseConfig, InstanceConfig, sqlite_path
 from . import BACKENDS, result_store_class, store_class
@@ -30,24 +31,32 @@ def database_of(config: Config, instance: InstanceConfig) -> DatabaseConfig:
     return dataclasses.replace(instance.database, port=instance.database.port or backend.default_port)
 
 
-def open_instance(config: Config, index: int,
-                  on_counts_load: Callable[[int, int], None] = lambda index, values: None) -> FingerprintStore:
+def open_instance(
+    config: Config, index: int, on_counts_load: Callable[[int, int], None] = lambda index, values: None
+) -> FingerprintStore:
     """Fingerprint instance ``index``'s stack (connections are made on first use)."""
     instance = config.instances[index]
     store: FingerprintStore = store_class(instance.database_type)(
-        database_of(config, instance), IdSlot(index, len(config.instances)))
+        database_of(config, instance), IdSlot(index, len(config.instances))
+    )
     if config.redis.host:
-        from .cache import CachedStore, redis_client   # Redis's driver only where it is configured
-        store = CachedStore(store, redis_client(config.redis, instance.redis_db_index), config.redis.prefix,
-                            config.redis.ttl_s)
+        from .cache import CachedStore, redis_client  # Redis's driver only where it is configured
+
+        store = CachedStore(
+            store, redis_client(config.redis, instance.redis_db_index), config.redis.prefix, config.redis.ttl_s
+        )
     if config.recognizing.counts_refresh_s:
-        store = CountsSnapshot(store, config.recognizing.counts_refresh_s,
-                               on_load=functools.partial(on_counts_load, index))
+        store = CountsSnapshot(
+            store, config.recognizing.counts_refresh_s, on_load=functools.partial(on_counts_load, index)
+        )
     return store
 
 
-def open_catalogue(config: Config, on_failure: Callable[[int, str], None] = lambda index, kind: None,
-                   on_counts_load: Callable[[int, int], None] = lambda index, values: None) -> ShardedStore:
+def open_catalogue(
+    config: Config,
+    on_failure: Callable[[int, str], None] = lambda index, kind: None,
+    on_counts_load: Callable[[int, int], None] = lambda index, values: None,
+) -> ShardedStore:
     """Every configured fingerprint instance under one ShardedStore.
 
     on_failure(index, "error" | "timeout") is called when an instance fails a request;
