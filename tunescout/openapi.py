@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import __version__
 from .contract import MAX_PAGE_SIZE
+from .storage import BACKENDS
 
 _INT = {"type": "integer"}
 _NUM = {"type": "number"}
@@ -90,7 +91,7 @@ _PART = {
     "required": ["index", "database_type", "status", "latency_ms"],
     "properties": {
         "index": _INT,
-        "database_type": {"type": "string", "enum": ["clickhouse", "mysql", "sqlite"]},
+        "database_type": {"type": "string", "enum": sorted(BACKENDS)},
         "status": {"type": "string", "enum": ["up", "down"]},
         "latency_ms": {"type": "number", "nullable": True},
     },

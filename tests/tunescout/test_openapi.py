@@ -93,3 +93,12 @@ def test_the_document_states_the_package_version_and_the_page_limit():
     assert OPENAPI["info"]["version"] == __version__
     [limit] = [p for p in OPENAPI["paths"]["/api/songs"]["get"]["parameters"] if p["name"] == "limit"]
     assert limit["schema"]["maximum"] == MAX_PAGE_SIZE
+
+
+def test_the_document_lists_every_registered_database_type():
+    from tunescout.openapi import OPENAPI
+    from tunescout.storage import BACKENDS
+
+    part = OPENAPI["components"]["schemas"]["Part"]
+    assert part["properties"]["database_type"]["enum"] == sorted(BACKENDS)
+    assert "postgres" in part["properties"]["database_type"]["enum"]
