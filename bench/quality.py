@@ -41,7 +41,7 @@ def ingest(engine: Engine, files: list[str], workers: int) -> dict:
         for song in pool.map(analyse, files, [Path(f).stem for f in files], [engine.params] * len(files)):
             engine.store_song(song)
     wall = time.perf_counter() - start
-    songs = engine.store.get_songs(list(range(1, len(files) + 1)))
+    songs, _ = engine.store.get_songs(list(range(1, len(files) + 1)))
     durations = [s.duration_seconds for s in songs.values()]
     return {
         "songs": len(songs),
@@ -81,7 +81,7 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
 
             requests.post(f"{http}/api/recognize", files={"file": ("q.wav", data)}, timeout=30)
         top_margin, top = scored[0] if scored else (-1e9, None)
-        name = engine.store.get_songs([top.song_id])[top.song_id].song_name if top else None
+        name = engine.store.get_songs([top.song_id])[0][top.song_id].song_name if top else None
         out.append(
             {
                 **row,

@@ -161,9 +161,10 @@ class Engine:
         search = self.searcher.search(hashes, offsets)
         clock.lap("query")
         query_frames = decoded.samples.shape[0] // self.params.hop_length
-        results = self.searcher.rank(search.scored, int(hashes.size), query_frames)
+        results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
-        return Recognition(results, clock.laps, search.unanswered)
+        # An instance that failed the lookup and then the song names counts once.
+        return Recognition(results, clock.laps, max(search.unanswered, unnamed))
 
     def fetch(self, token: str) -> dict:
         """The stored JSON body of a token's result.
@@ -209,8 +210,11 @@ class Engine:
 
         Raises:
             NotFoundError: no such song.
+            StorageError: the instance its id names does not answer.
         """
-        songs = self.store.get_songs([song_id]) if 1 <= song_id <= MAX_SONG_ID else {}
+        songs, unanswered = self.store.get_songs([song_id]) if 1 <= song_id <= MAX_SONG_ID else ({}, 0)
+        if unanswered:
+            raise StorageError("The fingerprint instance that holds this song does not answer")
         if song_id not in songs:
             raise NotFoundError("Song not found")
         return self._info(songs[song_id])

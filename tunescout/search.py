@@ -40,9 +40,9 @@ class Searcher:
         When the hashes hold more than ``match.row_budget`` index rows (or ``match.row_budget_share``
         of their rows, if more), the rarest of them are looked up first, as many as the budget
         holds (they point at few songs and cost few rows); a song that then clears the
-        bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index holds is
-        looked up (all of them if no instance answers the counts). The bar always counts every
-        hash the clip made.
+        bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index may hold is
+        looked up (all of them if no instance answers the counts; only a backend that counts
+        exactly, ClickHouse, rules hashes out). The bar always counts every hash the clip made.
         """
         n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
         lookups, counts = 1, None
@@ -80,15 +80,17 @@ class Searcher:
             scored.append((dejavu.match_margin(a.aligned, a.matched, runner_up, query_hashes, self.match), a))
         return sorted(scored, key=lambda s: -s[0])
 
-    def rank(self, scored: list[tuple[float, Alignment]], n_query: int, query_frames: int) -> list[Match]:
-        """The songs that clear the no-match bar, best first (at most TOP_RESULTS)."""
+    def rank(self, scored: list[tuple[float, Alignment]], n_query: int, query_frames: int) -> tuple[list[Match], int]:
+        """The songs that clear the no-match bar, best first (at most TOP_RESULTS); and how many
+        instances did not answer for their songs (those matches are left out)."""
         passing = [s for s in scored if s[0] >= 0][:TOP_RESULTS]
-        songs = self.store.get_songs([a.song_id for _, a in passing])
-        return [
+        songs, unanswered = self.store.get_songs([a.song_id for _, a in passing])
+        matches = [
             self._match(a, margin, songs[a.song_id], n_query, query_frames)
             for margin, a in passing
             if a.song_id in songs
         ]
+        return matches, unanswered
 
     def _match(self, a: Alignment, margin: float, song: Song, n_query: int, query_frames: int) -> Match:
         aligned = min(a.aligned, n_query)

@@ -320,11 +320,11 @@ def test_song_reads_wait_for_a_slow_instance_no_longer_than_the_timeout(tmp_path
         locker.cursor().execute("LOCK TABLES songs WRITE")  # readers of songs on instance 1 now wait
         before = failures(1)
         try:
-            found = engine.store.get_songs(ids)
+            found, unanswered = engine.store.get_songs(ids)
         finally:
             locker.cursor().execute("UNLOCK TABLES")
             locker.close()
-        assert sorted(found) == sorted(i for i in ids if instance_of(i, 3) != 1)
+        assert sorted(found) == sorted(i for i in ids if instance_of(i, 3) != 1) and unanswered == 1
         # One timeout, where a read of the locked instance alone would wait for the lock (a year, by
         # default) and time nothing out.
         assert {kind: n - before[kind] for kind, n in failures(1).items()} == {"error": 0, "timeout": 1}
@@ -340,5 +340,34 @@ def test_health_is_503_with_status_error_when_no_result_shard_answers(tmp_path, 
         body = resp.get_json()
         assert resp.status_code == 503 and body["status"] == "error" and body["message"] == "No storage answers"
         assert [p["status"] for p in body["instances"]] == ["up"] and body["results"][0]["status"] == "down"
+    finally:
+        app.extensions["tunescout"].close()
+
+
+def test_a_song_is_read_from_its_instance_even_while_that_instance_is_backed_off(tmp_path, songs):
+    """The id names the one instance to ask: a back-off after an earlier failure does not turn the
+    song into a 404 (a lookup, which asks every instance, still skips it meanwhile)."""
+    sqlite = [{"database_type": "sqlite", "database": {"database": f"fp{i}.sqlite"}} for i in range(2)]
+    engine = Engine.from_config(sharded_config(tmp_path, sqlite, []))
+    try:
+        song_id = engine.fingerprint(io.BytesIO(wav_bytes(songs[0])), "a.wav").song_id
+        held_by = instance_of(song_id, 2)
+        engine.store.health.failed(held_by)
+        assert not engine.store.health.usable(held_by)
+        assert engine.get_song(song_id).song_id == song_id
+        engine.store.health.failed(held_by)
+        assert engine.recognize(clip(songs[0], 12)).body()["instances_unanswered"] == 1
+    finally:
+        engine.close()
+
+
+def test_a_song_on_an_instance_that_does_not_answer_is_503_not_404(tmp_path, databases, songs):
+    config = sharded_config(tmp_path, [databases("mysql"), databases("mysql", port=servers.closed_port())], [])
+    app = create_app(config)
+    try:
+        resp = app.test_client().get("/api/songs/2")  # instance 1 of 2 holds the even ids
+        assert resp.status_code == 503
+        assert resp.get_json()["message"] == "The fingerprint instance that holds this song does not answer"
+        assert app.test_client().get("/api/songs/1").status_code == 404  # instance 0 answers: no such song
     finally:
         app.extensions["tunescout"].close()

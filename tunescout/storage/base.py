@@ -114,8 +114,8 @@ class FingerprintStore(Protocol):
 
     def compact(self) -> None:
         """Rewrite the index in its most compact and quickest form (after a bulk ingest or many
-        deletes); may take minutes on a large instance, during which lookups keep working and
-        writes wait."""
+        deletes); may take minutes on a large instance, during which lookups keep working (writes
+        wait on SQLite, MariaDB and ClickHouse; PostgreSQL's go on)."""
 
     def generation(self) -> int:
         """A number that grows with every song added or deleted here, committed with the change

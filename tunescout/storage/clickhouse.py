@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ _COUNTS = "SELECT hash, count() FROM fingerprints PREWHERE hash IN (SELECT hash 
 _QUERY_STRUCTURE = [("hash", "UInt32"), ("q_offset", "UInt32")]
 _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 _MAINTENANCE_TIMEOUT_S = 24 * 3600  # compact merges every part of a table: minutes on a large instance
@@ -102,7 +104,12 @@ class _ClickHouseBase:
             self._clients.drop()
             if isinstance(exc, ch_errors.ServerException) and exc.code == ch_errors.ErrorCodes.UNKNOWN_DATABASE:
                 self._ready = False
-            raise StorageError(f"{self.name}: query failed") from exc
+            raise self._failed("Storage query failed", exc) from exc
+
+    def _failed(self, message: str, exc: BaseException) -> StorageError:
+        """The StorageError a client sees (the log keeps what and where)."""
+        log.warning("%s: %s: %s", self.name, message, exc)
+        return StorageError(message)
 
     def _create(self, statements) -> None:
         """Create the database and tables on first use."""
@@ -115,7 +122,7 @@ class _ClickHouseBase:
             finally:
                 bootstrap.disconnect()
         except _ERRORS as exc:
-            raise StorageError(f"{self.name}: cannot create the database") from exc
+            raise self._failed("Cannot create the database", exc) from exc
         for statement in statements:
             self._run(statement)
         self._ready = True
@@ -299,7 +306,7 @@ class ClickHouseStore(_ClickHouseBase):
             {"db": self.db.database, "table": table},
         )[0][0]:
             if time.monotonic() > deadline:
-                raise StorageError(f"{self.name}: delete did not finish in time")
+                raise StorageError("The delete did not finish in time")
             time.sleep(0.02)
 
     def stats(self) -> dict:
@@ -318,7 +325,7 @@ class ClickHouseStore(_ClickHouseBase):
                 for table in ("meta", "songs", "fingerprints"):
                     client.execute(f"OPTIMIZE TABLE {table} FINAL")
         except _ERRORS as exc:
-            raise StorageError(f"{self.name}: compact failed") from exc
+            raise self._failed("Compact failed", exc) from exc
         finally:
             client.disconnect()
 

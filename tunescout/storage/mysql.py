@@ -42,9 +42,10 @@ class _MySQL(SQLBase):
         self.db, self._slot = db, slot
         SQLBase.__init__(self, f"mysql {db.host}:{db.port}/{db.database}")
 
-    def connect(self, query_timeout: bool = True):
-        """A connection in autocommit mode; the database is created on first use. Instance i of n
-        hands out ids = i + 1 (mod n) through the session's AUTO_INCREMENT settings."""
+    def connect(self, reads: bool = True):
+        """A connection in autocommit mode (reads: each read fails after query_timeout_s); the
+        database is created on first use. Instance i of n hands out ids = i + 1 (mod n) through the
+        session's AUTO_INCREMENT settings."""
         db = self.db
         args = dict(
             host=db.host,
@@ -55,7 +56,7 @@ class _MySQL(SQLBase):
             autocommit=True,
             connect_timeout=max(1, math.ceil(db.connect_timeout_s)),
         )
-        if query_timeout:
+        if reads:
             args.update(
                 read_timeout=max(1, math.ceil(db.query_timeout_s)), write_timeout=max(1, math.ceil(db.query_timeout_s))
             )
@@ -74,7 +75,7 @@ class _MySQL(SQLBase):
                     (self._slot.count, self._slot.index + 1),
                 )
         except MySQLdb.Error as exc:
-            raise StorageError(f"{self.name}: cannot connect") from exc
+            raise self.failed("Cannot connect to the database", exc) from exc
         return conn
 
     def begin(self, conn):
@@ -82,14 +83,14 @@ class _MySQL(SQLBase):
         conn.begin()
         cur.execute(f"SELECT GET_LOCK({_WRITER_LOCK}, %s)", (max(1, math.ceil(self.db.query_timeout_s)),))
         if cur.fetchone()[0] != 1:
-            raise StorageError(f"{self.name}: another writer holds the database")
+            raise StorageError("Another writer holds the database; try again later")
         return cur
 
     def end(self, conn) -> None:
         try:
             conn.cursor().execute(f"DO RELEASE_LOCK({_WRITER_LOCK})")
         except MySQLdb.Error:
-            self._db.drop()  # the server releases the lock with the connection
+            self._writes.drop()  # the server releases the lock with the connection
 
     def is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, MySQLdb.IntegrityError) and exc.args[0] == _ER_DUP_ENTRY
@@ -137,13 +138,13 @@ class MySQLStore(_MySQL, SQLStore):
     def compact(self) -> None:
         """OPTIMIZE TABLE: InnoDB rebuilds each table online (space freed by deletes comes back).
         On a connection of its own, without the statement timeout."""
-        conn = self.connect(query_timeout=False)
+        conn = self.connect(reads=False)
         try:
             cur = conn.cursor()
             cur.execute("OPTIMIZE TABLE songs, fingerprints, hash_counts")
             cur.fetchall()
         except MySQLdb.Error as exc:
-            raise StorageError(f"{self.name}: compact failed") from exc
+            raise self.failed("Compact failed", exc) from exc
         finally:
             conn.close()
 

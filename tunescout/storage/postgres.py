@@ -9,7 +9,6 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..config import DatabaseConfig
-from ..errors import StorageError
 from .base import EXACT_COUNTS_FROM, IdSlot
 from .sql import SQLBase, SQLResultStore, SQLStore
 
@@ -40,10 +39,12 @@ class _Postgres(SQLBase):
         self.db = db
         SQLBase.__init__(self, f"postgres {db.host}:{db.port}/{db.database}")
 
-    def connect(self, query_timeout: bool = True) -> psycopg.Connection:
-        """A connection in autocommit mode, times in UTC; the database is created on first use."""
+    def connect(self, reads: bool = True) -> psycopg.Connection:
+        """A connection in autocommit mode, times in UTC; the database is created on first use.
+        Every wait for a lock fails after query_timeout_s, and so does every read."""
         db = self.db
-        timeout_ms = int(db.query_timeout_s * 1000) if query_timeout else 0
+        lock_ms = int(db.query_timeout_s * 1000)
+        statement_ms = lock_ms if reads else 0
         args = dict(
             host=db.host,
             port=db.port,
@@ -51,7 +52,7 @@ class _Postgres(SQLBase):
             password=db.password or None,
             connect_timeout=max(1, math.ceil(db.connect_timeout_s)),
             autocommit=True,
-            options=f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} -c TimeZone=UTC",
+            options=f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms} -c TimeZone=UTC",
         )
         try:
             try:
@@ -66,7 +67,7 @@ class _Postgres(SQLBase):
                     pass  # made by another process meanwhile
             return psycopg.connect(dbname=db.database, **args)
         except psycopg.Error as exc:
-            raise StorageError(f"{self.name}: cannot connect") from exc
+            raise self.failed("Cannot connect to the database", exc) from exc
 
     def begin(self, conn: psycopg.Connection) -> psycopg.Cursor:
         cur = conn.cursor()
@@ -125,12 +126,12 @@ class PostgresStore(_Postgres, SQLStore):
         rebuilt packed. Lookups and writes go on meanwhile (VACUUM FULL would lock the tables out).
         On a connection of its own, without the statement timeout."""
         try:
-            with self.connect(query_timeout=False) as conn:
+            with self.connect(reads=False) as conn:
                 conn.execute("VACUUM (ANALYZE) meta, songs, fingerprints, hash_counts")
                 conn.execute("REINDEX TABLE CONCURRENTLY fingerprints")
                 conn.execute("REINDEX TABLE CONCURRENTLY hash_counts")
         except psycopg.Error as exc:
-            raise StorageError(f"{self.name}: compact failed") from exc
+            raise self.failed("Compact failed", exc) from exc
 
 
 class PostgresResultStore(_Postgres, SQLResultStore):

@@ -109,14 +109,17 @@ class ShardedStore:
         """The song with this digest on any instance."""
         return next((f for f in self._fan_out(lambda s: s.find_sha1(blob_sha1)) if f), None)
 
-    def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
-        """Songs by id, each read from the instance its id names (in parallel; the songs of an
-        instance that does not answer in time are left out)."""
+    def get_songs(self, song_ids: list[int]) -> tuple[dict[int, Song], int]:
+        """Songs by id, each read from the instance its id names, in parallel, even one in back-off
+        (the id names no other place to ask); and how many of those instances did not answer in
+        time (their songs are left out)."""
         by_instance: dict[int, list[int]] = {}
         for song_id in song_ids:
             by_instance.setdefault(instance_of(song_id, len(self.stores)), []).append(song_id)
-        answers = self._fan_out_each({i: lambda s, ids=ids: s.get_songs(ids) for i, ids in by_instance.items()})
-        return {song_id: song for answer in answers if answer for song_id, song in answer.items()}
+        calls = {i: lambda s, ids=ids: s.get_songs(ids) for i, ids in by_instance.items()}
+        answers = self._fan_out_each(calls, backed_off_too=True)
+        songs = {song_id: song for answer in answers if answer for song_id, song in answer.items()}
+        return songs, sum(answers[i] is None for i in by_instance)
 
     def list_songs(self, after_id: int, limit: int) -> tuple[list[Song], int]:
         """Up to limit songs with ids above after_id, by id, across instances; and how many
@@ -195,13 +198,15 @@ class ShardedStore:
         """call(store) on every usable instance in parallel; None where it failed."""
         return self._fan_out_each({i: call for i in range(len(self.stores))})
 
-    def _fan_out_each(self, calls: dict[int, Callable[[FingerprintStore], object]]) -> list:
-        """calls[i](store i) on each usable instance i in parallel; None where it failed, timed out
-        or was not asked."""
+    def _fan_out_each(
+        self, calls: dict[int, Callable[[FingerprintStore], object]], backed_off_too: bool = False
+    ) -> list:
+        """calls[i](store i) on each usable instance i (each i, with backed_off_too) in parallel;
+        None where it failed, timed out or was not asked."""
         futures = {
             i: self._pool.submit(lambda i=i, call=call: call(self.prepared(i)))
             for i, call in calls.items()
-            if self.health.usable(i)
+            if backed_off_too or self.health.usable(i)
         }
         done, _ = cf.wait(futures.values(), timeout=self.timeout_s)
         results: list = [None] * len(self.stores)

@@ -22,7 +22,7 @@ class CountsSnapshot(StoreLayer):
     The search asks for the counts of every clip's hashes only to choose which it looks up first;
     asking the instance cost a round trip per clip (10 ms on ClickHouse at 1,000 songs). This keeps
     a copy of the instance's values with EXACT_COUNTS_FROM rows or more; rarer values count 1, as
-    SQLite's own counts do (copying the values from 2 rows on measured no faster). Real music uses
+    the SQL backends' own counts do (copying the values from 2 rows on measured no faster). Real music uses
     few of the possible values, so the copy stays small: 110 k values (1.3 MB) per ClickHouse
     instance at 1,000 songs, 283 k (4.5 MB) at 10,000. Every ``refresh_s`` a background thread
     checks the instance's generation and reloads the copy if it changed, so counts lag adds and

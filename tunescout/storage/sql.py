@@ -23,6 +23,7 @@ clip's hashes walks them all, and the table stays small (2 % of an SQLite index)
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ from .base import (
     counts_of_rows,
 )
 
+log = logging.getLogger(__name__)
 SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 
 
@@ -55,7 +57,13 @@ def distinct_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray,
 
 class SQLBase:
     """Connections and error handling of one SQL database; a dialect sets the class attributes
-    and implements connect()."""
+    and implements connect().
+
+    Each thread has two connections: one for reads, whose statements fail after the database's
+    query_timeout_s, and one for writes, whose statements may run as long as they take (filling the
+    counts of an old index, a delete's scan) and whose wait for the writer lock is bounded instead.
+    A client sees a generic message; the log names the database and the driver's error.
+    """
 
     kind: ClassVar[str]  # for messages: "sqlite", "mysql", "postgres"
     driver_errors: ClassVar[tuple[type[BaseException], ...]]
@@ -63,39 +71,48 @@ class SQLBase:
     def __init__(self, name: str):
         self.name = name
         self._db: ThreadConnections = ThreadConnections(self.connect, self.disconnect)
+        self._writes: ThreadConnections = ThreadConnections(lambda: self.connect(reads=False), self.disconnect)
         self._write = threading.Lock()  # one writer per process; begin() locks out other processes
 
-    def connect(self):
-        """A new connection in autocommit mode; raise StorageError if the database cannot be reached."""
+    def connect(self, reads: bool = True):
+        """A new connection in autocommit mode (reads: with the statement timeout; else a writer's);
+        raise StorageError if the database cannot be reached."""
         raise NotImplementedError
 
     @staticmethod
     def disconnect(conn) -> None:
         conn.close()
 
+    def failed(self, message: str, exc: BaseException) -> StorageError:
+        """The StorageError a client sees for a driver error (the log keeps what and where)."""
+        log.warning("%s: %s: %s", self.name, message, exc)
+        return StorageError(message)
+
     def query(self, sql: str, args: Any = ()) -> list[tuple]:
-        """Rows of one statement on this thread's connection; a failure drops the connection and
-        raises StorageError."""
+        """Rows of one read (or single-statement write) on this thread's connection; a failure
+        drops the connection and raises StorageError."""
         try:
             cur = self._db.get().cursor()
             cur.execute(sql, args)
             return list(cur.fetchall()) if cur.description else []
         except self.driver_errors as exc:
             self._db.drop()
-            raise StorageError(f"{self.name}: query failed") from exc
+            raise self.failed("Storage query failed", exc) from exc
 
     @contextlib.contextmanager
-    def transaction(self, message: str) -> Iterator[Any]:
-        """A cursor inside one write transaction; any exception rolls back (a pooled connection
-        never keeps a transaction open), a database error becomes StorageError(message)."""
+    def transaction(self, message: str, duplicates: bool = False) -> Iterator[Any]:
+        """A cursor inside one write transaction, holding the database's writer lock. Any exception
+        rolls back (a pooled connection never keeps a transaction open); a database error becomes
+        StorageError(message), except, with ``duplicates``, the unique blob_sha1 refusing a song
+        (the driver's error is raised for the caller to name the song)."""
         with self._write:
-            conn = self._db.get()
+            conn = self._writes.get()
             try:
                 cur = self.begin(conn)
             except BaseException as exc:
-                self._db.drop()  # what begin() left open (a transaction, a lock) goes with the connection
+                self._writes.drop()  # what begin() left open (a transaction, a lock) goes with the connection
                 if isinstance(exc, self.driver_errors):
-                    raise StorageError(f"{self.name}: {message}") from exc
+                    raise self.failed(message, exc) from exc
                 raise
             try:
                 yield cur
@@ -103,9 +120,9 @@ class SQLBase:
             except BaseException as exc:
                 self._rollback(conn)
                 if isinstance(exc, self.driver_errors):
-                    if self.is_duplicate(exc):
+                    if duplicates and self.is_duplicate(exc):
                         raise
-                    raise StorageError(f"{self.name}: {message}") from exc
+                    raise self.failed(message, exc) from exc
                 raise
             finally:
                 self.end(conn)
@@ -121,7 +138,7 @@ class SQLBase:
         try:
             conn.rollback()
         except self.driver_errors:
-            self._db.drop()  # the server discards an open transaction (and its locks) with the connection
+            self._writes.drop()  # the server discards an open transaction (and its locks) with the connection
 
     def is_duplicate(self, exc: BaseException) -> bool:
         """Whether a driver error is the unique blob_sha1 refusing a song stored already."""
@@ -129,6 +146,7 @@ class SQLBase:
 
     def close(self) -> None:
         self._db.close()
+        self._writes.close()
 
 
 class SQLStore(SQLBase):
@@ -204,7 +222,7 @@ class SQLStore(SQLBase):
         wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
         for statement in self.schema:  # outside the transaction: MySQL commits at every CREATE
             self.query(statement)
-        with self.transaction("cannot prepare the index") as cur:
+        with self.transaction("Cannot prepare the index") as cur:
             for item in wanted.items():
                 cur.execute(self.insert_meta_if_absent, item)
             cur.execute(f"SELECT {self.meta_key}, value FROM meta")
@@ -229,7 +247,7 @@ class SQLStore(SQLBase):
         """
         ids: list[int] = []
         try:
-            with self.transaction("cannot store the song") as cur:
+            with self.transaction("Cannot store the song", duplicates=True) as cur:
                 for song in songs:
                     song_id = self.insert_song(cur, song)
                     hashes, offsets = distinct_pairs(song.hashes, song.offsets)
@@ -298,7 +316,7 @@ class SQLStore(SQLBase):
 
     def delete_song(self, song_id: int) -> bool:
         p = self.p
-        with self.transaction("cannot delete the song") as cur:
+        with self.transaction("Cannot delete the song") as cur:
             cur.execute(f"DELETE FROM songs WHERE song_id = {p}", (song_id,))
             found = cur.rowcount > 0
             cur.execute(

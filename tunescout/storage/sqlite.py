@@ -42,8 +42,9 @@ class _SQLite(SQLBase):
         self._lock_wait_s = db.query_timeout_s if isinstance(db, DatabaseConfig) else DatabaseConfig.query_timeout_s
         SQLBase.__init__(self, f"sqlite {self.path.resolve()}")
 
-    def connect(self) -> sqlite3.Connection:
-        """A connection in WAL mode, in autocommit (transactions are explicit)."""
+    def connect(self, reads: bool = True) -> sqlite3.Connection:
+        """A connection in WAL mode, in autocommit (transactions are explicit). Reads and writes
+        alike wait up to query_timeout_s for the file's lock."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self._lock_wait_s, isolation_level=None, check_same_thread=False)
@@ -108,5 +109,8 @@ class SQLiteResultStore(_SQLite, SQLResultStore):
     )
 
     def __init__(self, db: DatabaseConfig | str | Path):
+        """Creates the file and its table at once, so that a path the service cannot write stops it
+        at start (StorageError) rather than failing every recognition."""
         _SQLite.__init__(self, db)
         self._ready = False
+        self._ensure()
