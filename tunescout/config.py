@@ -36,7 +36,8 @@ class DatabaseConfig:
     connect_timeout_s: float = _field(5.0, "Connecting to the database server (server types).")
     query_timeout_s: float = _field(
         60.0,
-        "Longest one statement may wait or run before it fails; for sqlite, how long a write waits for the file lock.",
+        "Longest one read may run, and a write may wait for the database's writer lock, before it fails "
+        "(writes themselves and compact run as long as they take).",
     )
 
 
