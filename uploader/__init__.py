@@ -1,1 +1,2 @@
-"""tunescout_uploader: bulk ingest into a running TuneScout server over HTTP (imports nothing of tunescout)."""
+"""tunescout_uploader: bulk ingest into a running TuneScout server over HTTP (of the service it imports
+only tunescout.contract, and tunescout.audio to fingerprint on the client)."""
