@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -115,6 +121,41 @@ def find_audio(paths) -> list[Path]:
     return sorted(set(found))
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Set up an ingest worker: it exits when the ingest process dies, however it dies.
+
+    A ``kill -9`` of the ingest process runs none of its cleanup, and a worker waiting for its next
+    file, or busy with one, would otherwise outlive it for good. Linux signals the worker when its
+    parent dies (PR_SET_PDEATHSIG); elsewhere a thread watches the parent.
+    """
+    keep_freed_memory()
+    if not _kill_on_parent_death():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def _kill_on_parent_death() -> bool:
+    """Ask Linux for a SIGKILL when the parent process dies; False where prctl is missing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Exit this process once its parent is gone (it is re-parented, so getppid changes)."""
+    while os.getppid() == parent_pid:
+        time.sleep(interval_s)
+    os._exit(1)
+
+
 @main.command()
 @config_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
@@ -137,7 +178,7 @@ def ingest(config_path, paths, workers):
     # each, nothing of this process's connections is inherited); this process stores the results.
     context = multiprocessing.get_context("spawn")
     with (
-        cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool,
+        cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool,
         tqdm(total=len(files), unit="file") as bar,
     ):
         futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
