@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import tempfile
+import os
 import time
 from pathlib import Path
 
@@ -84,6 +84,32 @@ def _connect(db: DatabaseConfig, query_timeout_s: float | None = None, database:
     )
 
 
+# The writer locks' folder: fixed, so that every process of this host finds the same lock whatever
+# its TMPDIR (gunicorn workers, `tunescout ingest` and a cron job seldom share an environment), and
+# shared by every user (the files are made readable by all; flock needs no write access).
+WRITER_LOCK_DIR = Path("/tmp")
+
+
+def _lock_file(path: Path) -> int:
+    """An open descriptor of path holding its exclusive flock (made if missing); close it to release."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            try:  # O_EXCL: an O_CREAT open of another user's file in /tmp is refused (protected_regular)
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.fchmod(fd, 0o644)  # whatever the umask
+            except FileExistsError:
+                continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed (a temp cleaner) while we waited: lock the file that is there now
+
+
 def _song(row) -> Song:
     song_id, name, sha1, total, duration, created = row
     return Song(int(song_id), name, sha1, int(total), float(duration), created.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -138,7 +164,7 @@ class ClickHouseStore(_ClickHouseBase):
         super().__init__(db)
         self.slot = slot
         key = hashlib.sha1(self.name.encode()).hexdigest()[:16]
-        self._lock_path = Path(tempfile.gettempdir()) / f"tunescout-clickhouse-{key}.lock"
+        self._lock_path = WRITER_LOCK_DIR / f"tunescout-clickhouse-{key}.lock"
 
     def ensure_schema(self, params_digest: str) -> None:
         self._create(_SCHEMA)
@@ -182,12 +208,11 @@ class ClickHouseStore(_ClickHouseBase):
         ClickHouse has no transactions: choosing the next id and writing a song must not
         interleave with another writer's.
         """
-        with open(self._lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        fd = _lock_file(self._lock_path)
+        try:
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def add_song(self, song: NewSong) -> int:
         return self.add_songs([song])[0]
