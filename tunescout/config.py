@@ -105,6 +105,22 @@ class LoggingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    header_timeout_s: float = _field(10.0, "Longest a client may take to send a request line and headers (408 after).")
+    body_timeout_s: float = _field(
+        30.0,
+        "Longest a request body may take to arrive, plus one second per body_min_rate_bytes_s received "
+        "(408 after); slow bodies are read without holding a thread that computes.",
+    )
+    body_min_rate_bytes_s: int = _field(10000, "Upload rate, in bytes per second, that extends body_timeout_s.")
+    keepalive_s: int = _field(5, "How long an idle kept-alive connection stays open, in whole seconds.")
+    max_requests: int = _field(
+        20000, "Requests after which a worker is replaced by a fresh one, bounding its memory; 0 never replaces."
+    )
+    max_requests_jitter: int = _field(2000, "Up to this many more requests, at random, so workers restart apart.")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: str = _field("data", "Folder of the SQLite files and the generated token.")
     fingerprinting: FingerprintingConfig = _field(FingerprintingConfig(), "Writes.")
@@ -112,6 +128,7 @@ class Config:
     redis: RedisConfig = _field(RedisConfig(), "Redis cache and rate-limit storage.")
     rate_limit: RateLimitConfig = _field(RateLimitConfig(), "Per-endpoint rate limits.")
     logging: LoggingConfig = _field(LoggingConfig(), "Log level and format of the service and the CLI.")
+    serving: ServingConfig = _field(ServingConfig(), "HTTP front of `tunescout serve`: timeouts and worker recycling.")
     allowed_origin: list = _field([], 'CORS origins allowed to call the API; "*" allows all.')
     instances: list = _field([], "Fingerprint instances; empty: one SQLite file.")
     results: list = _field([], "Result-store shards; empty: one SQLite file.")
@@ -216,6 +233,7 @@ def _convert(field: dataclasses.Field, value, key_path: str):
         "RedisConfig": RedisConfig,
         "RateLimitConfig": RateLimitConfig,
         "LoggingConfig": LoggingConfig,
+        "ServingConfig": ServingConfig,
     }
     if hint in nested:
         return _build(nested[hint], value, key_path)
@@ -249,6 +267,11 @@ def _validate(config: Config) -> None:
         raise ConfigError("fingerprinting.max_file_size_mb: must be > 0")
     if len(config.instances) > 256:
         raise ConfigError("instances: at most 256 instances")
+    for key in ("header_timeout_s", "body_timeout_s", "body_min_rate_bytes_s", "keepalive_s"):
+        if getattr(config.serving, key) <= 0:
+            raise ConfigError(f"serving.{key}: must be > 0")
+    if config.serving.max_requests < 0 or config.serving.max_requests_jitter < 0:
+        raise ConfigError("serving.max_requests: must be >= 0 (and so must max_requests_jitter)")
     if config.logging.level.upper() not in LOG_LEVELS:
         raise ConfigError(f"logging.level: {config.logging.level!r} is not one of {', '.join(LOG_LEVELS)}")
     if config.logging.format not in LOG_FORMATS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from functools import partial
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
@@ -13,21 +14,30 @@ from .config import Config, LoggingConfig
 from .logs import configure_logging, make_formatter
 
 log = logging.getLogger(__name__)
+MB = 1024 * 1024
 
 
 class GunicornServer(BaseApplication):
     """`tunescout serve --workers N`: the config is validated once, in the master; every worker
     builds its app (engine, database connections, Redis pools) after the fork, so nothing
     that holds a socket is shared between processes. SIGTERM stops gracefully: workers finish
-    the requests in flight (up to ``graceful_timeout``), then close their connections."""
+    the requests in flight (up to ``graceful_timeout``), then close their connections.
+
+    Each worker reads requests in an event loop and runs the app on ``threads`` threads once a
+    request has arrived whole (tunescout.front): slow clients hold connections, not threads."""
 
     def __init__(self, config: Config, host: str, port: int, workers: int, threads: int = 4, timeout_s: int = 120):
         self.tunescout_config = config
+        serving = config.serving
         self.options = {
             "bind": f"{host}:{port}",
             "workers": workers,
             "threads": threads,
-            "worker_class": "gthread",
+            "worker_class": "tunescout.front.FrontWorker",
+            "asgi_lifespan": "off",
+            "keepalive": serving.keepalive_s,
+            "max_requests": serving.max_requests,
+            "max_requests_jitter": serving.max_requests_jitter,
             "timeout": timeout_s,
             "graceful_timeout": 30,
             "preload_app": False,
@@ -47,8 +57,24 @@ class GunicornServer(BaseApplication):
 
     def load(self):
         from .app import create_app
+        from .front import BufferedWSGI
 
-        return create_app(self.tunescout_config)
+        config = self.tunescout_config
+        return BufferedWSGI(
+            create_app(config),
+            threads=self.cfg.threads,
+            max_body_bytes=partial(max_body_bytes, config),
+            body_timeout_s=config.serving.body_timeout_s,
+            body_min_rate_bytes_s=config.serving.body_min_rate_bytes_s,
+            header_timeout_s=config.serving.header_timeout_s,
+        )
+
+
+def max_body_bytes(config: Config, path: str) -> int:
+    """The largest request body a path takes: the upload limit of its endpoint (the largest for any other)."""
+    if path.rstrip("/") == "/api/recognize":
+        return int(config.recognizing.max_file_size_mb * MB)
+    return int(max(config.fingerprinting.max_file_size_mb, config.recognizing.max_file_size_mb) * MB)
 
 
 def _logger_class(config: LoggingConfig) -> type[Logger]:
@@ -66,8 +92,11 @@ def _logger_class(config: LoggingConfig) -> type[Logger]:
 
 
 def _close_engine(server, worker) -> None:
-    app = getattr(worker, "wsgi", None)
-    engine = getattr(app, "extensions", {}).get("tunescout") if app is not None else None
+    front = getattr(worker, "asgi", None)
+    if front is None:
+        return
+    front.close()
+    engine = front.wsgi_app.extensions.get("tunescout")
     if engine is not None:
         engine.close()
 

@@ -1,0 +1,165 @@
+"""The HTTP front of `tunescout serve`, with real sockets: slow clients, early answers, malformed requests."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from tests import servers
+from tests.conftest import music_like, wav_bytes
+
+TOKEN = "s3cret-token"
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory):
+    """2 workers x 4 threads, as in production; slow bodies would only time out after a minute."""
+    live = servers.LiveServer(
+        tmp_path_factory.mktemp("busy"),
+        {"rate_limit": {"enabled": False}, "serving": {"body_timeout_s": 60.0}},
+        workers=2,
+        threads=4,
+    )
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """One worker (its in-memory rate-limit counters count every request), tight limits and timeouts."""
+    live = servers.LiveServer(
+        tmp_path_factory.mktemp("strict"),
+        {
+            "fingerprinting": {"token": TOKEN, "max_file_size_mb": 4},
+            "recognizing": {"max_file_size_mb": 2},
+            "rate_limit": {"recognizing": "2 per minute"},
+            "serving": {"header_timeout_s": 1.0, "body_timeout_s": 1.5, "body_min_rate_bytes_s": 1000},
+        },
+        workers=1,
+    )
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    return wav_bytes(music_like(np.random.default_rng(3), 5))
+
+
+def raw_exchange(port: int, request: bytes, timeout_s: float = 10.0) -> tuple[int, dict, bytes]:
+    """Send raw bytes, read until the server closes; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def assert_json_error(headers: dict, body: bytes) -> dict:
+    assert headers["content-type"] == "application/json"
+    parsed = json.loads(body)
+    assert parsed["status"] == "error" and isinstance(parsed["message"], str) and parsed["message"]
+    return parsed
+
+
+def slow_upload(port: int, stop: threading.Event, started: threading.Barrier) -> None:
+    """A client sending a 100 kB body at one byte a second."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx")
+        started.wait()
+        while not stop.wait(1.0):
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                return
+
+
+def timed(call) -> tuple[float, requests.Response]:
+    start = time.monotonic()
+    resp = call()
+    return time.monotonic() - start, resp
+
+
+def test_slow_uploads_leave_the_service_answering(busy, clip):
+    """Eight clients uploading at 1 byte/s (as many as the worker threads): health and recognition are
+    still answered at once, not when the slow clients leave (their deadline is a minute away)."""
+    recognize = lambda: requests.post(busy.url + "/api/recognize", files={"file": ("q.wav", clip)}, timeout=30)  # noqa: E731
+    health = lambda: requests.get(busy.url + "/api/health", timeout=30)  # noqa: E731
+    usual = max(timed(recognize)[0], timed(health)[0])
+    stop, started = threading.Event(), threading.Barrier(9)
+    clients = [threading.Thread(target=slow_upload, args=(busy.port, stop, started)) for _ in range(8)]
+    for client in clients:
+        client.start()
+    try:
+        started.wait(timeout=10)
+        time.sleep(1.5)  # every slow request is past its head, into its body
+        for call in (health, recognize, health, recognize):
+            elapsed, resp = timed(call)
+            assert resp.status_code == 200, resp.text
+            assert elapsed < 5.0 + 10 * usual, f"answered after {elapsed:.1f} s (usually {usual:.2f} s)"
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+
+
+def test_a_body_too_slow_gets_408_and_a_slow_head_too(strict):
+    start = time.monotonic()
+    status, headers, body = raw_exchange(
+        strict.port, b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n" + b"x" * 100
+    )
+    assert status == 408 and 1.0 < time.monotonic() - start < 5.0
+    assert assert_json_error(headers, body)["message"].startswith("Request timeout")
+    status, headers, body = raw_exchange(strict.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+    assert status == 408
+    assert_json_error(headers, body)
+
+
+def test_a_1mb_body_into_a_rate_limit_gets_its_429(strict):
+    """The body is read before the answer: the client, still sending, reads the 429 (no broken pipe),
+    and the kept-alive connection serves the next request."""
+    body = b"\0" * MB
+    with requests.Session() as session:
+        statuses = [
+            session.post(strict.url + "/api/recognize", files={"file": ("q.wav", body)}, timeout=30) for _ in range(6)
+        ]
+    assert [r.status_code for r in statuses][-3:] == [429] * 3
+    for resp in statuses:
+        assert resp.json()["status"] == "error"
+    conn = http.client.HTTPConnection("127.0.0.1", strict.port, timeout=30)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/api/recognize", body=body, headers={"Content-Type": "application/octet-stream"})
+            resp = conn.getresponse()
+            assert resp.status == 429 and json.loads(resp.read())["status"] == "error"
+            sock = conn.sock
+            conn.request("GET", "/api/health")
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+            assert conn.sock is sock  # the same connection, kept alive
+    finally:
+        conn.close()
+
+
+def test_401_and_413_reach_a_client_still_sending(strict):
+    resp = requests.post(strict.url + "/api/fingerprint", files={"file": ("a.wav", b"\0" * MB)}, timeout=30)
+    assert resp.status_code == 401 and resp.json()["status"] == "error"
+    too_big = io.BytesIO(b"\0" * (12 * MB))  # larger than the limit, sent whole by the client whatever the answer
+    resp = requests.post(strict.url + "/api/recognize", data=too_big, timeout=30)
+    assert resp.status_code == 413
+    assert {"status": "error", "message": "File too large", "limit_bytes": 2 * MB}.items() <= resp.json().items()
+    chunked = requests.post(strict.url + "/api/recognize", data=iter([b"\0" * MB] * 3), timeout=30)
+    assert chunked.status_code == 413 and chunked.json()["limit_bytes"] == 2 * MB
