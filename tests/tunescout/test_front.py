@@ -128,6 +128,39 @@ def test_a_body_too_slow_gets_408_and_a_slow_head_too(strict):
     assert_json_error(headers, body)
 
 
+MALFORMED = {
+    "chunk size not hex": (
+        b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),
+    "negative Content-Length": (b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    "non-numeric Content-Length": (b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: ab\r\n\r\n", 400),
+    "two Content-Lengths": (
+        b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    ),
+    "Transfer-Encoding and Content-Length": (
+        b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "request line not HTTP": (b"HELLO\r\n\r\n", 400),
+    "header without a colon": (b"GET /api/health HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", 400),
+    "URL too long": (b"GET /api/health?" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "header too long": (b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 10000 + b"\r\n\r\n", 431),
+    "too many headers": (
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
+        431,
+    ),
+}
+
+
+@pytest.mark.parametrize("request_bytes,status", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_requests_get_json_errors(busy, request_bytes, status):
+    got, headers, body = raw_exchange(busy.port, request_bytes)
+    assert got == status, body
+    assert_json_error(headers, body)
+
+
 def test_a_1mb_body_into_a_rate_limit_gets_its_429(strict):
     """The body is read before the answer: the client, still sending, reads the 429 (no broken pipe),
     and the kept-alive connection serves the next request."""
