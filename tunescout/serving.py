@@ -38,6 +38,9 @@ class GunicornServer(BaseApplication):
             "keepalive": serving.keepalive_s,
             "max_requests": serving.max_requests,
             "max_requests_jitter": serving.max_requests_jitter,
+            # gunicorn's default control socket is one path per user ($HOME/.gunicorn): two servers
+            # of one user would take it from each other. Nothing here uses it.
+            "control_socket_disable": True,
             "timeout": timeout_s,
             "graceful_timeout": 30,
             "preload_app": False,

@@ -196,3 +196,10 @@ def test_401_and_413_reach_a_client_still_sending(strict):
     assert {"status": "error", "message": "File too large", "limit_bytes": 2 * MB}.items() <= resp.json().items()
     chunked = requests.post(strict.url + "/api/recognize", data=iter([b"\0" * MB] * 3), timeout=30)
     assert chunked.status_code == 413 and chunked.json()["limit_bytes"] == 2 * MB
+
+
+def test_no_control_socket_shared_with_other_servers(busy):
+    """gunicorn's control socket defaults to one path per user: every server of that user would
+    listen on it in turn. `tunescout serve` opens none."""
+    log = busy.log_path.read_text()
+    assert "Booting worker" in log and "Control socket" not in log
