@@ -5,18 +5,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import os
-import shutil
-import subprocess
-import tempfile
-import wave
 from typing import BinaryIO
 
+import av
 import numpy as np
-from pydub import AudioSegment
-from scipy.signal import resample_poly
 
-from .errors import BadAudioError
+from .errors import BadAudioError, BadRequestError
+
+# What a container or a frame may claim before anything is allocated for it: a WAV header's rate is
+# any 32-bit number, and a resampler built for 2**31-1 Hz asks for hundreds of GB.
+MIN_SAMPLE_RATE_HZ = 1000
+MAX_SAMPLE_RATE_HZ = 768_000
+MAX_CHANNELS = 32
+MAX_START_SECONDS = 86_400.0
+# How much audio before a window's start is decoded at most after seeking to it (a seek lands on the
+# packet at or before the start); a file whose timestamps never reach the start costs no more.
+SEEK_SLACK_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +30,7 @@ class Decoded:
     samples: np.ndarray  # float32 mono, full scale +-1.0
     sample_rate_hz: int
     pcm_sha1: str  # SHA-1 of the 16-bit PCM: same recording, same digest
+    truncated: bool = False  # the input holds more audio than was asked for (max_seconds)
 
     @property
     def duration_seconds(self) -> float:
@@ -31,89 +38,147 @@ class Decoded:
 
 
 def decode_audio(
-    source: str | os.PathLike | BinaryIO,
+    source: str | os.PathLike | BinaryIO | bytes,
     sample_rate_hz: int,
     start_seconds: float = 0.0,
     duration_seconds: float | None = None,
+    max_seconds: float = 1800.0,
 ) -> Decoded:
-    """Decode any ffmpeg-readable audio or video to mono 16-bit PCM at sample_rate_hz.
+    """Decode the first audio stream of any FFmpeg-readable file to mono 16-bit PCM at sample_rate_hz.
 
-    ffmpeg (found the way pydub finds it) resamples and downmixes in one process
-    and writes raw PCM to a pipe: pydub's own from_file drops output options and
-    runs ffprobe first, which doubles the cost of every file.
+    In this process, with the FFmpeg libraries (PyAV): no program is started and no file is written.
+    Only the window from start_seconds is decoded, and at most min(duration_seconds, max_seconds) of
+    it; ``truncated`` says that there was more. The PCM is what ``ffmpeg -ac 1 -ar RATE -f s16le``
+    gives (one resampling, 16-bit arithmetic for 8/16-bit input, as the command's does).
 
     Raises:
-        BadAudioError: ffmpeg cannot decode it, or it holds no audio.
+        BadRequestError: start or duration out of range.
+        BadAudioError: not decodable, no audio stream, no audio in the window, or a sample rate or
+            channel count out of range.
     """
-    if isinstance(source, (str, os.PathLike)):
-        return _run_ffmpeg(str(source), sample_rate_hz, start_seconds, duration_seconds)
-    with tempfile.NamedTemporaryFile(prefix="tunescout-", suffix=".upload") as tmp:
-        shutil.copyfileobj(source, tmp, 1 << 20)
-        tmp.flush()
-        return _run_ffmpeg(tmp.name, sample_rate_hz, start_seconds, duration_seconds)
-
-
-def _run_ffmpeg(path: str, sample_rate_hz: int, start_seconds: float, duration_seconds: float | None) -> Decoded:
-    command = [AudioSegment.converter, "-nostdin", "-v", "error"]
-    if start_seconds:
-        command += ["-ss", f"{start_seconds:.3f}"]
-    if duration_seconds:
-        command += ["-t", f"{duration_seconds:.3f}"]
-    command += [
-        "-i",
-        path,
-        "-vn",
-        "-sn",
-        "-ac",
-        "1",
-        "-ar",
-        str(sample_rate_hz),
-        "-f",
-        "s16le",
-        "-acodec",
-        "pcm_s16le",
-        "-",
-    ]
+    if not (math.isfinite(start_seconds) and 0 <= start_seconds <= MAX_START_SECONDS):
+        raise BadRequestError(f"start must be between 0 and {MAX_START_SECONDS:g} seconds")
+    if duration_seconds is not None and not (math.isfinite(duration_seconds) and duration_seconds > 0):
+        raise BadRequestError("duration must be a positive number of seconds")
+    want = min(duration_seconds or max_seconds, max_seconds)
+    limit = max(1, math.ceil(want * sample_rate_hz))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
     try:
-        done = subprocess.run(command, capture_output=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        with av.open(source if not isinstance(source, os.PathLike) else os.fspath(source), "r") as container:
+            raw, truncated = _read_window(container, sample_rate_hz, start_seconds, limit)
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
         raise BadAudioError() from exc
-    raw = done.stdout[: len(done.stdout) // 2 * 2]
-    if done.returncode != 0 or not raw:
-        raise BadAudioError()
+    if not raw:
+        raise BadAudioError("No audio in the file (or in the requested window)")
     pcm = np.frombuffer(raw, "<i2")
-    return Decoded(pcm.astype(np.float32) / 32768.0, sample_rate_hz, hashlib.sha1(raw).hexdigest())
+    return Decoded(pcm.astype(np.float32) / 32768.0, sample_rate_hz, hashlib.sha1(raw).hexdigest(), truncated)
 
 
 def decode_query(data: bytes, sample_rate_hz: int, start_seconds: float, duration_seconds: float) -> Decoded:
-    """Decode a query clip; plain PCM WAV skips the ffmpeg process (the common fast path).
+    """Decode the window of a query clip (the engine's recognise path).
 
     Raises:
-        BadAudioError: the input cannot be decoded or holds no audio.
+        BadAudioError: the input cannot be decoded or holds no audio in the window.
     """
-    fast = _read_pcm_wav(data)
-    if fast is None:
-        return decode_audio(io.BytesIO(data), sample_rate_hz, start_seconds, duration_seconds)
-    samples, rate = fast
-    begin = int(start_seconds * rate)
-    samples = samples[begin : begin + int(duration_seconds * rate)]
-    if rate != sample_rate_hz:
-        g = np.gcd(rate, sample_rate_hz)
-        samples = resample_poly(samples, sample_rate_hz // g, rate // g).astype(np.float32)
-    if samples.size == 0:
-        raise BadAudioError()
-    return Decoded(samples, sample_rate_hz, "")
+    return decode_audio(data, sample_rate_hz, start_seconds, duration_seconds, duration_seconds)
 
 
-def _read_pcm_wav(data: bytes) -> tuple[np.ndarray, int] | None:
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    try:
-        with wave.open(io.BytesIO(data)) as w:
-            if w.getsampwidth() != 2 or w.getcomptype() != "NONE":
-                return None
-            pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-            pcm = pcm.reshape(-1, w.getnchannels()).mean(axis=1, dtype=np.float32)
-            return pcm / 32768.0, w.getframerate()
-    except (wave.Error, EOFError, ValueError):
-        return None
+def _audio_stream(container) -> av.AudioStream:
+    """The first audio stream, its claimed rate and channels checked.
+
+    Raises:
+        BadAudioError: there is none, or it claims a rate or channel count out of range.
+    """
+    if not container.streams.audio:
+        raise BadAudioError("No audio stream in the file")
+    stream = container.streams.audio[0]
+    _check_claims(stream.codec_context.sample_rate or 0, stream.codec_context.channels or 0, allow_unknown=True)
+    stream.codec_context.thread_count = 1  # one request, one core: the server runs requests side by side
+    return stream
+
+
+def _check_claims(rate_hz: int, channels: int, allow_unknown: bool = False) -> None:
+    if allow_unknown and not rate_hz and not channels:
+        return  # some demuxers learn them from the first frame, which is checked in turn
+    if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise BadAudioError(
+            f"Unsupported sample rate {rate_hz} Hz (supported: {MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ} Hz)"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise BadAudioError(f"Unsupported channel count {channels} (supported: 1-{MAX_CHANNELS})")
+
+
+def _read_window(container, sample_rate_hz: int, start_seconds: float, limit: int) -> tuple[bytes, bool]:
+    """At most limit samples of 16-bit mono PCM from start_seconds on, and whether more were there."""
+    stream = _audio_stream(container)
+    if start_seconds > 0:
+        try:
+            container.seek(int(start_seconds * av.time_base), backward=True, any_frame=False)
+        except av.FFmpegError:
+            pass  # not seekable: decoded from the start, within the budget below
+    out = _PcmWriter(sample_rate_hz, limit)
+    # Decoded input is counted, so that timestamps that never reach the start cannot keep us busy.
+    budget_seconds = limit / sample_rate_hz + (SEEK_SLACK_SECONDS if start_seconds > 0 else 0.0) + 1.0
+    decoded_seconds, skip_out = 0.0, None
+    for frame in container.decode(stream):
+        _check_claims(frame.sample_rate, frame.layout.nb_channels)
+        decoded_seconds += frame.samples / frame.sample_rate
+        if start_seconds > 0 and skip_out is None:
+            begin = frame.time if frame.time is not None else start_seconds
+            if begin + frame.samples / frame.sample_rate <= start_seconds:
+                if decoded_seconds > budget_seconds:
+                    break
+                continue  # wholly before the window
+            skip_out = max(0, round((start_seconds - begin) * sample_rate_hz))
+            out.skip = skip_out
+        if out.add(frame) or decoded_seconds > budget_seconds:
+            break
+    else:
+        out.flush()
+    return out.pcm(), out.full
+
+
+class _PcmWriter:
+    """Resample frames to 16-bit mono PCM until limit samples (and one more, to know there is more)."""
+
+    def __init__(self, sample_rate_hz: int, limit: int):
+        self.rate, self.limit = sample_rate_hz, limit
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.skip = 0  # output samples before the window's start, dropped
+        self.full = False
+        self.resampler = None
+        self.source = None
+
+    def add(self, frame) -> bool:
+        """Resample one frame; True once more than limit samples are in."""
+        source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if source != self.source:  # a stream may change its rate or layout midway: start afresh
+            self.flush()
+            # The ffmpeg command resamples 8/16-bit input in 16-bit arithmetic; newer FFmpeg libraries
+            # would use float when channels are mixed, and a few samples would differ by one.
+            options = {"internal_sample_fmt": "s16p"} if frame.format.bytes <= 2 else None
+            self.resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate, options=options)
+            self.source = source
+        return self._take(self.resampler.resample(frame))
+
+    def flush(self) -> None:
+        if self.resampler is not None and not self.full:
+            self._take(self.resampler.resample(None))
+
+    def _take(self, frames) -> bool:
+        for resampled in frames:
+            data = resampled.to_ndarray().tobytes()
+            if self.skip:
+                dropped = min(self.skip, len(data) // 2)
+                data, self.skip = data[dropped * 2 :], self.skip - dropped
+            self.chunks.append(data)
+            self.count += len(data) // 2
+            if self.count > self.limit:
+                self.full = True
+                return True
+        return False
+
+    def pcm(self) -> bytes:
+        return b"".join(self.chunks)[: self.limit * 2]

@@ -55,9 +55,7 @@ def read_token(token_file: str | None) -> str:
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel uploads.")
 @click.option("--ext", default=DEFAULT_EXTENSIONS, show_default=True, help="File extensions to upload.")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded, upload nothing.")
-@click.option(
-    "--fingerprint-locally", is_flag=True, help="Decode and fingerprint here; send only the hashes (needs ffmpeg)."
-)
+@click.option("--fingerprint-locally", is_flag=True, help="Decode and fingerprint here; send only the hashes.")
 @click.option(
     "--manifest",
     "manifest_path",

@@ -10,7 +10,7 @@ from tunescout.errors import BadAudioError
 
 
 class DecodeError(Exception):
-    """ffmpeg could not decode the file."""
+    """The file could not be decoded."""
 
 
 def decode(path: str, sample_rate_hz: int) -> tuple[np.ndarray, str]:
@@ -20,13 +20,15 @@ def decode(path: str, sample_rate_hz: int) -> tuple[np.ndarray, str]:
     digest whichever side decodes it, and duplicates are still found.
 
     Raises:
-        DecodeError: ffmpeg is missing, or cannot decode the file.
+        DecodeError: the file cannot be decoded, or is longer than the server's default
+            fingerprinting.max_duration.
     """
     try:
         decoded = decode_audio(path, sample_rate_hz)
     except BadAudioError as exc:
-        missing = isinstance(exc.__cause__, FileNotFoundError)
-        raise DecodeError("ffmpeg is not installed" if missing else "ffmpeg cannot decode it") from exc
+        raise DecodeError(f"cannot decode it: {exc.message}") from exc
+    if decoded.truncated:
+        raise DecodeError("longer than the server's default fingerprinting.max_duration")
     return decoded.samples, decoded.pcm_sha1
 
 
@@ -34,7 +36,7 @@ def fingerprint_file(path: str, params: dejavu.FingerprintParams = dejavu.DEFAUL
     """The file's reference fingerprint in the compact upload format (dejavu.pack_fingerprint).
 
     Raises:
-        DecodeError: ffmpeg is missing, or cannot decode the file.
+        DecodeError: the file cannot be decoded, or is too long.
     """
     samples, sha1 = decode(path, params.sample_rate_hz)
     hashes, offsets = dejavu.fingerprint_reference(samples, params)

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-SERVICE_MODULES = {"tunescout", "flask", "redis", "MySQLdb", "clickhouse_driver", "pydub", "sqlite3"}
+SERVICE_MODULES = {"tunescout", "flask", "redis", "MySQLdb", "clickhouse_driver", "av", "sqlite3"}
 
 
 def test_dejavu_imports_nothing_from_the_service():

@@ -1,0 +1,158 @@
+"""tunescout.audio: in-process decoding, the same PCM as the ffmpeg command, bounded by what it is asked."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CORPUS, SR, music_like, need, wav_bytes
+from tunescout.audio import decode_audio, decode_query
+from tunescout.errors import BadAudioError, BadRequestError
+
+
+def ffmpeg(*args: str) -> bytes:
+    need(shutil.which("ffmpeg") is not None, "the ffmpeg command (to make test files and compare with)")
+    return subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *args], capture_output=True, check=True).stdout
+
+
+def pcm_of_the_ffmpeg_command(path: Path) -> bytes:
+    """What the decoder ran before: the ffmpeg command, 16-bit mono at 11,025 Hz."""
+    return ffmpeg("-i", str(path), "-vn", "-sn", "-ac", "1", "-ar", str(SR), "-f", "s16le", "-acodec", "pcm_s16le", "-")
+
+
+def wav_header(rate_hz: int, channels: int = 1, data: bytes = b"\0" * 4000) -> bytes:
+    """A PCM WAV whose header claims whatever rate and channel count it is given."""
+    fmt = struct.pack(
+        "<HHIIHH", 1, channels, rate_hz, (rate_hz * channels * 2) & 0xFFFFFFFF, (channels * 2) & 0xFFFF, 16
+    )
+    chunks = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(chunks)) + chunks
+
+
+@pytest.fixture(scope="module")
+def stereo_wav(tmp_path_factory) -> Path:
+    """Ten seconds of two different melodies, left and right, at 44.1 kHz."""
+    rng = np.random.default_rng(7)
+    path = tmp_path_factory.mktemp("audio") / "stereo.wav"
+    left, right = music_like(rng, 10.0, 44100), music_like(rng, 10.0, 44100)
+    pcm = (np.stack([left, right], axis=1) * 32767).astype("<i2")
+    path.write_bytes(wav_header(44100, 2, pcm.tobytes()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["-c:a", "flac"], ["-c:a", "libmp3lame", "-b:a", "128k"], ["-ar", "8000", "-c:a", "pcm_u8"]]
+)
+def test_same_pcm_as_the_ffmpeg_command(stereo_wav, tmp_path, args):
+    # blob_sha1 is the SHA-1 of this PCM: the songs stored before must stay duplicates of the same files.
+    suffix = ".mp3" if "libmp3lame" in args else ".flac" if "flac" in args else ".wav"
+    path = tmp_path / f"made{suffix}"
+    ffmpeg("-i", str(stereo_wav), *args, "-y", str(path))
+    expected = pcm_of_the_ffmpeg_command(path)
+    decoded = decode_audio(path, SR)
+    assert decoded.pcm_sha1 == hashlib.sha1(expected).hexdigest()
+    assert decoded.samples.size == len(expected) // 2
+
+
+@pytest.mark.corpus
+def test_real_music_decodes_as_the_ffmpeg_command_did(corpus):
+    # Vorbis is a float decoder whose transform changed after FFmpeg 5.1: a few samples in 10,000 may
+    # differ by one (and so the digest), never more, and never the length.
+    track = sorted((CORPUS / "tracks").glob("*.ogg"))[0]
+    expected = np.frombuffer(pcm_of_the_ffmpeg_command(track), "<i2").astype(np.int32)
+    got = np.round(decode_audio(track, SR).samples * 32768).astype(np.int32)
+    assert got.size == expected.size
+    assert np.abs(got - expected).max() <= 1
+    assert np.count_nonzero(got - expected) < got.size / 1000
+
+
+@pytest.mark.parametrize("rate_hz", [0, 2**31 - 1, 9_999_991, 4_000_000_000])
+def test_a_header_claiming_an_absurd_rate_is_refused_at_once(rate_hz):
+    start = time.perf_counter()
+    with pytest.raises(BadAudioError):
+        decode_query(wav_header(rate_hz), SR, 0.0, 10.0)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("channels", [0, 33, 65535])
+def test_a_header_claiming_an_absurd_channel_count_is_refused(channels):
+    with pytest.raises(BadAudioError):
+        decode_query(wav_header(44100, channels), SR, 0.0, 10.0)
+
+
+def test_hostile_headers_cost_bounded_memory():
+    # In a fresh process, so that its peak resident memory is theirs (the ffmpeg command took 5 GB).
+    code = (
+        "import resource, sys\n"
+        "from tests.tunescout.test_audio import wav_header\n"
+        "from tunescout.audio import decode_query\n"
+        "for rate in (0, 2**31 - 1, 9_999_991):\n"
+        "    try: decode_query(wav_header(rate, data=b'\\1' * 100_000), 11025, 0.0, 10.0)\n"
+        "    except Exception as e: assert type(e).__name__ == 'BadAudioError', e\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) < 250
+
+
+@pytest.fixture(scope="module")
+def ten_hours_of_silence(tmp_path_factory) -> bytes:
+    """A small FLAC (a few MB) that decodes to ten hours: a decompression bomb."""
+    path = tmp_path_factory.mktemp("bomb") / "silence.flac"
+    ffmpeg("-f", "lavfi", "-i", f"anullsrc=r={SR}:cl=mono", "-t", "36000", "-c:a", "flac", str(path))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("start, duration", [(0.0, 1e-9), (0.0, 10.0), (20_000.0, 10.0)])
+def test_a_bomb_costs_no_more_than_the_window(ten_hours_of_silence, start, duration):
+    began = time.perf_counter()
+    decoded = decode_query(ten_hours_of_silence, SR, start, duration)
+    assert time.perf_counter() - began < 1.0
+    assert 1 <= decoded.samples.size <= max(1, int(np.ceil(duration * SR)))
+    assert decoded.truncated
+
+
+def test_a_bomb_is_cut_at_max_seconds(ten_hours_of_silence):
+    decoded = decode_audio(ten_hours_of_silence, SR, max_seconds=60.0)
+    assert decoded.samples.size == 60 * SR and decoded.truncated
+
+
+def test_the_window_is_the_same_samples_as_cutting_the_whole(stereo_wav):
+    whole = decode_audio(stereo_wav, SR).samples
+    window = decode_audio(stereo_wav, SR, start_seconds=3.0, duration_seconds=2.0)
+    assert window.samples.size == 2 * SR
+    # Past the resampler's first few samples (its filter starts afresh at the window), the same.
+    assert np.abs(window.samples[64:] - whole[3 * SR + 64 : 5 * SR]).max() < 1e-4
+
+
+def test_window_arguments_are_checked():
+    for start, duration in [(1e308, 1.0), (-1.0, 1.0), (float("nan"), 1.0), (0.0, -1.0), (0.0, float("inf"))]:
+        with pytest.raises(BadRequestError):
+            decode_audio(wav_bytes(np.zeros(SR, np.float32)), SR, start, duration, 10.0)
+
+
+@pytest.mark.parametrize("data", [b"", b"RIFF", b"\0" * 1000, wav_header(44100)[:30], b"fLaC" + b"\xff" * 100])
+def test_garbage_and_truncated_input_is_bad_audio(data):
+    with pytest.raises(BadAudioError):
+        decode_query(data, SR, 0.0, 10.0)
+
+
+def test_decoding_writes_no_file(monkeypatch, tmp_path, stereo_wav):
+    # Uploads used to be copied to $TMPDIR/tunescout-*.upload, which a killed worker left behind. With
+    # the temporary folder missing, any file written there would fail.
+    missing = tmp_path / "missing"
+    monkeypatch.setenv("TMPDIR", str(missing))
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+    with open(stereo_wav, "rb") as f:
+        assert decode_audio(f, SR).samples.size == 10 * SR
+    assert decode_query(stereo_wav.read_bytes(), SR, 0.0, 5.0).samples.size == 5 * SR
+    assert not missing.exists()
