@@ -53,6 +53,10 @@ class FingerprintingConfig:
     allow: bool = _field(True, "Whether POST /api/fingerprint accepts writes at all.")
     token: str = _field("", "Bearer token for writes; TUNESCOUT_TOKEN overrides; empty: generated under data_dir.")
     max_file_size_mb: float = _field(200.0, "Largest upload accepted by /api/fingerprint, in MB.")
+    max_duration: float = _field(
+        1800.0, "Seconds of audio a song may have; a longer one is refused (422), decoding stops there."
+    )
+    min_hashes: int = _field(10, "Fewest fingerprint hashes a song must give (silence gives none); fewer: 422.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,8 +267,11 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"recognizing.{key}: must be > 0")
     if config.recognizing.counts_refresh_s < 0:
         raise ConfigError("recognizing.counts_refresh_s: must be >= 0")
-    if config.fingerprinting.max_file_size_mb <= 0:
-        raise ConfigError("fingerprinting.max_file_size_mb: must be > 0")
+    for key in ("max_file_size_mb", "max_duration"):
+        if getattr(config.fingerprinting, key) <= 0:
+            raise ConfigError(f"fingerprinting.{key}: must be > 0")
+    if config.fingerprinting.min_hashes < 0:
+        raise ConfigError("fingerprinting.min_hashes: must be >= 0")
     if len(config.instances) > 256:
         raise ConfigError("instances: at most 256 instances")
     for key in ("header_timeout_s", "body_timeout_s", "body_min_rate_bytes_s", "keepalive_s"):

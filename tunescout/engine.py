@@ -13,10 +13,10 @@ import dejavu
 from dejavu import FingerprintParams, MatchParams
 
 from . import metrics
-from .audio import Decoded, decode_audio, decode_query
-from .config import Config
+from .audio import MAX_START_SECONDS, Decoded, decode_audio, decode_query
+from .config import Config, FingerprintingConfig
 from .contract import MAX_PAGE_SIZE
-from .errors import BadRequestError, NotFoundError, StorageError
+from .errors import BadRequestError, NotFoundError, StorageError, UnprocessableError
 from .records import (
     Compacted,
     Compaction,
@@ -47,16 +47,28 @@ def safe_song_name(name: str) -> str:
     return name[:200] or "untitled"
 
 
-def analyse(source, name: str, params: FingerprintParams = dejavu.DEFAULT_PARAMS) -> NewSong:
+def analyse(
+    source,
+    name: str,
+    params: FingerprintParams = dejavu.DEFAULT_PARAMS,
+    max_seconds: float = FingerprintingConfig.max_duration,
+) -> NewSong:
     """Decode and fingerprint one song, without storing it (what :meth:`Engine.fingerprint` stores).
 
     A plain function of picklable arguments, so that bulk ingest can run it in a pool of processes
-    (decoding and fingerprinting are CPU-bound) and store the results from one place.
+    (decoding and fingerprinting are CPU-bound) and store the results from one place. No more than
+    max_seconds of audio is decoded (fingerprinting.max_duration): a song longer than that is refused
+    rather than stored cut, whose end would then never match.
 
     Raises:
         BadAudioError: undecodable input.
+        UnprocessableError: longer than max_seconds.
     """
-    decoded = decode_audio(source, params.sample_rate_hz)
+    decoded = decode_audio(source, params.sample_rate_hz, max_seconds=max_seconds)
+    if decoded.truncated:
+        raise UnprocessableError(
+            f"The audio is longer than fingerprinting.max_duration ({max_seconds:g} s); raise it to store this song"
+        )
     hashes, offsets = dejavu.fingerprint_reference(decoded.samples, params)
     return NewSong(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
 
@@ -94,10 +106,11 @@ class Engine:
 
         Raises:
             BadAudioError: undecodable input.
+            UnprocessableError: longer than fingerprinting.max_duration, or too few hashes.
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
-        return self.store_song(analyse(source, name, self.params))
+        return self.store_song(analyse(source, name, self.params, self.config.fingerprinting.max_duration))
 
     def fingerprint_packed(self, data: bytes, name: str) -> StoredSong:
         """Store a song fingerprinted by the client (dejavu.pack_fingerprint format).
@@ -125,9 +138,16 @@ class Engine:
         """Store a song made by :func:`analyse` (or unpacked from a client's fingerprint).
 
         Raises:
+            UnprocessableError: fewer hashes than fingerprinting.min_hashes (silence gives none).
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
+        least = self.config.fingerprinting.min_hashes
+        if song.hashes.size < least:
+            raise UnprocessableError(
+                f"The audio gives {song.hashes.size} fingerprint hashes, fewer than the {least} a song needs "
+                "to be recognised (silence or near-silence?)"
+            )
         song = dataclasses.replace(
             song, song_name=safe_song_name(song.song_name), duration_seconds=round(song.duration_seconds, 3)
         )
@@ -143,8 +163,8 @@ class Engine:
             StorageError: no result shard can store the result.
         """
         max_duration = self.config.recognizing.max_duration
-        if start_seconds < 0 or (duration_seconds is not None and duration_seconds <= 0):
-            raise BadRequestError("start must be >= 0 and duration > 0")
+        if not 0 <= start_seconds <= MAX_START_SECONDS or (duration_seconds is not None and duration_seconds <= 0):
+            raise BadRequestError(f"start must be between 0 and {MAX_START_SECONDS:g} seconds, and duration > 0")
         duration = min(duration_seconds or max_duration, max_duration)
         clock = _Stopwatch()
         decoded = decode_query(data, self.params.sample_rate_hz, start_seconds, duration)

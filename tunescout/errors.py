@@ -55,6 +55,10 @@ class PayloadTooLargeError(TuneScoutError):
     status, message = 413, "File too large"
 
 
+class UnprocessableError(TuneScoutError):
+    status, message = 422, "The audio cannot be used"
+
+
 class BadAudioError(TuneScoutError):
     status, message = 415, "Failed to process input file"
 

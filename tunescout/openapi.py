@@ -157,6 +157,7 @@ _E = {
     409: "Already fingerprinted",
     413: "File too large (checked before the body is read)",
     415: "Failed to process input file",
+    422: "The audio cannot be used: longer than fingerprinting.max_duration, or too few hashes (silence)",
     429: "Too many requests (see the Retry-After header)",
     503: "Storage unavailable",
 }
@@ -241,7 +242,7 @@ OPENAPI = {
                 },
                 "responses": {
                     "200": _json(_ref("Fingerprinted"), "Stored"),
-                    **_err(400, 401, 403, 409, 413, 415, 429, 503),
+                    **_err(400, 401, 403, 409, 413, 415, 422, 429, 503),
                 },
             }
         },

@@ -71,12 +71,12 @@ def test_fingerprint_then_recognise_then_fetch(client, song):
 
 
 def test_same_audio_in_another_container_is_a_duplicate(client, song, tmp_path):
-    from pydub import AudioSegment
+    from tests.tunescout.test_audio import ffmpeg
 
     assert upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH).status_code == 200
-    flac = io.BytesIO()
-    AudioSegment.from_wav(io.BytesIO(wav_bytes(song))).export(flac, format="flac")
-    resp = upload(client, "/api/fingerprint", flac.getvalue(), "a.flac", AUTH)
+    (tmp_path / "a.wav").write_bytes(wav_bytes(song))
+    flac = ffmpeg("-i", str(tmp_path / "a.wav"), "-f", "flac", "-")
+    resp = upload(client, "/api/fingerprint", flac, "a.flac", AUTH)
     assert_error(resp, 409, "Already fingerprinted")
     assert len(resp.get_json()["blob_sha1"]) == 40
 
@@ -108,13 +108,13 @@ def test_undecodable_input_is_415(client, data, filename):
     assert_error(upload(client, "/api/recognize", data, filename), 415, "Failed to process input file")
 
 
-def test_a_truncated_real_file_decodes_up_to_the_cut(client, song):
-    from pydub import AudioSegment
+def test_a_truncated_real_file_decodes_up_to_the_cut(client, song, tmp_path):
+    from tests.tunescout.test_audio import ffmpeg
 
     song_id = upload(client, "/api/fingerprint", wav_bytes(song), "a.wav", AUTH).get_json()["song_id"]
-    mp3 = io.BytesIO()
-    AudioSegment.from_wav(io.BytesIO(wav_bytes(song[: 11025 * 10]))).export(mp3, format="mp3")
-    resp = upload(client, "/api/recognize", mp3.getvalue()[:5000], "cut.mp3")  # the first 2.3 s
+    (tmp_path / "a.wav").write_bytes(wav_bytes(song[: 11025 * 10]))
+    mp3 = ffmpeg("-i", str(tmp_path / "a.wav"), "-f", "mp3", "-")
+    resp = upload(client, "/api/recognize", mp3[:5000], "cut.mp3")  # the first 2.3 s
     assert resp.status_code == 200
     assert resp.get_json()["results"][0]["song_id"] == song_id
 
@@ -277,3 +277,40 @@ def test_metrics_count_loads_of_the_counts_copy(client, song):
         assert time.monotonic() < deadline, "the copy was not loaded"
         time.sleep(0.02)
     assert 'tunescout_counts_copy_values{instance="0"}' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_huge_start_is_400(client, song):
+    resp = upload(client, "/api/recognize", wav_bytes(song[: 5 * 11025]), start="1e308")
+    assert_error(resp, 400, "start must be between 0 and 86400 seconds, and duration > 0")
+
+
+@pytest.mark.parametrize("rate_hz", [0, 2**31 - 1, 9_999_991])
+def test_a_wav_header_claiming_an_absurd_rate_is_415_at_once(client, rate_hz):
+    from tests.tunescout.test_audio import wav_header
+
+    start = time.perf_counter()
+    assert upload(client, "/api/recognize", wav_header(rate_hz), "lies.wav").status_code == 415
+    assert time.perf_counter() - start < 0.5
+
+
+def test_silence_is_not_stored_as_a_song(client):
+    resp = upload(client, "/api/fingerprint", wav_bytes(np.zeros(60 * 11025, np.float32)), "quiet.wav", AUTH)
+    assert_error(
+        resp,
+        422,
+        "The audio gives 0 fingerprint hashes, fewer than the 10 a song needs to be recognised "
+        "(silence or near-silence?)",
+    )
+    assert client.get("/api/songs").get_json()["songs"] == []
+
+
+def test_a_song_longer_than_max_duration_is_refused(tmp_path, song):
+    from tunescout.config import config_from_dict
+
+    config = config_from_dict(
+        {"data_dir": str(tmp_path), "fingerprinting": {"token": "s3cret-token", "max_duration": 30}}
+    )
+    app = create_app(config)
+    resp = upload(app.test_client(), "/api/fingerprint", wav_bytes(song), "long.wav", AUTH)
+    app.extensions["tunescout"].close()
+    assert_error(resp, 422, "The audio is longer than fingerprinting.max_duration (30 s); raise it to store this song")
