@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug import formparser
+from werkzeug.sansio.multipart import MultipartDecoder
 
 from . import metrics
 from .auth import bearer_matches
@@ -14,6 +16,25 @@ from .openapi import OPENAPI
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MB = 1024 * 1024
+
+
+class LenientPartHeaders(MultipartDecoder):
+    """Multipart part headers that are not UTF-8 are read as Latin-1 instead of failing.
+
+    Clients send a file name in their own code page; werkzeug's UTF-8 decoding then fails, and it
+    drops the whole form without a word, so the upload was answered "No file part". The file name is
+    made safe afterwards (safe_song_name), whatever it decodes to.
+    """
+
+    def _parse_headers(self, data):
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            data = data.decode("latin-1").encode()
+        return super()._parse_headers(data)
+
+
+formparser.MultipartDecoder = LenientPartHeaders  # werkzeug's form parser makes its decoder by this name
 
 
 def current_engine() -> Engine:

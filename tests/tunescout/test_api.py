@@ -314,3 +314,17 @@ def test_a_song_longer_than_max_duration_is_refused(tmp_path, song):
     resp = upload(app.test_client(), "/api/fingerprint", wav_bytes(song), "long.wav", AUTH)
     app.extensions["tunescout"].close()
     assert_error(resp, 422, "The audio is longer than fingerprinting.max_duration (30 s); raise it to store this song")
+
+
+@pytest.mark.parametrize("filename, stem", [(b"caf\xe9.wav", "café"), (b"\xff\xfe\x01name.wav", "ÿþ_name")])
+def test_a_file_name_that_is_not_utf8_is_still_the_file(client, song, filename, stem):
+    data = wav_bytes(song[: 20 * 11025])
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + data + b"\r\n--XX--\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=XX", **AUTH}
+    resp = client.post("/api/fingerprint", data=body, headers=headers)
+    assert resp.status_code == 200 and resp.get_json()["song_name"] == stem
+    resp = client.post("/api/recognize", data=body, headers=headers)
+    assert resp.status_code == 200 and resp.get_json()["results"][0]["song_name"] == stem
