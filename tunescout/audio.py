@@ -23,6 +23,8 @@ MAX_START_SECONDS = 86_400.0
 # How much audio before a window's start is decoded at most after seeking to it (a seek lands on the
 # packet at or before the start); a file whose timestamps never reach the start costs no more.
 SEEK_SLACK_SECONDS = 30.0
+# Codecs make at most a few hundred frames per second of audio (Opus 400, Vorbis about 350).
+MAX_FRAMES_PER_SECOND = 1000
 # What the demuxer reads to learn the streams' parameters (not to recognise the format, which has its
 # own limit). FFmpeg's 5 MB made opening a 5 s WAV cost 25-35 ms, more than decoding it.
 _OPEN_OPTIONS = {"probesize": "65536"}
@@ -117,7 +119,11 @@ def _check_claims(rate_hz: int, channels: int, allow_unknown: bool = False) -> N
 
 
 def _read_window(container, sample_rate_hz: int, start_seconds: float, limit: int) -> tuple[bytes, bool]:
-    """At most limit samples of 16-bit mono PCM from start_seconds on, and whether more were there."""
+    """At most limit samples of 16-bit mono PCM from start_seconds on, and whether more were there.
+
+    Raises:
+        BadAudioError: a rate or channel count out of range, or far more frames than codecs make.
+    """
     stream = _audio_stream(container)
     if start_seconds > 0:
         try:
@@ -125,20 +131,20 @@ def _read_window(container, sample_rate_hz: int, start_seconds: float, limit: in
         except av.FFmpegError:
             pass  # not seekable: decoded from the start, within the budget below
     out = _PcmWriter(sample_rate_hz, limit)
-    # Decoded input is counted, so that timestamps that never reach the start cannot keep us busy.
+    # Decoded input is counted, so that timestamps that never reach the start cannot keep us busy, and
+    # so are frames: each costs tens of microseconds, and a file of one-sample frames would be a bomb.
     budget_seconds = limit / sample_rate_hz + (SEEK_SLACK_SECONDS if start_seconds > 0 else 0.0) + 1.0
-    decoded_seconds, skip_out = 0.0, None
+    decoded_seconds, frames = 0.0, 0
     for frame in container.decode(stream):
         _check_claims(frame.sample_rate, frame.layout.nb_channels)
-        decoded_seconds += frame.samples / frame.sample_rate
-        if start_seconds > 0 and skip_out is None:
+        decoded_seconds, frames = decoded_seconds + frame.samples / frame.sample_rate, frames + 1
+        if frames > MAX_FRAMES_PER_SECOND * budget_seconds:
+            raise BadAudioError(f"The audio is cut into too many frames (over {MAX_FRAMES_PER_SECOND} per second)")
+        if start_seconds > 0 and out.skip is None:
             begin = frame.time if frame.time is not None else start_seconds
-            if begin + frame.samples / frame.sample_rate <= start_seconds:
-                if decoded_seconds > budget_seconds:
-                    break
+            if begin + frame.samples / frame.sample_rate <= start_seconds and decoded_seconds <= budget_seconds:
                 continue  # wholly before the window
-            skip_out = max(0, round((start_seconds - begin) * sample_rate_hz))
-            out.skip = skip_out
+            out.skip = max(0, round((start_seconds - begin) * sample_rate_hz))
         if out.add(frame) or decoded_seconds > budget_seconds:
             break
     else:
@@ -153,7 +159,7 @@ class _PcmWriter:
         self.rate, self.limit = sample_rate_hz, limit
         self.chunks: list[bytes] = []
         self.count = 0
-        self.skip = 0  # output samples before the window's start, dropped
+        self.skip: int | None = None  # output samples before the window's start, dropped
         self.full = False
         self.resampler = None
         self.source = None
@@ -177,7 +183,7 @@ class _PcmWriter:
     def _take(self, frames) -> bool:
         for resampled in frames:
             data = resampled.to_ndarray().tobytes()
-            if self.skip:
+            if self.skip:  # None or 0: nothing to drop
                 dropped = min(self.skip, len(data) // 2)
                 data, self.skip = data[dropped * 2 :], self.skip - dropped
             self.chunks.append(data)
