@@ -159,10 +159,21 @@ def test_decoding_writes_no_file(monkeypatch, tmp_path, stereo_wav):
 
 
 def test_a_file_of_one_sample_frames_is_refused_quickly(tmp_path):
-    # Each frame costs tens of microseconds whatever it holds: 240,000 of them took 5.6 s of a worker.
+    # Each packet costs tens of microseconds in Python whatever it holds: all 240,000 took 5.6 s.
     path = tmp_path / "tiny.mkv"
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono:nb_samples=1", "-t", "30", "-c:a", "pcm_s16le", str(path))
     began = time.perf_counter()
     with pytest.raises(BadAudioError, match="too many frames"):
         decode_query(path.read_bytes(), SR, 0.0, 10.0)
-    assert time.perf_counter() - began < 2.0
+    assert time.perf_counter() - began < 5.0  # 11,000 packets at most
+
+
+def test_damaged_packets_are_skipped_not_fatal(stereo_wav, tmp_path):
+    # As the ffmpeg command does: a clip with a few damaged frames is still recognisable.
+    path = tmp_path / "a.mp3"
+    ffmpeg("-i", str(stereo_wav), "-c:a", "libmp3lame", str(path))
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(3)
+    for at in rng.integers(2000, len(data), 200):
+        data[at] = rng.integers(0, 256)
+    assert decode_audio(bytes(data), SR).samples.size > 8 * SR
