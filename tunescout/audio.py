@@ -104,6 +104,8 @@ def _audio_stream(container) -> av.AudioStream:
     if not container.streams.audio:
         raise BadAudioError("No audio stream in the file")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a codec FFmpeg has no decoder for (a WAV's format code 0, say)
+        raise BadAudioError("No decoder for the file's audio format")
     _check_claims(stream.codec_context.sample_rate or 0, stream.codec_context.channels or 0, allow_unknown=True)
     stream.codec_context.thread_count = 1  # one request, one core: the server runs requests side by side
     return stream

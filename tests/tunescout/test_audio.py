@@ -83,6 +83,14 @@ def test_a_header_claiming_an_absurd_rate_is_refused_at_once(rate_hz):
     assert time.perf_counter() - start < 0.5
 
 
+@pytest.mark.parametrize("format_code", [0, 0xFFFE, 0x1234])
+def test_a_wav_of_a_format_without_decoder_is_bad_audio(format_code):
+    data = bytearray(wav_header(44100))
+    data[20:22] = struct.pack("<H", format_code)
+    with pytest.raises(BadAudioError, match="No decoder"):
+        decode_query(bytes(data), SR, 0.0, 10.0)
+
+
 @pytest.mark.parametrize("channels", [0, 33, 65535])
 def test_a_header_claiming_an_absurd_channel_count_is_refused(channels):
     with pytest.raises(BadAudioError):

@@ -32,8 +32,6 @@ def fuzzed(tmp_path_factory):
 # Classes that still break a rule, with the defect that breaks them. Strict: the fix turns them red,
 # and its author removes them from here.
 KNOWN_FAILURES = {
-    "hostile_wav": "a WAV whose format code FFmpeg has no decoder for (0, or 0xFFFE with a bad fmt chunk) "
-    "is a 500: the decoder reads stream.codec_context.sample_rate and codec_context is None",
     "malformed_chunked": "a chunked body cut short, then a half-close: the asyncio front answers nothing "
     "(its access log says 500) instead of 400",
     "hostile_headers": "a body shorter than its Content-Length, then a half-close: the asyncio front answers "
