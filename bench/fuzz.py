@@ -34,6 +34,14 @@ def mixed_order(kinds: list[str], total: int, seed: int) -> list[tuple[str, int]
     return order
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A worker's peak resident memory; 0 if it has just exited."""
+    try:
+        return fuzz.memory_mb(pid)["peak"]
+    except FileNotFoundError:
+        return 0.0
+
+
 def memory(pids: list[int]) -> str:
     figures = {pid: fuzz.memory_mb(pid) for pid in pids}
     return ", ".join(f"{pid}: {m['rss']:.0f} MB (peak {m['peak']:.0f})" for pid, m in figures.items())
@@ -79,7 +87,7 @@ def fuzz_server(args, kinds: list[str], media, live, tmpdir: Path) -> int:
             fuzz.reset_peak(pid)
     order = mixed_order(kinds, args.requests, args.seed)
     requests = (fuzz.make_request(kind, args.seed, i, media) for kind, i in order)
-    statuses, failures, slowest = collections.Counter(), collections.defaultdict(list), None
+    statuses, failures, slowest, highest = collections.Counter(), collections.defaultdict(list), None, 0.0
     started = time.monotonic()
     for n, outcome in enumerate(fuzz.run(port, requests, args.concurrency), 1):
         statuses[outcome.status] += 1
@@ -87,6 +95,8 @@ def fuzz_server(args, kinds: list[str], media, live, tmpdir: Path) -> int:
             slowest = outcome
         if fuzz.problems(outcome):
             failures[outcome.request.kind].append(outcome)
+        if live and n % 1000 == 0:  # workers are replaced every serving.max_requests: sample them as they go
+            highest = max([highest, *(peak_rss_mb(pid) for pid in fuzz.worker_pids(live.proc.pid))])
         if n % 5000 == 0:
             print(f"{n} requests, {sum(map(len, failures.values()))} failing", file=sys.stderr)
     elapsed = time.monotonic() - started
@@ -98,6 +108,7 @@ def fuzz_server(args, kinds: list[str], media, live, tmpdir: Path) -> int:
     if workers:
         now = fuzz.worker_pids(live.proc.pid)
         print("worker RSS after:", memory(now), "" if now == workers else f"(workers were {workers})")
+        print(f"highest worker peak RSS seen (sampled every 1,000 requests): {highest:.0f} MB")
         print("left in TMPDIR:", fuzz.stray_files(tmpdir) or "nothing")
     for kind, outcomes in sorted(failures.items()):
         print(f"\n{kind}: {len(outcomes)} failing")
