@@ -203,3 +203,20 @@ def test_no_control_socket_shared_with_other_servers(busy):
     listen on it in turn. `tunescout serve` opens none."""
     log = busy.log_path.read_text()
     assert "Booting worker" in log and "Control socket" not in log
+
+
+def test_workers_are_replaced_after_max_requests_without_failing_a_request(tmp_path):
+    """serving.max_requests bounds a worker's memory: after that many requests a fresh worker takes
+    over; clients see no failure meanwhile."""
+    live = servers.LiveServer(tmp_path, {"serving": {"max_requests": 5, "max_requests_jitter": 0}}, workers=1)
+    workers, statuses = set(), []
+    try:
+        deadline = time.monotonic() + 20  # a stopping worker notices within a second, its successor boots
+        while len(workers) < 2 and time.monotonic() < deadline:
+            statuses.append(requests.get(live.url + "/api/health", timeout=30).status_code)
+            log = live.log_path.read_text()
+            workers = {line.split("worker=")[1].split()[0] for line in log.splitlines() if "GET /api/health" in line}
+            time.sleep(0.05)
+    finally:
+        live.stop()
+    assert len(workers) >= 2 and set(statuses) == {200}
