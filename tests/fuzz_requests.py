@@ -48,6 +48,7 @@ class FuzzRequest:
     raw: bytes  # the request exactly as sent
     method: str  # how to read the answer (a HEAD answer has no body)
     half_close: bool = False  # end the sending side once sent: the body is shorter than it says
+    pipelined: bool = False  # raw ends with a second request, PIPELINED_CHECK: read two answers
 
 
 @dataclasses.dataclass
@@ -58,6 +59,7 @@ class Outcome:
     body: bytes = b""
     elapsed_s: float = 0.0
     error: str = ""
+    second: str = ""  # what is wrong with the answer to a pipelined second request, if anything
 
 
 # -- building requests ------------------------------------------------------------------------------
@@ -561,6 +563,30 @@ def gen_oversized(rng: random.Random, media: Media) -> tuple[str, bytes]:
     )
 
 
+PIPELINED_CHECK = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+# Requests whose framing (Content-Length, chunks) is right or that a server must refuse as a whole;
+# a Content-Length that does not match what follows is not here: the client says where the next starts.
+PIPELINE_FIRST = [
+    "hostile_numbers",
+    "malformed_multipart",
+    "malformed_chunked",
+    "hostile_headers",
+    "hostile_request_line",
+]
+
+
+def gen_pipelined(rng: random.Random, media: Media) -> tuple[str, bytes]:
+    """Another class's request on a kept-alive connection, and a health check right behind it in the
+    same packet: its answer must be the health check's (no desync, no smuggled request)."""
+    while True:
+        kind = rng.choice(PIPELINE_FIRST)
+        note, raw, *short = KINDS[kind][0](random.Random(rng.random()), media)
+        if not (short and short[0]) and "smaller than the body" not in note:
+            break
+    raw = raw.replace(b"Connection: close\r\n", b"Connection: keep-alive\r\n", 1)
+    return f"{kind} [{note}], then a health check", raw + PIPELINED_CHECK
+
+
 def gen_half_closed(rng: random.Random, media: Media) -> tuple[str, bytes, bool]:
     """Complete requests, then the client's end of the connection closed (answers must still come)."""
     requests = {
@@ -592,6 +618,7 @@ KINDS: dict[str, tuple[Callable[[random.Random, Media], tuple], int]] = {
     "packed_fingerprint": (gen_packed_fingerprint, 2),
     "oversized": (gen_oversized, 1),
     "half_closed": (gen_half_closed, 1),
+    "pipelined": (gen_pipelined, 2),
 }
 
 
@@ -601,7 +628,8 @@ def make_request(kind: str, seed: int, index: int, media: Media) -> FuzzRequest:
     rng = random.Random(f"{seed}/{kind}/{index}")
     note, raw, *short = generate(rng, media)
     method = "HEAD" if raw.startswith(b"HEAD ") else "GET"
-    return FuzzRequest(kind, index, note, raw, method, half_close=bool(short and short[0]))
+    pipelined = raw.endswith(PIPELINED_CHECK) and kind == "pipelined"
+    return FuzzRequest(kind, index, note, raw, method, half_close=bool(short and short[0]), pipelined=pipelined)
 
 
 def requests_of(kind: str, seed: int, count: int, media: Media) -> Iterator[FuzzRequest]:
@@ -627,15 +655,55 @@ def send(port: int, request: FuzzRequest, timeout_s: float = 60.0) -> Outcome:
                 sock.sendall(request.raw)
                 if request.half_close:
                     sock.shutdown(socket.SHUT_WR)
-            response = http.client.HTTPResponse(sock, method=request.method)
+            answers = _SharedReader(sock.makefile("rb"))
+            response = http.client.HTTPResponse(answers, method=request.method)
             response.begin()
             outcome.status = response.status
             outcome.content_type = response.getheader("Content-Type", "")
             outcome.body = response.read()
+            if request.pipelined and not response.will_close:
+                outcome.second = _second_answer(answers)
     except (OSError, http.client.HTTPException) as exc:
         outcome.error = f"{type(exc).__name__}: {exc}"
     outcome.elapsed_s = time.monotonic() - started
     return outcome
+
+
+class _SharedReader:
+    """One buffered reader of a connection for several answers (http.client closes its file after one)."""
+
+    def __init__(self, fp):
+        self.fp = fp
+
+    def makefile(self, mode: str):
+        return self
+
+    def readline(self, *args):
+        return self.fp.readline(*args)
+
+    def read(self, *args):
+        return self.fp.read(*args)
+
+    def readinto(self, buffer):
+        return self.fp.readinto(buffer)
+
+    def close(self):
+        pass
+
+
+def _second_answer(answers: _SharedReader) -> str:
+    """What is wrong with the answer to PIPELINED_CHECK (the server kept the connection open for it)."""
+    try:
+        response = http.client.HTTPResponse(answers, method="GET")
+        response.begin()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"kept alive, then no answer to the next request ({type(exc).__name__}: {exc})"
+    try:
+        ok = response.status == 200 and json.loads(body).get("status") == "ok"
+    except (ValueError, AttributeError):
+        ok = False
+    return "" if ok else f"desync: the next request was answered {response.status} {body[:80]!r}"
 
 
 def problems(outcome: Outcome, slow_s: float = SLOW_S) -> list[str]:
@@ -647,6 +715,8 @@ def problems(outcome: Outcome, slow_s: float = SLOW_S) -> list[str]:
         found.append(f"{outcome.status}")
     if outcome.elapsed_s > slow_s:
         found.append(f"slow: {outcome.elapsed_s:.1f} s")
+    if outcome.second:
+        found.append(outcome.second)
     if outcome.status is None or outcome.request.method == "HEAD" or not (outcome.body or outcome.status >= 400):
         return found
     if 300 <= outcome.status < 400:  # a redirect (werkzeug's merge_slashes) says where in its Location
