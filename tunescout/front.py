@@ -81,8 +81,8 @@ class BufferedWSGI:
             return await _send_error(send, 413, "File too large", limit_bytes=limit, received_bytes=exc.received_bytes)
         except TimeoutError:
             return await _send_error(send, 408, _HEADER_HINT_S[408])
-        if body is None:  # the client left
-            return
+        if body is None:  # the client stopped sending (or left: then nobody reads this)
+            return await _send_error(send, 400, "Request body cut short")
         loop = asyncio.get_running_loop()
         status, headers, chunks = await loop.run_in_executor(self.pool, self._call_app, scope, body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -224,6 +224,8 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
     """
 
     def connection_made(self, transport):
+        self._peer_done = False  # the client half-closed: it sends nothing more, but may read
+        self._head_bytes = 0  # bytes received since the last request head was complete
         self._head_timer = None
         self._linger_timer = None
         self._lingering = False
@@ -232,6 +234,7 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
         self._head_timer = self.worker.loop.call_later(self.app.header_timeout_s, self._head_timeout)
 
     def _on_headers_complete(self):
+        self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -261,6 +264,7 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
             if self._linger_bytes > LINGER_BYTES:
                 self.transport.abort()
             return
+        self._head_bytes += len(data)
         super().data_received(data)
 
     def _close_transport(self):
@@ -287,10 +291,31 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
             self.transport.resume_reading()
 
     def eof_received(self):
+        """The client half-closed (shutdown(SHUT_WR)): answer what it sent, then close.
+
+        A request cut short is a 400, whether its head (here) or its body (BufferedWSGI, which sees
+        the end of the body as a disconnect). A whole request is answered as usual.
+        """
         if self._lingering:
             self.transport.close()
             return True
-        return super().eof_received()
+        self._peer_done = True
+        receiver = self._body_receiver
+        if self._current_request is None:
+            if self._head_bytes and not self._closed:
+                self._send_error_response(400, "")
+            self._close_transport()
+            if self._request_ready is not None:
+                self._request_ready.set()
+        elif receiver is not None and not receiver._complete:
+            receiver.signal_disconnect()
+        return True  # keep the transport open for the answer
+
+    def _arm_keepalive_timer(self):
+        if self._peer_done:  # no next request can come
+            self._keepalive_timeout()
+            return
+        super()._arm_keepalive_timer()
 
     def connection_lost(self, exc):
         if self._linger_timer is not None:

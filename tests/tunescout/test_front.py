@@ -220,3 +220,45 @@ def test_workers_are_replaced_after_max_requests_without_failing_a_request(tmp_p
     finally:
         live.stop()
     assert len(workers) >= 2 and set(statuses) == {200}
+
+
+def half_closed_exchange(port: int, request: bytes) -> tuple[int, dict, bytes]:
+    """Send a request, then shut the sending side (as `nc -N` does); read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in (ln.split(": ", 1) for ln in lines[1:])}, body
+
+
+def test_a_half_closed_client_gets_its_answer(busy, clip):
+    status, _, body = half_closed_exchange(busy.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    boundary = b"b0undary"
+    form = b'--%s\r\nContent-Disposition: form-data; name="file"; filename="q.wav"\r\n\r\n%s\r\n--%s--\r\n' % (
+        boundary,
+        clip,
+        boundary,
+    )
+    head = b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=%s\r\n" % boundary
+    status, _, body = half_closed_exchange(busy.port, head + b"Content-Length: %d\r\n\r\n" % len(form) + form)
+    assert status == 200 and json.loads(body)["status"] == "success"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort",
+        b"POST /api/recognize HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Cut: ",
+    ],
+    ids=["body shorter than Content-Length", "chunked body cut", "head cut"],
+)
+def test_a_request_cut_short_by_a_half_close_is_400(busy, request_bytes):
+    status, headers, body = half_closed_exchange(busy.port, request_bytes)
+    assert status == 400
+    assert_json_error(headers, body)

@@ -31,14 +31,7 @@ def fuzzed(tmp_path_factory):
 
 # Classes that still break a rule, with the defect that breaks them. Strict: the fix turns them red,
 # and its author removes them from here.
-KNOWN_FAILURES = {
-    "malformed_chunked": "a chunked body cut short, then a half-close: the asyncio front answers nothing "
-    "(its access log says 500) instead of 400",
-    "hostile_headers": "a body shorter than its Content-Length, then a half-close: the asyncio front answers "
-    "nothing (its access log says 500) instead of 400",
-    "half_closed": "a whole request, then a half-close (shutdown(SHUT_WR)): the asyncio front answers nothing "
-    "(its access log says 500); gunicorn's gthread worker answered",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def with_known_failures(kinds):
