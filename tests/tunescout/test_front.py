@@ -262,3 +262,21 @@ def test_a_request_cut_short_by_a_half_close_is_400(busy, request_bytes):
     status, headers, body = half_closed_exchange(busy.port, request_bytes)
     assert status == 400
     assert_json_error(headers, body)
+
+
+@pytest.mark.parametrize("trust_proxy", [True, False])
+def test_rate_limit_keys_on_x_forwarded_for_only_behind_a_trusted_proxy(tmp_path, trust_proxy):
+    live = servers.LiveServer(
+        tmp_path, {"rate_limit": {"fetching_results": "2 per minute", "trust_proxy": trust_proxy}}, workers=1
+    )
+    try:
+        statuses = [
+            requests.get(
+                live.url + "/api/fetch/" + "0" * 34, headers={"X-Forwarded-For": f"203.0.113.{i % 3}"}, timeout=10
+            ).status_code
+            for i in range(6)
+        ]
+    finally:
+        live.stop()
+    # three clients, two requests each, when the header is trusted; one client over its limit otherwise
+    assert statuses == ([404] * 6 if trust_proxy else [404, 404, 429, 429, 429, 429])
