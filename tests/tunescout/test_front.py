@@ -280,3 +280,18 @@ def test_rate_limit_keys_on_x_forwarded_for_only_behind_a_trusted_proxy(tmp_path
         live.stop()
     # three clients, two requests each, when the header is trusted; one client over its limit otherwise
     assert statuses == ([404] * 6 if trust_proxy else [404, 404, 429, 429, 429, 429])
+
+
+def test_the_gunicorn_hooks_the_front_extends_exist():
+    """FrontProtocol overrides methods of gunicorn's asyncio protocol that are not public API: a
+    gunicorn that renamed one would silently lose the JSON errors, deadlines or lingering close."""
+    from gunicorn.asgi.protocol import ASGIProtocol
+    from gunicorn.workers import gasgi
+
+    from tunescout.front import FrontProtocol
+
+    own = {"_head_timeout", "_resume_reading_for_linger"}
+    extended = {name for name in vars(FrontProtocol) if not name.startswith("__")} - own
+    used = {"_keepalive_timeout", "_safe_write"}
+    assert extended | used <= set(dir(ASGIProtocol)), (extended | used) - set(dir(ASGIProtocol))
+    assert gasgi.ASGIProtocol in (ASGIProtocol, FrontProtocol)  # the name FrontWorker replaces
