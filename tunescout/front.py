@@ -30,7 +30,7 @@ TRIM_AFTER_BYTES = 2 << 20  # a request body this large leaves its freed memory 
 SPOOL_BYTES = 1 << 20  # a body larger than this waits for the app in a temporary file, not in memory
 LINGER_S = 5.0  # how long a closing connection still reads (and drops) what the client sends
 LINGER_BYTES = 64 << 20  # and how much of it, before the connection is cut
-_HEADER_HINT_S = {
+_MESSAGES = {
     408: "Request timeout: the request took too long to arrive",
     413: "File too large",
 }
@@ -80,7 +80,7 @@ class BufferedWSGI:
         except _BodyTooLargeError as exc:
             return await _send_error(send, 413, "File too large", limit_bytes=limit, received_bytes=exc.received_bytes)
         except TimeoutError:
-            return await _send_error(send, 408, _HEADER_HINT_S[408])
+            return await _send_error(send, 408, _MESSAGES[408])
         if body is None:  # the client stopped sending (or left: then nobody reads this)
             return await _send_error(send, 400, "Request body cut short")
         loop = asyncio.get_running_loop()
@@ -243,7 +243,7 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
     def _head_timeout(self):
         self._head_timer = None
         if self._current_request is None and not self._closed:
-            self._send_error_response(408, _HEADER_HINT_S[408])
+            self._send_error_response(408, _MESSAGES[408])
             self._close_transport()
             if self._request_ready is not None:
                 self._request_ready.set()
@@ -327,8 +327,8 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
 
 def _client_message(status: int) -> str:
     """What the client is told about a request the front refused (never an echo of the request)."""
-    if status in _HEADER_HINT_S:
-        return _HEADER_HINT_S[status]
+    if status in _MESSAGES:
+        return _MESSAGES[status]
     if status == 414:
         return "Request line too long"
     if status == 431:
