@@ -311,6 +311,9 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
             receiver.signal_disconnect()
         return True  # keep the transport open for the answer
 
+    def _is_websocket_upgrade(self, request):
+        return False  # the API has no WebSocket: the Upgrade header is ignored and the request answered
+
     def _arm_keepalive_timer(self):
         if self._peer_done:  # no next request can come
             self._keepalive_timeout()

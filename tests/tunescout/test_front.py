@@ -161,6 +161,19 @@ def test_malformed_requests_get_json_errors(busy, request_bytes, status):
     assert_json_error(headers, body)
 
 
+@pytest.mark.parametrize("key", ["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""], ids=["whole", "no key"])
+def test_a_websocket_upgrade_is_answered_as_plain_http(busy, key):
+    """The API has no WebSocket: the app answers (werkzeug's 400 for a WebSocket request to an HTTP route,
+    in the JSON error shape), where gunicorn answered an empty 403 (or a 426) itself."""
+    request = (
+        "GET /api/health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close, Upgrade\r\n"
+        f"{key}Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    status, headers, body = raw_exchange(busy.port, request.encode())
+    assert status == 400
+    assert_json_error(headers, body)
+
+
 def test_a_1mb_body_into_a_rate_limit_gets_its_429(strict):
     """The body is read before the answer: the client, still sending, reads the 429 (no broken pipe),
     and the kept-alive connection serves the next request."""
