@@ -273,7 +273,8 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if not self.transport.can_write_eof():
+        idle = self._current_request is None and not self._head_bytes  # nothing sent is left unread
+        if idle or self._peer_done or not self.transport.can_write_eof():
             return super()._close_transport()
         self._closed = True
         self._lingering = True
@@ -315,6 +316,7 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
         return False  # the API has no WebSocket: the Upgrade header is ignored and the request answered
 
     def _arm_keepalive_timer(self):
+        self._head_bytes = 0  # waiting for the next request: what came before is read
         if self._peer_done:  # no next request can come
             self._keepalive_timeout()
             return
