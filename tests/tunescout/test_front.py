@@ -308,3 +308,15 @@ def test_the_gunicorn_hooks_the_front_extends_exist():
     used = {"_keepalive_timeout", "_safe_write"}
     assert extended | used <= set(dir(ASGIProtocol)), (extended | used) - set(dir(ASGIProtocol))
     assert gasgi.ASGIProtocol in (ASGIProtocol, FrontProtocol)  # the name FrontWorker replaces
+
+
+def test_a_stop_does_not_wait_for_connections_the_clients_closed(tmp_path):
+    """A closed or idle connection is closed at once; only one whose client may still be sending
+    lingers (reading what it sends, so that it reads its answer)."""
+    live = servers.LiveServer(tmp_path, {}, workers=1)
+    for _ in range(3):
+        status, _, _ = raw_exchange(live.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status == 200
+    start = time.monotonic()
+    log = live.stop()
+    assert time.monotonic() - start < 4.0 and "Waiting for" not in log
