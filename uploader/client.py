@@ -80,8 +80,10 @@ class UploadClient:
                     return Outcome("failed", reason=reason)
                 wait = _retry_after(resp)
             if attempt < self.retries:
-                # Jitter either way, so that parallel uploads do not retry in lock-step.
-                base = wait if wait is not None else self.backoff_s * 2**attempt
+                # Retry-After counts whole seconds: a 0 means "within this second", not "at once",
+                # so it waits backoff_s. Jitter either way, so that parallel uploads do not retry
+                # in lock-step.
+                base = max(wait, self.backoff_s) if wait is not None else self.backoff_s * 2**attempt
                 delay = base * (1 + random.random() / 2)
                 self._sleep(min(delay, 120.0))
         return Outcome("failed", reason=f"{reason} (after {self.retries} retries)")

@@ -156,8 +156,13 @@ def test_a_digest_the_server_does_not_serve_is_a_clear_400(server, folder):
 
 @pytest.mark.corpus
 def test_rate_limits_are_retried_until_done(tmp_path, folder):
+    # One worker, so that one counter sees every request (without Redis each worker counts its
+    # own), and three uploads that start together: the second and third of that second get 429.
     live = servers.LiveServer(
-        tmp_path / "limited", {"fingerprinting": {"token": TOKEN}, "rate_limit": {"fingerprinting": "2 per second"}}
+        tmp_path / "limited",
+        {"fingerprinting": {"token": TOKEN}, "rate_limit": {"fingerprinting": "1 per second"}},
+        workers=1,
+        threads=4,
     )
     try:
         code, output = finish(
@@ -234,3 +239,41 @@ def test_local_decode_needs_no_ffmpeg_program(tmp_path):
         check=True,
     )
     assert done.stdout == "11025\n"
+
+
+def test_a_retry_after_of_zero_still_waits_a_back_off(tmp_path):
+    """Retry-After counts whole seconds: the 0 a rate limit sends in the last fraction of its window
+    must not turn the retries into a busy loop that spends them all before the window turns."""
+    import http.server
+    import threading
+
+    from uploader.client import UploadClient
+
+    answers = [(429, "0"), (429, "0"), (200, None)]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status, retry_after = answers.pop(0)
+            body = b'{"status": "success", "song_id": 1}' if status == 200 else b'{"status": "error"}'
+            self.send_response(status)
+            if retry_after is not None:
+                self.send_header("Retry-After", retry_after)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    waits = []
+    try:
+        client = UploadClient(f"http://127.0.0.1:{server.server_port}", TOKEN, retries=5, sleep=waits.append)
+        song = tmp_path / "a.ogg"
+        song.write_bytes(b"x" * 100)
+        assert client.upload_file(song, "a").status == "stored"
+    finally:
+        server.shutdown()
+    assert len(waits) == 2 and all(1.0 <= w <= 1.5 for w in waits)
