@@ -73,6 +73,7 @@ def main() -> int:
         finally:
             if live:
                 live.stop()
+                print("left in TMPDIR once the server stopped:", fuzz.stray_files(folder / "tmp") or "nothing")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -81,6 +82,7 @@ def fuzz_server(args, kinds: list[str], media, live, tmpdir: Path) -> int:
     """Send the requests, print the figures; 1 if any request broke a rule."""
     port = args.port or live.port
     workers = fuzz.worker_pids(live.proc.pid) if live else []
+    made_at_start = [p.name for p in tmpdir.iterdir()] if live else []
     if workers:
         print("worker RSS before:", memory(workers))
         for pid in workers:
@@ -100,6 +102,8 @@ def fuzz_server(args, kinds: list[str], media, live, tmpdir: Path) -> int:
         if n % 5000 == 0:
             print(f"{n} requests, {sum(map(len, failures.values()))} failing", file=sys.stderr)
     elapsed = time.monotonic() - started
+    if live:
+        highest = max([highest, *(peak_rss_mb(pid) for pid in fuzz.worker_pids(live.proc.pid))])
     print(f"requests: {sum(statuses.values())} in {elapsed:.0f} s (concurrency {args.concurrency}, seed {args.seed})")
     print("statuses:", ", ".join(f"{s}: {c}" for s, c in sorted(statuses.items(), key=lambda i: i[0] or 0)))
     print("5xx:", sum(c for s, c in statuses.items() if s and s >= 500), "| no answer:", statuses[None])
@@ -108,8 +112,9 @@ def fuzz_server(args, kinds: list[str], media, live, tmpdir: Path) -> int:
     if workers:
         now = fuzz.worker_pids(live.proc.pid)
         print("worker RSS after:", memory(now), "" if now == workers else f"(workers were {workers})")
-        print(f"highest worker peak RSS seen (sampled every 1,000 requests): {highest:.0f} MB")
-        print("left in TMPDIR:", fuzz.stray_files(tmpdir) or "nothing")
+        print(f"highest worker peak RSS seen (sampled every 1,000 requests and at the end): {highest:.0f} MB")
+        print("left in TMPDIR:", fuzz.stray_files(tmpdir, besides=made_at_start) or "nothing", end=" ")
+        print(f"(besides what the server made at start: {made_at_start})")
     for kind, outcomes in sorted(failures.items()):
         print(f"\n{kind}: {len(outcomes)} failing")
         for outcome in outcomes[: args.examples]:

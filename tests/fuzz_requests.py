@@ -772,17 +772,18 @@ def fuzz_config() -> dict:
 
 
 def start_server(folder: Path, workers: int = 2, threads: int = 4) -> servers.LiveServer:
-    """`tunescout serve` with TMPDIR (and the metrics folder) in folder, memory capped by the kernel."""
+    """`tunescout serve` with its TMPDIR in folder / "tmp" (as an operator would start it: its metrics
+    folder is its own choice), memory capped by the kernel."""
     saved = {k: os.environ.get(k) for k in ("TMPDIR", "PROMETHEUS_MULTIPROC_DIR")}
-    for name in ("tmp", "metrics"):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-    os.environ.update(TMPDIR=str(folder / "tmp"), PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(folder / "tmp")
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     try:
         live = servers.LiveServer(folder / "server", fuzz_config(), workers=workers, threads=threads)
     finally:
         for key, value in saved.items():
             if value is None:
-                os.environ.pop(key)
+                os.environ.pop(key, None)
             else:
                 os.environ[key] = value
     deadline = time.monotonic() + 30
@@ -814,9 +815,13 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def stray_files(folder: Path) -> list[str]:
-    """Everything under folder (the server's TMPDIR, which it should leave empty)."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+def stray_files(folder: Path, besides: Iterable[str] = ()) -> list[str]:
+    """Everything under folder (the server's TMPDIR, which it should leave empty), but the named entries
+    of its top level and what they hold."""
+    besides = set(besides)
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.relative_to(folder).parts[0] not in besides
+    )
 
 
 def temp_folder() -> Path:
