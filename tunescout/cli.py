@@ -181,7 +181,8 @@ def ingest(config_path, paths, workers):
         cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool,
         tqdm(total=len(files), unit="file") as bar,
     ):
-        futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params)) for p in files]
+        limit = engine.config.fingerprinting.max_duration
+        futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params, limit)) for p in files]
         for path, future in futures:
             try:
                 engine.store_song(future.result())

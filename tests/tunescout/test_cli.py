@@ -99,3 +99,15 @@ def test_compact_gives_back_the_space_of_deleted_songs(tmp_path, monkeypatch):
     assert instance["index_bytes"] < instance["index_bytes_before"]
     recognized = json.loads(runner.invoke(main, ["recognize", str(tmp_path / "s2.wav")]).output)
     assert recognized["results"][0]["song_name"] == "s2"
+
+
+def test_ingest_refuses_songs_longer_than_the_configured_max_duration(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(5)
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "long.wav").write_bytes(wav_bytes(music_like(rng, 30)))
+    (tmp_path / "music" / "short.wav").write_bytes(wav_bytes(music_like(rng, 12)))
+    (tmp_path / "config.json").write_text(json.dumps({"fingerprinting": {"max_duration": 20}}))
+    result = CliRunner().invoke(main, ["ingest", "--config", "config.json", "music", "--workers", "1"])
+    assert result.exit_code == 1
+    assert "1 stored, 0 already there, 1 failed" in result.output and "long.wav" in result.output
