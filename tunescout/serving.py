@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from functools import partial
 
@@ -104,6 +106,12 @@ def _close_engine(server, worker) -> None:
         engine.close()
 
 
+def _remove_in(pid: int, folder: str) -> None:
+    """Remove folder if this is process pid (not a worker forked from it)."""
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _metrics_dead(server, worker) -> None:
     """A finished worker's live gauges leave the sum (its counters stay counted)."""
     from prometheus_client import multiprocess
@@ -114,8 +122,12 @@ def _metrics_dead(server, worker) -> None:
 
 def prepare_metrics_dir() -> None:
     """Give the workers one folder for their metric files, empty, before any of them starts
-    (PROMETHEUS_MULTIPROC_DIR if set, else a fresh temporary folder)."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="tunescout-metrics-")
+    (PROMETHEUS_MULTIPROC_DIR if set, else a fresh temporary folder, removed when this process,
+    the master, exits; the workers it forks inherit the exit hook, so it checks the pid)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="tunescout-metrics-")
+        atexit.register(_remove_in, os.getpid(), folder)
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):
         if name.endswith(".db"):

@@ -116,3 +116,20 @@ def test_gunicorn_logs_follow_the_configured_format(capsys):
         ("gunicorn.error", "Booting worker with pid: 7"),
         ("tunescout.test", "from the app"),
     ]
+
+
+def test_serve_removes_the_metrics_folder_it_made_when_it_stops(tmp_path, monkeypatch):
+    """Without PROMETHEUS_MULTIPROC_DIR, serve makes its metrics folder under TMPDIR; a graceful
+    stop removes it (a worker exiting does not: the exit hook checks it runs in the master)."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    live = servers.LiveServer(tmp_path / "srv", {}, workers=2, threads=2)
+    try:
+        made = [p.name for p in tmpdir.iterdir()]
+        assert len(made) == 1 and made[0].startswith("tunescout-metrics-")
+        assert requests.get(live.url + "/metrics", timeout=5).status_code == 200
+    finally:
+        live.stop()
+    assert list(tmpdir.iterdir()) == []
