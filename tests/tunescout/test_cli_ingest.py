@@ -41,8 +41,8 @@ def test_kill_9_of_ingest_takes_its_workers_with_it(tmp_path):
     rng = np.random.default_rng(11)
     music = tmp_path / "music"
     music.mkdir()
-    for i in range(6):
-        (music / f"long{i}.wav").write_bytes(wav_bytes(music_like(rng, 120)))
+    for i in range(12):  # seconds of work for two workers: the kill lands while they decode
+        (music / f"long{i}.wav").write_bytes(wav_bytes(music_like(rng, 180)))
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"data_dir": str(tmp_path / "data")}))
     ingest = subprocess.Popen(
@@ -57,7 +57,6 @@ def test_kill_9_of_ingest_takes_its_workers_with_it(tmp_path):
         while len(workers := {p for p, cmd in children(ingest.pid).items() if "spawn_main" in cmd}) < 2:
             assert ingest.poll() is None and time.monotonic() < deadline, "the pool never started"
             time.sleep(0.05)
-        time.sleep(1.0)  # the workers are busy with a file now
         pool = set(children(ingest.pid))
         assert workers <= pool
         ingest.send_signal(signal.SIGKILL)
