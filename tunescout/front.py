@@ -30,9 +30,13 @@ TRIM_AFTER_BYTES = 2 << 20  # a request body this large leaves its freed memory 
 SPOOL_BYTES = 1 << 20  # a body larger than this waits for the app in a temporary file, not in memory
 LINGER_S = 5.0  # how long a closing connection still reads (and drops) what the client sends
 LINGER_BYTES = 64 << 20  # and how much of it, before the connection is cut
+# What the client is told about a request the front refused itself (never an echo of the request).
 _MESSAGES = {
     408: "Request timeout: the request took too long to arrive",
     413: "File too large",
+    414: "Request line too long",
+    431: "Request header fields too large",
+    501: "Transfer coding not implemented",
 }
 
 
@@ -331,18 +335,8 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
 
 
 def _client_message(status: int) -> str:
-    """What the client is told about a request the front refused (never an echo of the request)."""
-    if status in _MESSAGES:
-        return _MESSAGES[status]
-    if status == 414:
-        return "Request line too long"
-    if status == 431:
-        return "Request header fields too large"
-    if status == 501:
-        return "Transfer coding not implemented"
-    if status >= 500:
-        return "Internal server error"
-    return "Malformed HTTP request"
+    """The message of a status the front answers itself (gunicorn's own text is never sent)."""
+    return _MESSAGES.get(status, "Internal server error" if status >= 500 else "Malformed HTTP request")
 
 
 class FrontWorker(gasgi.ASGIWorker):
