@@ -278,9 +278,14 @@ class FrontProtocol(gunicorn_protocol.ASGIProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         idle = self._current_request is None and not self._head_bytes  # nothing sent is left unread
-        if idle or self._peer_done or not self.transport.can_write_eof():
-            return super()._close_transport()
         self._closed = True
+        if idle or self._peer_done or not self.transport.can_write_eof():
+            # Not gunicorn's close, which skips close() when its write_eof() raises: it does once a client
+            # that half-closed has reset the connection (it left before its last answer). After the EOF
+            # nothing reads the socket, so the connection stayed open, counted, and a SIGTERM waited for it
+            # the whole graceful timeout.
+            self.transport.close()  # sends what is buffered first
+            return
         self._lingering = True
         try:
             self.transport.write_eof()  # sends what is buffered first, then FIN

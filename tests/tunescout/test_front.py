@@ -320,3 +320,38 @@ def test_a_stop_does_not_wait_for_connections_the_clients_closed(tmp_path):
     start = time.monotonic()
     log = live.stop()
     assert time.monotonic() - start < 4.0 and "Waiting for" not in log
+
+
+LEFT_EARLY = {  # clients that leave before their last answer
+    # http.client takes an HTTP/1.0 answer without Connection: keep-alive (gunicorn sends none) as the last
+    # one: it reads it and closes, while the server answers the request pipelined behind (fuzz pipelined:17)
+    "HTTP/1.0 keep-alive, a request pipelined behind": (
+        b"GET /api/fetch/abc HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /api/fetch/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        True,
+    ),
+    "closed without reading": (b"GET /api/fetch/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
+}
+
+
+@pytest.mark.parametrize("request_bytes,read_first", LEFT_EARLY.values(), ids=LEFT_EARLY.keys())
+def test_a_stop_does_not_wait_for_a_client_that_left_before_its_last_answer(tmp_path, request_bytes, read_first):
+    """The client closes (FIN), then the answer it no longer reads resets the connection: closing it then
+    must still close it. The worker counted it as open, and a SIGTERM waited the whole graceful timeout."""
+    live = servers.LiveServer(tmp_path, {}, workers=1)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        if read_first:
+            answer = http.client.HTTPResponse(sock, method="GET")
+            answer.begin()
+            assert answer.status == 404 and answer.will_close
+            answer.read()
+            answer.close()
+    deadline = time.monotonic() + 10
+    while "GET /api/fetch/last" not in live.log_path.read_text():  # answered, to nobody
+        assert time.monotonic() < deadline, "the last request was not answered"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    start = time.monotonic()
+    log = live.stop()
+    assert time.monotonic() - start < 4.0 and "Waiting for" not in log

@@ -75,11 +75,6 @@ def test_malformed_requests_are_refused_cleanly(kind, fuzzed):
 STOP_S = 10.0  # SIGTERM to exit, with no request in flight
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIGTERM takes serve's whole graceful timeout (30 s) after an HTTP/1.0 keep-alive request with "
-    "another pipelined behind it (pipelined:17; 'GET /api/fetch/abc HTTP/1.0' does it too), though both are answered",
-)
 def test_the_server_stops_promptly_after_the_fuzz(fuzzed):
     """Run after the fuzz: no connection it left keeps a worker from stopping."""
     live = fuzzed[0]
@@ -96,11 +91,6 @@ def test_the_server_stops_promptly_after_the_fuzz(fuzzed):
         live.proc.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the slow stop above ends in SIGKILL, which leaves serve's metrics folder "
-    "($TMPDIR/tunescout-metrics-*) behind; a graceful stop removes it (test_serving)",
-)
 def test_nothing_is_left_in_tmpdir_once_the_server_stops(fuzzed):
     """Run last: what the server made in its TMPDIR when it started is gone when it stops."""
     live, _, tmpdir, _ = fuzzed
