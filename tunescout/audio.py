@@ -155,7 +155,9 @@ def _read_window(container, sample_rate_hz: int, start_seconds: float, limit: in
 
 
 def _frames(container, stream, max_packets: int):
-    """The stream's decoded frames; a packet the decoder refuses is skipped, as the ffmpeg command does.
+    """The stream's decoded frames; a packet the decoder refuses is skipped, as the ffmpeg command does
+    (the decoder says so with EINVAL, for example, for an empty packet after the last one, which some
+    encoders write as an Ogg stream's final page).
 
     Raises:
         BadAudioError: more than max_packets packets.
@@ -165,7 +167,7 @@ def _frames(container, stream, max_packets: int):
             raise BadAudioError(f"The audio is cut into too many frames (over {MAX_FRAMES_PER_SECOND} per second)")
         try:
             yield from packet.decode()
-        except av.InvalidDataError:
+        except (av.InvalidDataError, av.ArgumentError):
             continue
 
 
