@@ -62,8 +62,11 @@ def open_engine(backend: str, instances: int, names: list[str], data_dir: str, r
     return Engine.from_config(config_from_dict(raw))
 
 
-def load_real(engine: Engine, files: list[str], workers: int) -> tuple[np.ndarray, list[float], dict]:
-    """Decode and fingerprint the real tracks, store them; return all hashes, durations, names."""
+def load_real(
+    engine: Engine, files: list[str], workers: int, store: bool = True
+) -> tuple[np.ndarray, list[float], dict]:
+    """Decode and fingerprint the real tracks, store them (unless not store); return all hashes,
+    durations, names."""
 
     def one(path):
         decoded = decode_audio(path, engine.params.sample_rate_hz)
@@ -73,9 +76,20 @@ def load_real(engine: Engine, files: list[str], workers: int) -> tuple[np.ndarra
     with cf.ThreadPoolExecutor(workers) as pool:
         songs = list(pool.map(one, files))
     names = {}
-    for song in songs:
+    for song in songs if store else []:
         names[engine.store.add_song(song)] = song.song_name
     return np.concatenate([s.hashes for s in songs]), [s.duration_seconds for s in songs], names
+
+
+def real_song_names(engine: Engine) -> dict:
+    """song_id -> name of the real (not distractor) songs of a kept index."""
+    names, after = {}, 0
+    while True:
+        page, _ = engine.store.list_songs(after, 1000)
+        if not page:
+            return names
+        names.update({s.song_id: s.song_name for s in page if not s.song_name.startswith("distractor ")})
+        after = page[-1].song_id
 
 
 def add_distractors(
@@ -171,22 +185,37 @@ def add_distractors_in_clickhouse(
     return count * duration
 
 
+def spread(rows: list[dict], max_queries: int) -> list[dict]:
+    """At most max_queries rows, an even spread over the degradations and negatives."""
+    return rows[:: int(np.ceil(len(rows) / max_queries))] if len(rows) > max_queries else rows
+
+
+def decode_clip(engine: Engine, queries: Path, row: dict):
+    return decode_query(
+        (queries / row["query_file"]).read_bytes(),
+        engine.params.sample_rate_hz,
+        0.0,
+        engine.config.recognizing.max_duration,
+    )
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+    return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
+
+
 def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, max_queries: int) -> dict:
     latencies, correct, false_pos, by_degradation, lookups = [], [], [], {}, []
-    if len(rows) > max_queries:  # an even spread over the degradations and negatives
-        rows = rows[:: int(np.ceil(len(rows) / max_queries))]
-    for row in rows:
-        decoded = decode_query(
-            (queries / row["query_file"]).read_bytes(),
-            engine.params.sample_rate_hz,
-            0.0,
-            engine.config.recognizing.max_duration,
-        )
+    kinds = {"catalogue": [], "not_in_catalogue": []}
+    for row in spread(rows, max_queries):
+        decoded = decode_clip(engine, queries, row)
         t0 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
         search = engine.searcher.search(hashes, offsets)
         scored = search.scored
         latencies.append((time.perf_counter() - t0) * 1000)
+        kinds["not_in_catalogue" if row["is_negative"] == "1" else "catalogue"].append(latencies[-1])
         lookups.append(search.lookups)
         match = names.get(scored[0][1].song_id) if scored and scored[0][0] >= 0 else None
         if row["is_negative"] == "1":
@@ -198,12 +227,70 @@ def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, ma
     return {
         "latency_p50_ms": float(np.median(latencies)),
         "latency_p95_ms": float(np.percentile(latencies, 95)),
+        "latency_ms": {kind: percentiles(values) for kind, values in kinds.items()},
         "accuracy": float(np.mean(correct)),
         "false_positive_rate": float(np.mean(false_pos or [0])),
         "accuracy_by_degradation": {k: float(np.mean(v)) for k, v in by_degradation.items()},
         "queries": len(latencies),
         "two_lookups": float(np.mean(np.array(lookups) == 2)),
     }
+
+
+LADDER = (1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000)
+
+
+def trace_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, max_queries: int, out) -> None:
+    """For each clip, look up the rarest hashes within each row budget of LADDER, then every hash,
+    and write what each step found and cost: one JSON line per clip, for studying stopping rules."""
+    searcher, top_k = engine.searcher, engine.match.candidates
+    for row in spread(rows, max_queries):
+        decoded = decode_clip(engine, queries, row)
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
+        values = dejavu.distinct(hashes)
+        counts = engine.store.hash_counts(values)
+        held = np.isin(hashes, values[counts > 0])
+        steps, last = [], -1
+        for budget in (*LADDER, None):
+            chosen = values[counts > 0] if budget is None else dejavu.rarest_hashes(values, counts, budget)
+            if chosen.size == last:
+                continue
+            last = chosen.size
+            first = np.isin(hashes, chosen)
+            t0 = time.perf_counter()
+            lookup = engine.store.lookup(hashes[first], offsets[first], top_k)
+            ms = (time.perf_counter() - t0) * 1000
+            scored = searcher.score(lookup.histograms, int(hashes.size))
+            top = [
+                {
+                    "song": names.get(a.song_id, "distractor"),
+                    "margin": round(m, 2),
+                    "aligned": a.aligned,
+                    "matched": a.matched,
+                }
+                for m, a in scored[:3]
+            ]
+            steps.append(
+                {
+                    "budget": budget,
+                    "values": int(chosen.size),
+                    "pairs": int(first.sum()),
+                    "rows": int(counts[np.isin(values, chosen)].sum()),
+                    "ms": round(ms, 2),
+                    "top": top,
+                }
+            )
+        record = {
+            "songs": engine.store.count_songs(),
+            "clip": row["query_file"],
+            "truth": row["track_id"],
+            "degradation": row["degradation"],
+            "query_hashes": int(hashes.size),
+            "held": int(held.sum()),
+            "rows": int(counts.sum()),
+            "steps": steps,
+        }
+        out.write(json.dumps(record) + "\n")
+        out.flush()
 
 
 def main() -> None:
@@ -229,6 +316,12 @@ def main() -> None:
         action="store_true",
         help="run `tunescout compact` (Engine.compact) after loading each size, as the README advises",
     )
+    parser.add_argument("--trace", type=Path, help="also write each clip's stepwise lookups (JSON lines) here")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="start from the databases a --keep run left (grow them to --sizes); implies --keep",
+    )
     parser.add_argument(
         "--python-distractors",
         action="store_true",
@@ -245,7 +338,8 @@ def main() -> None:
     drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse, "postgres": servers.drop_postgres}.get(
         args.backend, lambda name: None
     )
-    for name in names:
+    args.keep = args.keep or args.reuse
+    for name in names if not args.reuse else []:
         drop(name)
     rows = [r for r in csv.DictReader((args.queries / "ground_truth.csv").open()) if r["length_s"] == args.length]
     files = [line for line in (args.queries / "ingest.txt").read_text().split() if line]
@@ -259,12 +353,17 @@ def main() -> None:
         if args.row_budget is not None:
             engine.searcher.match = dataclasses.replace(engine.match, row_budget=args.row_budget)
         t = time.perf_counter()
-        real_hashes, durations, song_names = load_real(engine, files, args.workers)
+        held = engine.store.count_songs()
+        real_hashes, durations, song_names = load_real(engine, files, args.workers, store=not held)
         print(f"real tracks: {len(files)} ({sum(durations) / 3600:.2f} h) in {time.perf_counter() - t:.0f} s")
         counts = np.bincount(real_hashes).astype(np.float64)
         hash_cdf = np.cumsum(counts) / counts.sum()
         rate = real_hashes.size / sum(durations)
         songs, seconds = len(files), sum(durations)
+        if held:  # a kept index: the real tracks are its first songs, then distractors of median length
+            song_names = real_song_names(engine)
+            seconds += (held - songs) * float(np.median(durations))
+            songs = held
         for size in sorted(int(s) for s in args.sizes.split(",")):
             if size > songs:
                 t = time.perf_counter()
@@ -290,6 +389,9 @@ def main() -> None:
             index_bytes = sum(s["index_bytes"] for s in stats)
             hashes = sum(s["hashes"] for s in stats)
             figures = run_queries(engine, rows, args.queries, song_names, args.max_queries)
+            if args.trace:
+                with args.trace.open("a") as out:
+                    trace_queries(engine, rows, args.queries, song_names, args.max_queries, out)
             entry = {
                 "songs": songs,
                 "hours": seconds / 3600,
