@@ -1,6 +1,14 @@
 """dejavu: audio fingerprinting by spectral-peak pair hashes (pure numpy/scipy)."""
 
-from .align import Alignment, align_matches, margin_to_confidence, match_margin, rarest_hashes
+from .align import (
+    Alignment,
+    align_matches,
+    lookup_steps,
+    margin_to_confidence,
+    match_margin,
+    out_of_reach,
+    rarest_hashes,
+)
 from .errors import DejavuError, ParameterError
 from .fingerprint import fingerprint_query, fingerprint_reference
 from .hashing import distinct
@@ -25,8 +33,10 @@ __all__ = [
     "fingerprint_query",
     "fingerprint_reference",
     "histograms_of_postings",
+    "lookup_steps",
     "margin_to_confidence",
     "match_margin",
+    "out_of_reach",
     "pack_fingerprint",
     "rarest_hashes",
     "top_histograms",

@@ -1,5 +1,5 @@
-"""rarest_hashes (what to look up first), align_matches (histogram -> best offset per song), and
-the significance of a match."""
+"""rarest_hashes and lookup_steps (what to look up, in which order), align_matches (histogram -> best
+offset per song), and the significance of a match."""
 
 from __future__ import annotations
 
@@ -43,6 +43,55 @@ def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np
     order = order[counts[order] > 0]
     within = np.cumsum(counts[order]) <= row_budget
     return values[order[within]]
+
+
+def lookup_steps(values: np.ndarray, counts: np.ndarray, row_budget: int, growth: float) -> list[np.ndarray]:
+    """The hash values each step of a search looks up: the rarest within ``row_budget`` rows, then
+    each step ``growth`` times the rows of the last, the last step every value the index holds.
+
+    Each step's values include the previous step's. A step that would add no value is left out,
+    and so is a first step that holds every value (one lookup is enough). ``row_budget`` 0: one step of every value.
+
+    Parameters
+    ----------
+    values, counts, row_budget : as for :func:`rarest_hashes`
+    growth : float > 1
+
+    Returns
+    -------
+    list of np.ndarray, one per step (at least one; its last element is every held value)
+    """
+    values, counts = np.asarray(values), np.asarray(counts, np.int64)
+    order = np.argsort(counts, kind="stable")
+    order = order[counts[order] > 0]
+    rows = np.cumsum(counts[order])
+    steps, budget, taken = [], float(row_budget), 0
+    while row_budget > 0 and taken < order.size:
+        within = int(np.searchsorted(rows, budget, side="right"))
+        if within > taken:
+            steps.append(values[order[:within]])
+            taken = within
+            budget = float(rows[taken - 1]) * growth
+        else:
+            budget *= growth
+        if budget >= rows[-1]:
+            break
+    if not steps or steps[-1].size < order.size:
+        steps.append(values[order])
+    return steps
+
+
+def out_of_reach(aligned: int, margin: float, share: float, z: float) -> bool:
+    """Whether a song short of the bar after a partial lookup cannot clear it with every hash.
+
+    The song aligned ``aligned`` hashes of the ``share`` (0-1] of the query pairs looked up, and
+    stands ``margin`` (< 0) from the bar. Out of reach: its count plus ``z`` Poisson deviations,
+    scaled up to every pair as if the rest aligned as often, stays below the bar. The rarest
+    hashes, looked up first, align for the true song at least as often as the rest (a rarer hash
+    is less often a chance match), so the scaled count is an upper estimate.
+    """
+    bar = aligned - margin
+    return (aligned + z * math.sqrt(aligned + 1)) / max(share, 1e-9) < bar
 
 
 def align_matches(

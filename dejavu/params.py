@@ -122,12 +122,17 @@ class MatchParams:
     little for busy songs, which collect chance alignments.
     Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
 
-    The lookup comes in two steps when the query's hashes hold more than ``row_budget`` index
-    rows: first only the rarest hashes that fit in the budget, which grows to ``row_budget_share``
-    of the query's rows when that is more (a larger catalogue holds more rows per hash, and a
-    fixed budget would cover too few hashes to settle); if the best song then clears the
-    bar (computed for the whole query) by ``early_stop_margin``, that is the answer, otherwise
-    every hash is looked up. Most clips of catalogue songs stop after the first step.
+    The lookup goes in steps, rarest hashes first (they point at few songs and cost few rows),
+    when the query's hashes hold more than ``row_budget`` index rows: the first step looks up
+    the rarest hashes that fit in ``row_budget`` rows, each further step ``row_growth`` times the
+    rows of the last, the last step every hash. After each step the candidates are scored against
+    the bar of the whole query: a song that clears it by ``early_stop_margin`` is the answer; a
+    best song so far behind that it cannot reach the bar is no answer. "So far behind": even its
+    aligned count plus ``reject_z`` standard deviations (Poisson), scaled up to every query pair
+    the index holds (as if the rest of the pairs aligned as often as those looked up), stays
+    below the bar. Most clips of catalogue songs stop after the first step, most clips of
+    unknown audio after the first or second, and the cost of those steps does not grow with the
+    catalogue as a lookup of every hash does (docs/SCALE.md).
     """
 
     tolerance_frames: int = 1
@@ -138,8 +143,9 @@ class MatchParams:
     confidence_scale: float = 2.0  # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20  # songs each instance returns
     row_budget: int = 8000  # index rows of the first lookup (0: one lookup of every hash)
-    row_budget_share: float = 0.12  # or this share of the query's rows, if more (~8,000 at 1,000 songs)
-    early_stop_margin: float = 3.0  # margin over the bar that ends the search after the first lookup
+    row_growth: float = 4.0  # rows of each further lookup, times those of the last
+    early_stop_margin: float = 3.0  # margin over the bar that ends the search before the last lookup
+    reject_z: float = 1.0  # a best song this many deviations short of the bar ends it with no answer
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.
@@ -150,8 +156,8 @@ class MatchParams:
         """
         if self.tolerance_frames < 0 or self.candidates < 1 or self.confidence_scale <= 0:
             raise ParameterError("tolerance_frames >= 0, candidates >= 1, confidence_scale > 0")
-        if self.row_budget < 0 or self.early_stop_margin < 0 or not 0 <= self.row_budget_share < 1:
-            raise ParameterError("row_budget >= 0, early_stop_margin >= 0, 0 <= row_budget_share < 1")
+        if self.row_budget < 0 or self.early_stop_margin < 0 or self.row_growth <= 1 or self.reject_z < 0:
+            raise ParameterError("row_budget >= 0, early_stop_margin >= 0, row_growth > 1, reject_z >= 0")
         return self
 
 

@@ -1,4 +1,4 @@
-"""Searcher: a clip's hashes -> the catalogue songs it matches, in two lookups at most, scored and ranked."""
+"""Searcher: a clip's hashes -> the catalogue songs it matches (rarest hashes first, in growing steps), ranked."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Search:
 
     scored: list[tuple[float, Alignment]]  # (no-match margin, alignment), best first
     unanswered: int  # instances that were down, slow or failing
-    lookups: int  # 1: answered by the rarest hashes, or all looked up at once; 2: both
+    lookups: int  # steps taken: 1 when the rarest hashes settle it (or one lookup held them all)
 
 
 class Searcher:
@@ -35,36 +35,46 @@ class Searcher:
         self.match = match
 
     def search(self, hashes: np.ndarray, offsets: np.ndarray) -> Search:
-        """Look the clip's hashes up on every instance and score the candidate songs.
+        """Look the clip's hashes up on every instance, rarest first, and score the candidate songs.
 
-        When the hashes hold more than ``match.row_budget`` index rows (or ``match.row_budget_share``
-        of their rows, if more), the rarest of them are looked up first, as many as the budget
-        holds (they point at few songs and cost few rows); a song that then clears the
-        bar by ``match.early_stop_margin`` is the answer. Otherwise every hash the index may hold is
-        looked up (all of them if no instance answers the counts; only a backend that counts
-        exactly, ClickHouse, rules hashes out). The bar always counts every hash the clip made.
+        When the hashes hold more than ``match.row_budget`` index rows, the lookup goes in steps
+        (:func:`dejavu.lookup_steps`): the rarest hashes that fit in the budget, then ``row_growth``
+        times as many rows at each step, the last step every hash the index may hold. After a step
+        that is not the last, a song that clears the bar by ``match.early_stop_margin`` is the
+        answer, and a best song out of reach of the bar (:func:`dejavu.out_of_reach`) means there
+        is none. Every hash is looked up at once if no instance answers the counts; only a
+        backend that counts exactly, ClickHouse, rules hashes out. The bar always counts every
+        hash the clip made.
         """
-        n_query, top_k, budget = int(hashes.size), self.match.candidates, self.match.row_budget
-        lookups, counts = 1, None
-        if budget and n_query:
+        n_query, top_k, match = int(hashes.size), self.match.candidates, self.match
+        counts = None
+        if match.row_budget and n_query:
             values = dejavu.distinct(hashes)
             counts = self.store.hash_counts(values)
-        if counts is not None:
-            rows = int(counts.sum())
-            budget = max(budget, int(self.match.row_budget_share * rows))
-            if rows > budget:
-                first = np.isin(hashes, dejavu.rarest_hashes(values, counts, budget))
-                lookup = self.store.lookup(hashes[first], offsets[first], top_k)
-                scored = self.score(lookup.histograms, n_query)
-                if scored and scored[0][0] >= self.match.early_stop_margin:
-                    metrics.search_finished(1)
-                    return Search(scored, lookup.unanswered, 1)
-                lookups = 2
-            held = np.isin(hashes, values[counts > 0])
-            hashes, offsets = hashes[held], offsets[held]
-        lookup = self.store.lookup(hashes, offsets, top_k)
-        metrics.search_finished(lookups)
-        return Search(self.score(lookup.histograms, n_query), lookup.unanswered, lookups)
+        if counts is None:
+            lookup = self.store.lookup(hashes, offsets, top_k)
+            metrics.search_finished(1)
+            return Search(self.score(lookup.histograms, n_query), lookup.unanswered, 1)
+        steps = dejavu.lookup_steps(values, counts, match.row_budget, match.row_growth)
+        held = max(int(np.isin(hashes, steps[-1]).sum()), 1)
+        for step, chosen in enumerate(steps, 1):
+            wanted = np.isin(hashes, chosen)
+            lookup = self.store.lookup(hashes[wanted], offsets[wanted], top_k)
+            scored = self.score(lookup.histograms, n_query)
+            if step == len(steps) or self._settled(scored, int(wanted.sum()) / held, n_query):
+                metrics.search_finished(step)
+                return Search(scored, lookup.unanswered, step)
+        raise AssertionError("lookup_steps ends with every held hash")  # pragma: no cover
+
+    def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int) -> bool:
+        """After a partial lookup of ``share`` of the held pairs: a clear answer, or none possible."""
+        if scored:
+            margin, aligned = scored[0][0], scored[0][1].aligned
+        else:  # no song shares a hash with these pairs: the lowest bar there is
+            margin, aligned = dejavu.match_margin(0, 0, 0, n_query, self.match), 0
+        if margin >= self.match.early_stop_margin:
+            return True
+        return dejavu.out_of_reach(aligned, margin, share, self.match.reject_z)
 
     def score(self, histograms: list[Histogram], query_hashes: int) -> list[tuple[float, Alignment]]:
         """Every candidate song's best alignment with its no-match margin, best first."""

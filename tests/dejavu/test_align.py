@@ -1,6 +1,14 @@
 import numpy as np
 
-from dejavu import DEFAULT_MATCH, align_matches, margin_to_confidence, match_margin, rarest_hashes
+from dejavu import (
+    DEFAULT_MATCH,
+    align_matches,
+    lookup_steps,
+    margin_to_confidence,
+    match_margin,
+    out_of_reach,
+    rarest_hashes,
+)
 
 
 def test_best_offset_sums_the_tolerance_window():
@@ -51,3 +59,27 @@ def test_of_two_offsets_with_equal_windows_the_tighter_one_wins():
     # Reversed, the earlier offset is the tighter one and still wins.
     got = align_matches(np.ones(4, np.int64), np.array([100, 299, 300, 301]), np.array([12, 4, 4, 4]), 1)
     assert (got[0].offset_frames, got[0].aligned) == (100, 12)
+
+
+def test_lookup_steps_grow_rarest_first_and_end_with_every_held_value():
+    values = np.array([10, 11, 12, 13, 14, 15], np.uint32)
+    counts = np.array([50, 0, 3, 7, 3, 400])
+    steps = [s.tolist() for s in lookup_steps(values, counts, 6, 4.0)]
+    # 6 rows, then up to 4 x 6 = 24 (+7), then 4 x 13 = 52 (+50), then the rest
+    assert steps == [[12, 14], [12, 14, 13], [12, 14, 13, 10], [12, 14, 13, 10, 15]]
+    assert [s.tolist() for s in lookup_steps(values, counts, 0, 4.0)] == [[12, 14, 13, 10, 15]]
+    assert [s.tolist() for s in lookup_steps(values, counts, 10**6, 4.0)] == [[12, 14, 13, 10, 15]]
+    # a budget below the rarest value's rows grows until it holds one
+    assert lookup_steps(values, counts, 1, 2.0)[0].tolist() == [12]  # 1, 2, then 4 rows hold 3
+    assert [s.tolist() for s in lookup_steps(values, np.zeros(6), 8, 4.0)] == [[]]
+
+
+def test_a_best_song_is_out_of_reach_only_when_far_below_the_bar():
+    # 2 aligned of a tenth of the pairs, 10 below the bar of 12: scaled up, 20 + would clear it
+    assert not out_of_reach(2, -10.0, 0.1, 1.0)
+    # the same count from half the pairs: at most about 7, short of 12
+    assert out_of_reach(2, -10.0, 0.5, 1.0)
+    # more deviations of allowance keep it in reach
+    assert not out_of_reach(2, -10.0, 0.5, 4.0)
+    # no song at all, from a third of the pairs: the allowance alone (1 / 0.33 = 3) is short of 12
+    assert out_of_reach(0, -12.0, 0.33, 1.0)
