@@ -27,7 +27,9 @@ def bar_of(step: dict) -> float:
     return top["aligned"] - top["margin"]
 
 
-def replay(clip: dict, first: int, growth: float, accept: float, reject_z: float | None, cap: int | None) -> dict:
+def replay(
+    clip: dict, first: int, growth: float, accept: float, reject_z: float | None, cap: int | None, lead: float = 1.0
+) -> dict:
     """Where the policy stops on this clip: its answer, the steps taken and their lookup time.
 
     first, growth: the row budget of the first lookup and the factor between budgets;
@@ -52,7 +54,7 @@ def replay(clip: dict, first: int, growth: float, accept: float, reject_z: float
         if last:
             break
         if reject_z is not None:
-            share = max(step["pairs"] / max(clip["held"], 1), 1e-9)
+            share = min(lead * step["rows"] / max(clip["rows"], 1), 1.0)
             aligned = top["aligned"] if top else 0
             bar = bar_of(step) if top else 5.0 + 3.0 * math.log(max(clip["query_hashes"], 1) / 1000)
             if (aligned + reject_z * math.sqrt(aligned + 1)) / share < bar:
@@ -101,10 +103,9 @@ def main() -> None:
     }
     for first in (2000, 8000):
         for growth in (2.0, 4.0):
-            for z in (None, 2.0, 1.0, 0.0):
-                for cap in (None, 64000, 256000):
-                    name = f"first {first} x{growth:g} reject z={z} cap={cap}"
-                    policies[name] = dict(first=first, growth=growth, accept=3.0, reject_z=z, cap=cap)
+            for z, lead in ((None, 1.0), (1.0, 1.0), (1.0, 1.6), (1.0, 2.0), (0.0, 2.0)):
+                name = f"first {first} x{growth:g} reject z={z} lead={lead}"
+                policies[name] = dict(first=first, growth=growth, accept=3.0, reject_z=z, cap=None, lead=lead)
     for size, group in sorted(by_size.items()):
         print(f"\n{size} songs, {len(group)} clips")
         for name, policy in policies.items():

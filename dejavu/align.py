@@ -84,11 +84,9 @@ def lookup_steps(values: np.ndarray, counts: np.ndarray, row_budget: int, growth
 def out_of_reach(aligned: int, margin: float, share: float, z: float) -> bool:
     """Whether a song short of the bar after a partial lookup cannot clear it with every hash.
 
-    The song aligned ``aligned`` hashes of the ``share`` (0-1] of the query pairs looked up, and
-    stands ``margin`` (< 0) from the bar. Out of reach: its count plus ``z`` Poisson deviations,
-    scaled up to every pair as if the rest aligned as often, stays below the bar. The rarest
-    hashes, looked up first, align for the true song at least as often as the rest (a rarer hash
-    is less often a chance match), so the scaled count is an upper estimate.
+    The song aligned ``aligned`` hashes with ``share`` (0-1] of the evidence read, and stands
+    ``margin`` (< 0) from the bar. Out of reach: its count plus ``z`` Poisson deviations, scaled
+    up to all the evidence, stays below the bar (see MatchParams for what the share is).
     """
     bar = aligned - margin
     return (aligned + z * math.sqrt(aligned + 1)) / max(share, 1e-9) < bar

@@ -56,25 +56,26 @@ class Searcher:
             metrics.search_finished(1)
             return Search(self.score(lookup.histograms, n_query), lookup.unanswered, 1)
         steps = dejavu.lookup_steps(values, counts, match.row_budget, match.row_growth)
-        held = max(int(np.isin(hashes, steps[-1]).sum()), 1)
+        rows = max(int(counts[np.isin(values, steps[-1])].sum()), 1)
         for step, chosen in enumerate(steps, 1):
             wanted = np.isin(hashes, chosen)
             lookup = self.store.lookup(hashes[wanted], offsets[wanted], top_k)
             scored = self.score(lookup.histograms, n_query)
-            if step == len(steps) or self._settled(scored, int(wanted.sum()) / held, n_query):
+            share = int(counts[np.isin(values, chosen)].sum()) / rows
+            if step == len(steps) or self._settled(scored, share, n_query):
                 metrics.search_finished(step)
                 return Search(scored, lookup.unanswered, step)
         raise AssertionError("lookup_steps ends with every held hash")  # pragma: no cover
 
     def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int) -> bool:
-        """After a partial lookup of ``share`` of the held pairs: a clear answer, or none possible."""
+        """After a partial lookup of ``share`` of the clip's index rows: a clear answer, or none possible."""
         if scored:
             margin, aligned = scored[0][0], scored[0][1].aligned
         else:  # no song shares a hash with these pairs: the lowest bar there is
             margin, aligned = dejavu.match_margin(0, 0, 0, n_query, self.match), 0
         if margin >= self.match.early_stop_margin:
             return True
-        return dejavu.out_of_reach(aligned, margin, share, self.match.reject_z)
+        return dejavu.out_of_reach(aligned, margin, min(self.match.evidence_lead * share, 1.0), self.match.reject_z)
 
     def score(self, histograms: list[Histogram], query_hashes: int) -> list[tuple[float, Alignment]]:
         """Every candidate song's best alignment with its no-match margin, best first."""
