@@ -15,11 +15,13 @@ from .hashing import distinct
 from .histogram import Histogram, histograms_of_postings, top_histograms
 from .packed import FormatError, PackedFingerprint, pack_fingerprint, unpack_fingerprint
 from .params import DEFAULT_MATCH, DEFAULT_PARAMS, HASH_BITS, FingerprintParams, MatchParams
+from .robust import DEFAULT_ROBUST, RobustAlignment, RobustParams
 
 __all__ = [
     "Alignment",
     "DEFAULT_MATCH",
     "DEFAULT_PARAMS",
+    "DEFAULT_ROBUST",
     "DejavuError",
     "FingerprintParams",
     "FormatError",
@@ -28,6 +30,8 @@ __all__ = [
     "MatchParams",
     "PackedFingerprint",
     "ParameterError",
+    "RobustAlignment",
+    "RobustParams",
     "align_matches",
     "distinct",
     "fingerprint_query",
