@@ -182,7 +182,7 @@ def ingest(config_path, paths, workers):
         tqdm(total=len(files), unit="file") as bar,
     ):
         limit = engine.config.fingerprinting.max_duration
-        futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params, limit)) for p in files]
+        futures = [(p, pool.submit(analyse, str(p), p.stem, engine.params, limit, engine.robust)) for p in files]
         for path, future in futures:
             try:
                 engine.store_song(future.result())

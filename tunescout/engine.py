@@ -9,8 +9,11 @@ import re
 import time
 from pathlib import PurePath
 
+import numpy as np
+
 import dejavu
-from dejavu import FingerprintParams, MatchParams
+from dejavu import FingerprintParams, MatchParams, RobustParams
+from dejavu import robust as triplets
 
 from . import metrics
 from .audio import MAX_START_SECONDS, Decoded, decode_audio, decode_query
@@ -31,7 +34,7 @@ from .records import (
     StoredSong,
 )
 from .results import ResultShards
-from .search import Searcher
+from .search import ROBUST_FEATURE, Searcher
 from .storage.base import NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 from .storage.stack import open_catalogue, open_result_stores
@@ -52,8 +55,10 @@ def analyse(
     name: str,
     params: FingerprintParams = dejavu.DEFAULT_PARAMS,
     max_seconds: float = FingerprintingConfig.max_duration,
+    robust: RobustParams | None = dejavu.DEFAULT_ROBUST,
 ) -> NewSong:
-    """Decode and fingerprint one song, without storing it (what :meth:`Engine.fingerprint` stores).
+    """Decode and fingerprint one song, without storing it (what :meth:`Engine.fingerprint` stores):
+    its pair rows, then its robust (triplet) rows unless robust is None, from one spectrogram.
 
     A plain function of picklable arguments, so that bulk ingest can run it in a pool of processes
     (decoding and fingerprinting are CPU-bound) and store the results from one place. No more than
@@ -69,7 +74,11 @@ def analyse(
         raise UnprocessableError(
             f"The audio is longer than fingerprinting.max_duration ({max_seconds:g} s); raise it to store this song"
         )
-    hashes, offsets = dejavu.fingerprint_reference(decoded.samples, params)
+    if robust is None:
+        hashes, offsets = dejavu.fingerprint_reference(decoded.samples, params)
+    else:
+        families = triplets.fingerprint_reference_families(decoded.samples, params, robust)
+        hashes, offsets = (np.concatenate(parts) for parts in zip(*families))
     return NewSong(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
 
 
@@ -83,13 +92,17 @@ class Engine:
         results: ResultShards,
         params: FingerprintParams = dejavu.DEFAULT_PARAMS,
         match: MatchParams = dejavu.DEFAULT_MATCH,
+        robust: RobustParams = dejavu.DEFAULT_ROBUST,
     ):
         self.config = config
         self.store = store
         self.results = results
         self.params = params
-        self.searcher = Searcher(store, params, match)
-        store.ensure_schema(params.digest())
+        self.robust = robust
+        self.searcher = Searcher(store, params, match, robust)
+        # A new instance records the robust family's digest; one made by 1.0 that holds songs does
+        # not, and keeps the pair family only (its peaks are not stored: only its audio could add it).
+        store.ensure_schema(params.digest(), {ROBUST_FEATURE: robust.digest()})
 
     @classmethod
     def from_config(cls, config: Config) -> Engine:
@@ -110,7 +123,7 @@ class Engine:
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
-        return self.store_song(analyse(source, name, self.params, self.config.fingerprinting.max_duration))
+        return self.store_song(analyse(source, name, self.params, self.config.fingerprinting.max_duration, self.robust))
 
     def fingerprint_packed(self, data: bytes, name: str) -> StoredSong:
         """Store a song fingerprinted by the client (dejavu.pack_fingerprint format).
@@ -130,8 +143,14 @@ class Engine:
                 f"Fingerprint parameters {packed.params_digest} are not served here (this server uses {served})",
                 params_digest=served,
             )
-        if packed.hashes.size and int(packed.hashes.max()) >= 1 << dejavu.HASH_BITS:
+        robust = triplets.is_triplet_hash(packed.hashes)
+        pair_range = packed.hashes[~robust] < 1 << dejavu.HASH_BITS
+        robust_range = packed.hashes[robust] < triplets.TAG + (1 << 25)
+        if not (pair_range.all() and robust_range.all()):
             raise BadRequestError("Invalid fingerprint: hash out of range")
+        if robust.any() and packed.robust_digest != self.robust.digest():
+            # rows of other robust parameters would never match here: store the pair family only
+            packed = dataclasses.replace(packed, hashes=packed.hashes[~robust], offsets=packed.offsets[~robust])
         return self.store_song(NewSong(name, packed.pcm_sha1, packed.duration_seconds, packed.hashes, packed.offsets))
 
     def store_song(self, song: NewSong) -> StoredSong:
@@ -143,11 +162,16 @@ class Engine:
             StorageError: no instance can take it.
         """
         least = self.config.fingerprinting.min_hashes
-        if song.hashes.size < least:
+        pair = ~triplets.is_triplet_hash(song.hashes)
+        if np.count_nonzero(pair) < least:
             raise UnprocessableError(
-                f"The audio gives {song.hashes.size} fingerprint hashes, fewer than the {least} a song needs "
+                f"The audio gives {np.count_nonzero(pair)} fingerprint hashes, fewer than the {least} a song needs "
                 "to be recognised (silence or near-silence?)"
             )
+        if not all(self.searcher.robust_instances()):
+            # Its instance is chosen by the store: on an index with some instances of 1.0, the pair
+            # family only, so that no instance holds rows its meta does not vouch for.
+            song = dataclasses.replace(song, hashes=song.hashes[pair], offsets=song.offsets[pair])
         song = dataclasses.replace(
             song, song_name=safe_song_name(song.song_name), duration_seconds=round(song.duration_seconds, 3)
         )
@@ -183,8 +207,13 @@ class Engine:
         query_frames = decoded.samples.shape[0] // self.params.hop_length
         results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
-        # An instance that failed the lookup and then the song names counts once.
-        return Recognition(results, clock.laps, max(search.unanswered, unnamed))
+        unanswered = max(search.unanswered, unnamed)  # an instance that failed both counts once
+        if not results and any(self.searcher.robust_instances()):
+            # The pair path found no song: try speed, tempo and pitch changes (docs/ALGORITHM.md).
+            results, robust_unanswered = self.searcher.search_robust(decoded.samples)
+            clock.lap("robust")
+            unanswered = max(unanswered, robust_unanswered)
+        return Recognition(results, clock.laps, unanswered)
 
     def fetch(self, token: str) -> dict:
         """The stored JSON body of a token's result.
@@ -198,8 +227,10 @@ class Engine:
         """Status and round trip of every fingerprint instance and result shard, and whether the
         other services they use (Redis) answer."""
         instances = [
-            Part(i, inst.database_type, ms)
-            for i, (inst, ms) in enumerate(zip(self.config.instances, self.store.check_all()))
+            Part(i, inst.database_type, ms, robust)
+            for i, (inst, ms, robust) in enumerate(
+                zip(self.config.instances, self.store.check_all(), self.searcher.robust_instances())
+            )
         ]
         shards = [
             Part(i, inst.database_type, ms)

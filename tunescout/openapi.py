@@ -49,10 +49,21 @@ _RESULT = {
         "hashes_matched_in_input": {**_INT, "description": "clip hashes agreeing on the winning offset"},
         "input_confidence": {**_NUM, "minimum": 0, "maximum": 1},
         "fingerprinted_confidence": {**_NUM, "minimum": 0, "maximum": 1},
-        "offset": {**_INT, "description": "frames of 256/11025 s where the clip starts in the song"},
-        "offset_seconds": _NUM,
+        "offset": {
+            **_INT,
+            "description": "frames of 256/11025 s where the clip starts in the song, in the song's own time",
+        },
+        "offset_seconds": {**_NUM, "description": "where the clip starts in the song, seconds of the song's own time"},
         "blob_sha1": _SHA1,
         "confidence": {**_NUM, "minimum": 0, "maximum": 1, "description": "0.5 at the no-match bar"},
+        "time_scale": {
+            **_NUM,
+            "description": "clip seconds per song second (> 1: the clip plays slower; 1.0 for an exact copy)",
+        },
+        "frequency_scale": {
+            **_NUM,
+            "description": "clip Hz per song Hz (> 1: the clip sounds higher; 1.0 for an exact copy)",
+        },
     },
 }
 _RECOGNITION = {
@@ -94,6 +105,10 @@ _PART = {
         "database_type": {"type": "string", "enum": sorted(BACKENDS)},
         "status": {"type": "string", "enum": ["up", "down"]},
         "latency_ms": {"type": "number", "nullable": True},
+        "speed_pitch_robust": {
+            "type": "boolean",
+            "description": "fingerprint instances: holds the speed/tempo/pitch-robust family",
+        },
     },
 }
 _HEALTH = {
@@ -102,6 +117,11 @@ _HEALTH = {
     "properties": {
         "status": {"type": "string", "enum": ["ok"]},
         "params_digest": _STR,
+        "speed_pitch_robust": {
+            "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["partial"]}],
+            "description": "the index recognises speed, tempo and pitch changes: on every instance, none, or some "
+            "(an index made by 1.0 holds the pair family only: re-ingest the audio into a new index to add it)",
+        },
         "instances": {"type": "array", "items": _ref("Part")},
         "results": {"type": "array", "items": _ref("Part")},
         "redis": {"type": "object", "properties": {"status": {"type": "string", "enum": ["up", "down"]}}},

@@ -16,10 +16,12 @@ class Match:
     hashes_matched_in_input: int  # clip hashes that agree on the winning offset
     input_confidence: float  # their share of the clip's hashes
     fingerprinted_confidence: float  # their share of the song's hashes over the clip's span (estimate)
-    offset: int  # frames of the song where the clip starts
-    offset_seconds: float
+    offset: int  # frames of the song, in the song's own time, where the clip starts
+    offset_seconds: float  # the same in seconds of the song's own time
     blob_sha1: str
     confidence: float  # in [0, 1]: 0.5 at the no-match bar, rising with the margin
+    time_scale: float = 1.0  # clip seconds per song second (> 1: the clip plays slower); 1.0 on the pair path
+    frequency_scale: float = 1.0  # clip Hz per song Hz (> 1: the clip sounds higher); 1.0 on the pair path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Part:
     index: int
     database_type: str
     latency_ms: float | None  # None: it did not answer
+    speed_pitch_robust: bool | None = None  # fingerprint instances: holds the robust family (None: a result shard)
 
     @property
     def up(self) -> bool:
@@ -113,7 +116,7 @@ class Part:
             "database_type": self.database_type,
             "status": "up" if self.up else "down",
             "latency_ms": round(self.latency_ms, 2) if self.up else None,
-        }
+        } | ({} if self.speed_pitch_robust is None else {"speed_pitch_robust": self.speed_pitch_robust})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +137,18 @@ class Health:
     def degraded(self) -> bool:
         return not all(p.up for p in (*self.instances, *self.results)) or not all(self.services.values())
 
+    @property
+    def speed_pitch_robust(self) -> bool | str:
+        """Whether the index answers speed, tempo and pitch changes: True on every instance, False on
+        none (an index made by an earlier release), "partial" on some."""
+        robust = [bool(p.speed_pitch_robust) for p in self.instances]
+        return all(robust) if all(robust) or not any(robust) else "partial"
+
     def body(self) -> dict:
         body = {
             "status": "ok" if self.serving else "error",
             "params_digest": self.params_digest,
+            "speed_pitch_robust": self.speed_pitch_robust,
             "instances": [p.body() for p in self.instances],
             "results": [p.body() for p in self.results],
         }

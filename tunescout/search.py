@@ -7,14 +7,19 @@ import dataclasses
 import numpy as np
 
 import dejavu
-from dejavu import Alignment, FingerprintParams, Histogram, MatchParams
+from dejavu import Alignment, FingerprintParams, Histogram, MatchParams, RobustAlignment, RobustParams
+from dejavu import robust as triplets
 
 from . import metrics
 from .records import Match
-from .storage.base import Song
+from .storage.base import Song, instance_of
 from .storage.sharded import ShardedStore
 
 TOP_RESULTS = 3
+ROBUST_FEATURE = "robust_digest"  # the instance meta key that says it holds the robust family
+# A song's pair rows over all its rows when both families are stored (174 songs: 0.556, p1-p99
+# 0.54-0.57): fingerprinted_confidence counts the pair hashes it expects over the clip's span.
+PAIR_ROW_SHARE = 0.556
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +34,22 @@ class Search:
 class Searcher:
     """The two-step search over the catalogue's instances, and the ranking of what it found."""
 
-    def __init__(self, store: ShardedStore, params: FingerprintParams, match: MatchParams):
+    def __init__(
+        self,
+        store: ShardedStore,
+        params: FingerprintParams,
+        match: MatchParams,
+        robust: RobustParams = dejavu.DEFAULT_ROBUST,
+    ):
         self.store = store
         self.params = params
         self.match = match
+        self.robust = robust
+
+    def robust_instances(self) -> list[bool]:
+        """Which instances hold the robust family (their meta records this robust digest)."""
+        digest = self.robust.digest()
+        return [self.store.features(i).get(ROBUST_FEATURE) == digest for i in range(len(self.store.stores))]
 
     def search(self, hashes: np.ndarray, offsets: np.ndarray) -> Search:
         """Look the clip's hashes up on every instance, rarest first, and score the candidate songs.
@@ -66,6 +83,11 @@ class Searcher:
                 metrics.search_finished(step)
                 return Search(scored, lookup.unanswered, step)
         raise AssertionError("lookup_steps ends with every held hash")  # pragma: no cover
+
+    def _has_robust_rows(self, song_id: int) -> bool:
+        """Whether the song's instance holds the robust family (its songs were stored with both)."""
+        features = self.store.features(instance_of(song_id, len(self.store.stores)))
+        return features.get(ROBUST_FEATURE) == self.robust.digest()
 
     def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int) -> bool:
         """After a partial lookup of ``share`` of the clip's index rows: a clear answer, or none possible."""
@@ -103,12 +125,59 @@ class Searcher:
         ]
         return matches, unanswered
 
+    def search_robust(self, samples: np.ndarray) -> tuple[list[Match], int]:
+        """The robust path (docs/ALGORITHM.md, "The robust path"): the clip's triplets, the rarest of their
+        lookup values within ``q_row_budget`` rows, those rows from every instance, the vote and fit; the
+        best song if it clears the bar. Also how many instances did not answer."""
+        rp = self.robust
+        trip = triplets.fingerprint_query_triplets(samples, self.params, rp)
+        values, owners = triplets.query_lookups(trip, rp)
+        distinct = dejavu.distinct(values)
+        counts = self.store.hash_counts(distinct) if distinct.size else None
+        if counts is None:
+            return [], 0
+        chosen = triplets.rarest_values(distinct, counts, rp.q_row_budget)
+        wanted = np.isin(values, chosen)
+        answer = self.store.rows(chosen)
+        fits = triplets.align_triplets(
+            trip, values[wanted], owners[wanted], answer.hashes, answer.song_ids, answer.offsets, rp
+        )
+        margin = triplets.robust_margin(fits, rp)
+        if margin < 0:
+            return [], answer.unanswered
+        songs, unnamed = self.store.get_songs([fits[0].song_id])
+        found = [self._robust_match(fits[0], margin, songs[s], trip) for s in songs]
+        return found, max(answer.unanswered, unnamed)
+
+    def _robust_match(self, fit: RobustAlignment, margin: float, song: Song, trip: triplets.Triplets) -> Match:
+        frame_s = self.params.frame_seconds
+        clip_frames = float(trip.anchor_frames.max()) / fit.time_scale  # the span it covers, song frames
+        expected = song.total_hashes * (1 - PAIR_ROW_SHARE) * min(clip_frames * frame_s / song.duration_seconds, 1.0)
+        offset = round(fit.offset_frames)
+        return Match(
+            song_id=song.song_id,
+            song_name=song.song_name,
+            input_total_hashes=trip.size,
+            fingerprinted_hashes_in_db=song.total_hashes,
+            hashes_matched_in_input=fit.score,
+            input_confidence=round(fit.score / max(trip.size, 1), 4),
+            fingerprinted_confidence=round(min(fit.score / max(expected, 1.0), 1.0), 4),
+            offset=offset,
+            offset_seconds=round(fit.offset_frames * frame_s, 3),
+            blob_sha1=song.blob_sha1,
+            confidence=round(dejavu.margin_to_confidence(margin, self.match), 4),
+            time_scale=round(fit.time_scale, 4),
+            frequency_scale=round(fit.frequency_scale, 4),
+        )
+
     def _match(self, a: Alignment, margin: float, song: Song, n_query: int, query_frames: int) -> Match:
         aligned = min(a.aligned, n_query)
         frame_s = self.params.frame_seconds
         song_frames = max(song.duration_seconds / frame_s, 1.0)
-        # Hashes the index holds for the span the clip covers (an estimate: uniform density).
-        expected = max(song.total_hashes * min(query_frames / song_frames, 1.0), 1.0)
+        # Hashes the index holds for the span the clip covers (an estimate: uniform density). A song
+        # stored with both families counts both in total_hashes: its pair share is PAIR_ROW_SHARE.
+        pair_hashes = song.total_hashes * (PAIR_ROW_SHARE if self._has_robust_rows(song.song_id) else 1.0)
+        expected = max(pair_hashes * min(query_frames / song_frames, 1.0), 1.0)
         return Match(
             song_id=song.song_id,
             song_name=song.song_name,

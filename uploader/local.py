@@ -32,12 +32,19 @@ def decode(path: str, sample_rate_hz: int) -> tuple[np.ndarray, str]:
     return decoded.samples, decoded.pcm_sha1
 
 
-def fingerprint_file(path: str, params: dejavu.FingerprintParams = dejavu.DEFAULT_PARAMS) -> bytes:
-    """The file's reference fingerprint in the compact upload format (dejavu.pack_fingerprint).
+def fingerprint_file(
+    path: str,
+    params: dejavu.FingerprintParams = dejavu.DEFAULT_PARAMS,
+    robust: dejavu.RobustParams = dejavu.DEFAULT_ROBUST,
+) -> bytes:
+    """The file's reference fingerprint in the compact upload format (dejavu.pack_fingerprint), both
+    hash families (a server whose index lacks the robust family stores the pair family only).
 
     Raises:
         DecodeError: the file cannot be decoded, or is too long.
     """
     samples, sha1 = decode(path, params.sample_rate_hz)
-    hashes, offsets = dejavu.fingerprint_reference(samples, params)
-    return dejavu.pack_fingerprint(hashes, offsets, params.digest(), sha1, samples.size / params.sample_rate_hz)
+    families = dejavu.robust.fingerprint_reference_families(samples, params, robust)
+    hashes, offsets = (np.concatenate(parts) for parts in zip(*families))
+    duration = samples.size / params.sample_rate_hz
+    return dejavu.pack_fingerprint(hashes, offsets, params.digest(), sha1, duration, robust.digest())

@@ -131,3 +131,16 @@ def test_fit_finds_a_known_line(rng):
     fit = R.fit_song(1, matches, RP)
     assert fit.time_scale == pytest.approx(0.93, rel=0.002) and fit.offset_frames == pytest.approx(1000, abs=1)
     assert fit.score >= np.unique(clip_frames[line]).size - 2
+
+
+def test_a_packed_fingerprint_carries_both_families_and_the_robust_digest(rng):
+    from dejavu import pack_fingerprint, unpack_fingerprint
+
+    (pair_h, pair_o), (trip_h, trip_o) = R.fingerprint_reference_families(music_like(rng, 10), P, RP)
+    hashes, offsets = np.concatenate([pair_h, trip_h]), np.concatenate([pair_o, trip_o])
+    packed = unpack_fingerprint(pack_fingerprint(hashes, offsets, P.digest(), "ab" * 20, 10.0, RP.digest()))
+    assert packed.robust_digest == RP.digest()
+    assert sorted(zip(packed.hashes.tolist(), packed.offsets.tolist())) == sorted(
+        zip(hashes.tolist(), offsets.tolist())
+    )
+    assert unpack_fingerprint(pack_fingerprint(pair_h, pair_o, P.digest(), "ab" * 20, 10.0)).robust_digest == ""
