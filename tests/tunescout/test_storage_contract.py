@@ -333,3 +333,86 @@ def test_compact_keeps_every_answer(backend, rng):
     assert answers() == before
     assert before[2] == [ids[0], ids[1], ids[3]] and before[0][0][0] == ids[1]
     store.close()
+
+
+ROBUST = 2**30  # robust hash values have this bit set; pair hashes are below 2**24
+
+
+def song_of_rows(rng, hashes, offsets, name="song") -> NewSong:
+    return NewSong(name, rng.bytes(20).hex(), 60.0, np.asarray(hashes, np.uint32), np.asarray(offsets, np.int32))
+
+
+def row_set(rows) -> list[tuple[int, int, int]]:
+    hashes, song_ids, offsets = rows
+    assert (hashes.dtype, song_ids.dtype, offsets.dtype) == (np.uint32, np.int64, np.int64)
+    return sorted(zip(hashes.tolist(), song_ids.tolist(), offsets.tolist()))
+
+
+def test_rows_are_exactly_the_rows_stored_for_the_values(store, rng):
+    """Pair and robust values alike, each value's rows of every song, offsets up to 2**31 - 1."""
+    shared = [7, ROBUST + 7]  # in both songs
+    pairs = np.array([*shared, 11, 11, 12, 2**24 - 1], np.uint32)  # 11 twice: two rows of one song
+    robust = np.array([*shared, ROBUST + 1, ROBUST + 1, ROBUST + 2**29, 2**31 - 1], np.uint32)
+    big = np.array([0, 2**31 - 1, 2**30 + 12345, 2**31 - 2, 99, 2**31 - 1])
+    a = store.add_song(
+        song_of_rows(rng, np.r_[pairs, rng.integers(2**20, 2**23, 200)], np.r_[5, 6, 0, 40, 9, 9, range(200)])
+    )
+    b = store.add_song(song_of_rows(rng, robust, big))
+    absent = [13, ROBUST + 13, 2**31 + 7, 2**32 - 1]  # the last two: above any stored value
+    asked = np.array([*pairs[[0, 1, 2, 5]], *robust[[2, 4, 5]], *absent, 11, 7], np.uint32)  # repeats too
+    assert row_set(store.rows(asked)) == sorted(
+        [(7, a, 5), (ROBUST + 7, a, 6), (11, a, 0), (11, a, 40), (2**24 - 1, a, 9)]
+        + [(7, b, 0), (ROBUST + 7, b, 2**31 - 1), (ROBUST + 1, b, 2**30 + 12345), (ROBUST + 1, b, 2**31 - 2)]
+        + [(ROBUST + 2**29, b, 99), (2**31 - 1, b, 2**31 - 1)]
+    )
+    assert row_set(store.rows(np.array(absent, np.uint32))) == []
+    assert row_set(store.rows(np.zeros(0, np.uint32))) == []
+
+
+def test_rows_leave_out_a_deleted_song_at_once(store, rng):
+    """At once: ClickHouse's rows of a deleted song stay until its background delete has run, hidden."""
+    values = np.array([3, 4, ROBUST + 3], np.uint32)
+    kept = store.add_song(song_of_rows(rng, values, [1, 2, 3]))
+    gone = store.add_song(song_of_rows(rng, values, [4, 5, 2**31 - 1]))
+    assert len(row_set(store.rows(values))) == 6
+    assert store.delete_song(gone)
+    assert row_set(store.rows(values)) == [(3, kept, 1), (4, kept, 2), (ROBUST + 3, kept, 3)]
+
+
+def test_rows_of_an_empty_index(store):
+    assert row_set(store.rows(np.array([1, ROBUST + 1], np.uint32))) == []
+
+
+def test_a_feature_is_recorded_on_an_empty_index_and_a_mismatch_refused(backend, rng):
+    name = servers.fresh_name()
+    store = store_class(backend.kind)(backend.location(name), IdSlot(0, 1))
+    assert store.ensure_schema("digest-1", {"robust_digest": "ab12"}) == {"robust_digest": "ab12"}
+    store.add_song(make_song(rng, n=100))
+    # Recorded: a later start finds it (with songs now), and one that does not ask is not told.
+    assert store.ensure_schema("digest-1", {"robust_digest": "ab12", "later": "1"}) == {"robust_digest": "ab12"}
+    assert store.ensure_schema("digest-1") == {}
+    with pytest.raises(IndexMismatchError, match="robust_digest"):
+        store.ensure_schema("digest-1", {"robust_digest": "cd34"})
+    store.close()
+
+
+def test_a_feature_stays_missing_on_an_index_that_holds_songs(backend, rng):
+    """An index made by the previous release keeps lacking the feature: its songs have no such rows."""
+    name = servers.fresh_name()
+    old = backend.store(name)
+    old.add_song(make_song(rng, n=100))
+    old.close()
+    store = store_class(backend.kind)(backend.location(name), IdSlot(0, 1))
+    assert store.ensure_schema("digest-1", {"robust_digest": "ab12"}) == {}
+    assert store.ensure_schema("digest-1", {"robust_digest": "cd34"}) == {}  # still missing, so no mismatch
+    store.close()
+
+
+def test_an_index_of_other_params_gets_no_feature(backend):
+    name = servers.fresh_name()
+    backend.store(name).close()
+    store = store_class(backend.kind)(backend.location(name), IdSlot(0, 1))
+    with pytest.raises(IndexMismatchError, match="params_digest"):
+        store.ensure_schema("digest-2", {"robust_digest": "ab12"})
+    assert store.ensure_schema("digest-1", {"robust_digest": "cd34"}) == {"robust_digest": "cd34"}
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
@@ -70,14 +71,35 @@ def check_meta(name: str, stored: dict, wanted: dict) -> None:
             raise IndexMismatchError(f"{name}: index has {key} {stored[key]}, this server uses {value}")
 
 
+def features_to_record(stored: dict, features: dict[str, str], holds_songs: bool) -> dict[str, str]:
+    """The optional features to write into an index's meta now: those it lacks, if it holds no songs
+    yet (an index made by an earlier release, with songs, keeps lacking them: its songs were stored
+    without what the feature adds)."""
+    return {} if holds_songs else {key: value for key, value in features.items() if key not in stored}
+
+
+def recorded_features(name: str, stored: dict, features: dict[str, str]) -> dict[str, str]:
+    """The subset of features an index records (its meta, ``stored``), all of the wanted value.
+
+    Raises:
+        IndexMismatchError: the index records one of them with another value.
+    """
+    check_meta(name, stored, features)
+    return {key: value for key, value in features.items() if key in stored}
+
+
 class FingerprintStore(Protocol):
     """One instance of fingerprints and their songs: a backend, or a layer over one (CachedStore,
     CountsSnapshot) that implements every method, passing on what it does not change."""
 
     name: str  # where the instance lives, for messages ("mysql 10.0.0.13:3306/tunescout")
 
-    def ensure_schema(self, params_digest: str) -> None:
-        """Create tables on first use; raise IndexMismatchError for other params."""
+    def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> dict[str, str]:
+        """Create tables on first use; raise IndexMismatchError for other params. Each optional
+        feature (meta key -> wanted value, e.g. ``{"robust_digest": ...}``) is recorded in meta if
+        missing while the instance holds no songs; present with another value, IndexMismatchError;
+        missing on an instance with songs (made by an earlier release), it stays missing. Returns
+        the features the instance records (a subset of ``features``)."""
 
     def add_song(self, song: NewSong) -> int:
         """Store a song and all its hashes atomically, return its id; raise DuplicateSongError."""
@@ -96,6 +118,11 @@ class FingerprintStore(Protocol):
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         """Histograms of the top_k songs with the highest single-delta count."""
+
+    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every index row whose hash is one of the distinct ``values`` (uint32), of songs that are
+        stored (not of one deleted or half ingested), in any order: (hashes uint32, song_ids int64,
+        offsets int64). Offsets come back as stored (0 <= offset < 2**31)."""
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         """Songs by id (missing ids are left out)."""
@@ -140,8 +167,8 @@ class StoreLayer:
         self.store = store
         self.name = store.name
 
-    def ensure_schema(self, params_digest: str) -> None:
-        self.store.ensure_schema(params_digest)
+    def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> dict[str, str]:
+        return self.store.ensure_schema(params_digest, features)
 
     def add_song(self, song: NewSong) -> int:
         return self.store.add_song(song)
@@ -157,6 +184,9 @@ class StoreLayer:
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         return self.store.best_alignments(hashes, offsets, top_k)
+
+    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.store.rows(values)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         return self.store.get_songs(song_ids)
@@ -215,6 +245,12 @@ def counts_of_rows(values: np.ndarray, rows: list[tuple]) -> np.ndarray:
         at = order[np.searchsorted(values, hashes, sorter=order)]
         counts[at] = n
     return counts
+
+
+def arrays_of_rows(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rows()' answer from (hash, song_id, offset) rows: (hashes uint32, song_ids int64, offsets int64)."""
+    flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, 3 * len(rows)).reshape(-1, 3)
+    return flat[:, 0].astype(np.uint32), flat[:, 1].copy(), flat[:, 2].copy()
 
 
 def arrays_of_counts(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:

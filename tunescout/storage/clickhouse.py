@@ -14,9 +14,23 @@ import numpy as np
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
+from dejavu import distinct
+
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
-from .base import Histogram, IdSlot, NewSong, Song, ThreadConnections, arrays_of_counts, check_meta, counts_of_rows
+from .base import (
+    Histogram,
+    IdSlot,
+    NewSong,
+    Song,
+    ThreadConnections,
+    arrays_of_counts,
+    arrays_of_rows,
+    check_meta,
+    counts_of_rows,
+    features_to_record,
+    recorded_features,
+)
 
 # Fingerprints sorted by hash. Song ids and offsets are split into a high part, which repeats
 # along the sorted rows (LZ4 all but removes it), and a low UInt16: 4.6 bytes a row on disk
@@ -60,6 +74,12 @@ GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DES
 # (5.5 vs 5.8 ms on one part), which took 2 kB per minute of audio. Rows of a song being deleted
 # count until the background delete has run: their values look a little more common meanwhile.
 _COUNTS = "SELECT hash, count() FROM fingerprints PREWHERE hash IN (SELECT hash FROM q) GROUP BY hash"
+# Raw rows of a set of values, of stored songs only (a song being deleted or ingested is hidden, as
+# in _ALIGN; here the filter runs on the rows, which are not grouped).
+_ROWS = f"""
+SELECT hash, {_SONG_ID} AS song_id, {_OFFSET} FROM fingerprints
+PREWHERE hash IN (SELECT hash FROM q) WHERE song_id IN (SELECT song_id FROM songs)
+"""
 _QUERY_STRUCTURE = [("hash", "UInt32"), ("q_offset", "UInt32")]
 _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
@@ -166,20 +186,27 @@ class ClickHouseStore(_ClickHouseBase):
         key = hashlib.sha1(self.name.encode()).hexdigest()[:16]
         self._lock_path = WRITER_LOCK_DIR / f"tunescout-clickhouse-{key}.lock"
 
-    def ensure_schema(self, params_digest: str) -> None:
+    def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> dict[str, str]:
+        """Under the writer lock, which add_songs takes too: no song can arrive between finding the
+        index empty and recording a feature."""
         self._create(_SCHEMA)
-        wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
+        wanted, features = {"params_digest": params_digest, "id_slot": str(self.slot)}, features or {}
         with self._writer():
             stored = dict(
                 self._run(
-                    "SELECT name, any(value) FROM meta WHERE name IN %(names)s GROUP BY name", {"names": tuple(wanted)}
+                    "SELECT name, any(value) FROM meta WHERE name IN %(names)s GROUP BY name",
+                    {"names": (*wanted, *features)},
                 )
             )
-            missing = [(k, v) for k, v in wanted.items() if k not in stored]
-            if missing:
-                self._run("INSERT INTO meta (name, value) VALUES", missing)
+            check_meta(self.name, stored, wanted)
+            new = {k: v for k, v in wanted.items() if k not in stored}
+            if any(key not in stored for key in features):
+                holds_songs = bool(self._run("SELECT 1 FROM songs LIMIT 1"))
+                new.update(features_to_record(stored, features, holds_songs))
+            if new:
+                self._run("INSERT INTO meta (name, value) VALUES", list(new.items()))
             self._upgrade()
-        check_meta(self.name, {**dict(missing), **stored}, wanted)
+        return recorded_features(self.name, {**stored, **new}, features)
 
     def _upgrade(self) -> None:
         """Rewrite an index of the previous layout (whole song_id and offset columns, and a
@@ -290,6 +317,18 @@ class ClickHouseStore(_ClickHouseBase):
             Histogram(int(song_id), np.asarray(deltas, np.int64), np.asarray(counts, np.int64))
             for song_id, deltas, counts, _ in rows
         ]
+
+    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of the values (an external table, PREWHERE as in _COUNTS) of stored songs."""
+        values = distinct(values)
+        if values.size == 0:
+            return arrays_of_rows([])
+        query = {"name": "q", "structure": [("hash", "UInt32")], "data": [{"hash": h} for h in values.tolist()]}
+        columns = self._run(_ROWS, external_tables=[query], columnar=True)
+        if not columns:
+            return arrays_of_rows([])
+        hashes, song_ids, offsets = columns
+        return np.array(hashes, np.uint32), np.array(song_ids, np.int64), np.array(offsets, np.int64)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:

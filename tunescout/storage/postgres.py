@@ -104,7 +104,9 @@ class PostgresStore(_Postgres, SQLStore):
         self.slot = slot
 
     def hash_set(self, values: np.ndarray) -> tuple[str, tuple]:
-        return "%s::integer[]", (values.tolist(),)
+        """hash is a signed INTEGER: no row holds a value from 2**31 on, and the array's cast would
+        refuse one, so such values are left out of the set."""
+        return "%s::integer[]", (values[values < 2**31].tolist(),)
 
     def insert_fingerprints(self, cur, song_id: int, hashes: np.ndarray, offsets: np.ndarray) -> None:
         """COPY: several times faster than INSERT for thousands of rows."""

@@ -2,7 +2,8 @@
 
 The tables (names of the dialect's own, so that an index made by an earlier release opens as is):
 
-    meta          key -> value: params_digest, id_slot, generation, last_song_id, hash_counts
+    meta          key -> value: params_digest, id_slot, generation, last_song_id, hash_counts, and
+                  the optional features the index was made with (ensure_schema's ``features``)
     songs         song_id, song_name, blob_sha1 (unique), total_hashes, duration_seconds, created
     fingerprints  (hash, song_id, offset), primary key in that order: a lookup reads only the rows
                   of the clip's hashes, and the key covers it
@@ -40,8 +41,11 @@ from .base import (
     Song,
     ThreadConnections,
     arrays_of_counts,
+    arrays_of_rows,
     check_meta,
     counts_of_rows,
+    features_to_record,
+    recorded_features,
 )
 
 log = logging.getLogger(__name__)
@@ -218,8 +222,10 @@ class SQLStore(SQLBase):
         raise NotImplementedError
 
     # --- FingerprintStore
-    def ensure_schema(self, params_digest: str) -> None:
-        wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
+    def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> dict[str, str]:
+        """Tables, meta and features in one transaction under the writer lock: no song can arrive
+        between finding the index empty and recording a feature."""
+        wanted, features = {"params_digest": params_digest, "id_slot": str(self.slot)}, features or {}
         for statement in self.schema:  # outside the transaction: MySQL commits at every CREATE
             self.query(statement)
         with self.transaction("Cannot prepare the index") as cur:
@@ -227,6 +233,7 @@ class SQLStore(SQLBase):
                 cur.execute(self.insert_meta_if_absent, item)
             cur.execute(f"SELECT {self.meta_key}, value FROM meta")
             stored = dict(cur.fetchall())
+            check_meta(self.name, stored, wanted)  # raised inside: nothing is written to another index
             if "hash_counts" not in stored:  # a new index, or one made before hash_counts existed
                 cur.execute("DELETE FROM hash_counts")
                 cur.execute(
@@ -234,7 +241,13 @@ class SQLStore(SQLBase):
                     f" HAVING COUNT(*) >= {EXACT_COUNTS_FROM}"
                 )
                 cur.execute(self.insert_meta_if_absent, ("hash_counts", "1"))
-        check_meta(self.name, stored, wanted)
+            if any(key not in stored for key in features):
+                cur.execute("SELECT 1 FROM songs LIMIT 1")
+                new = features_to_record(stored, features, holds_songs=bool(cur.fetchall()))
+                for item in new.items():
+                    cur.execute(self.insert_meta_if_absent, item)
+                stored.update(new)
+        return recorded_features(self.name, stored, features)
 
     def add_song(self, song: NewSong) -> int:
         return self.add_songs([song])[0]
@@ -296,6 +309,11 @@ class SQLStore(SQLBase):
             return []
         postings = self.query(*self._over(self.postings, distinct(hashes)))
         return histograms_of_postings(hashes, offsets, postings, top_k)
+
+    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lookups' query of raw rows (a delete removes a song's rows with it)."""
+        values = distinct(values)
+        return arrays_of_rows(self.query(*self._over(self.postings, values)) if values.size else [])
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
