@@ -257,6 +257,36 @@ def test_cache_entries_round_trip_exactly():
     assert len(encode(hists)) < 0.4 * 3 * 300 * 16
 
 
+def test_raw_rows_pass_the_counts_copy_and_are_cached_never_stale(tmp_path, flushed, rng):
+    """rows() through an instance's whole stack: cached in Redis under the generation (not counted
+    as a lookup), so a song added behind the cache shows at once."""
+    from tunescout.storage.base import NewSong
+    from tunescout.storage.cache import encode_rows
+    from tunescout.storage.snapshot import CountsSnapshot
+    from tunescout.storage.stack import open_instance
+
+    def song(hashes, offsets):
+        return NewSong("s", rng.bytes(20).hex(), 60.0, np.array(hashes, np.uint32), np.array(offsets, np.int32))
+
+    def row_set(rows):
+        return sorted(zip(*(a.tolist() for a in rows)))
+
+    store = open_instance(make_config(tmp_path), 0)
+    assert [type(layer) for layer in layers(store)[:2]] == [CountsSnapshot, CachedStore]
+    store.ensure_schema("digest-1")
+    cache, backend = layers(store)[1:]
+    backend.add_song(song([5, 2**30 + 5], [1, 2**31 - 1]))
+    values = np.array([2**30 + 5, 5, 5], np.uint32)
+    assert row_set(store.rows(values)) == [(5, 1, 1), (2**30 + 5, 1, 2**31 - 1)]
+    [key] = flushed[0].keys("*:rows:*")
+    flushed[0].set(key, encode_rows((np.array([9], np.uint32), np.ones(1), np.ones(1))))  # a planted answer
+    assert row_set(store.rows(np.array([5, 2**30 + 5], np.uint32))) == [(9, 1, 1)]  # the entry answers
+    backend.add_song(song([5], [3]))  # behind the cache: a new generation
+    assert row_set(store.rows(values)) == [(5, 1, 1), (5, 2, 3), (2**30 + 5, 1, 2**31 - 1)]
+    assert (cache.hits, cache.misses) == (0, 0)
+    store.close()
+
+
 def test_health_reports_redis_under_the_counts_copy(tmp_path):
     """With the default counts copy above the cache in each instance's stack, /api/health still
     probes Redis: up while it answers, down (and the service degraded) once it stops."""
