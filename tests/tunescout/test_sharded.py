@@ -16,8 +16,10 @@ from tests.conftest import music_like, need, wav_bytes
 from tunescout.app import create_app
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine
-from tunescout.errors import DuplicateSongError, StorageError
-from tunescout.storage.base import instance_of
+from tunescout.errors import DuplicateSongError, IndexMismatchError, StorageError
+from tunescout.storage.base import IdSlot, NewSong, instance_of
+from tunescout.storage.sharded import ShardedStore
+from tunescout.storage.sqlite import SQLiteStore
 
 SR = 11025
 AUTH = {"Authorization": "Bearer s3cret-token"}
@@ -371,3 +373,67 @@ def test_a_song_on_an_instance_that_does_not_answer_is_503_not_404(tmp_path, dat
         assert app.test_client().get("/api/songs/1").status_code == 404  # instance 0 answers: no such song
     finally:
         app.extensions["tunescout"].close()
+
+
+ROBUST = 2**30  # robust hash values have this bit set
+
+
+def rows_song(rng, hashes, offsets) -> NewSong:
+    return NewSong("s", rng.bytes(20).hex(), 60.0, np.array(hashes, np.uint32), np.array(offsets, np.int32))
+
+
+@pytest.fixture
+def three(tmp_path, rng):
+    """Three SQLite instances on a clock of the test's: 0 made by the previous release (a song, no
+    feature), 1 new, 2 unreachable (a file stands where its folder should be) until the test frees it."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    stores = [SQLiteStore(tmp_path / "fp0.sqlite", IdSlot(0, 3)), SQLiteStore(tmp_path / "fp1.sqlite", IdSlot(1, 3))]
+    stores.append(SQLiteStore(blocked / "fp2.sqlite", IdSlot(2, 3)))
+    stores[0].ensure_schema("digest-1")
+    stores[0].add_song(rows_song(rng, [5, ROBUST + 5], [10, 2**31 - 1]))
+    now = [0.0]
+    sharded = ShardedStore(stores, timeout_s=5.0, clock=lambda: now[0])
+    sharded.ensure_schema("digest-1", {"robust_digest": "ab12"})
+    yield sharded, now, blocked
+    sharded.close()
+
+
+def test_rows_are_concatenated_over_instances_and_an_unanswered_one_is_counted(three, rng):
+    sharded, now, blocked = three
+    sharded.stores[1].add_song(rows_song(rng, [5, ROBUST + 5, ROBUST + 6], [1, 2, 3]))
+    values = np.array([ROBUST + 5, 5, 9, ROBUST + 6], np.uint32)
+    answer = sharded.rows(values)
+    got = sorted(zip(answer.hashes.tolist(), answer.song_ids.tolist(), answer.offsets.tolist()))
+    assert got == [(5, 1, 10), (5, 2, 1), (ROBUST + 5, 1, 2**31 - 1), (ROBUST + 5, 2, 2), (ROBUST + 6, 2, 3)]
+    assert answer.unanswered == 1
+    assert (answer.hashes.dtype, answer.song_ids.dtype, answer.offsets.dtype) == (np.uint32, np.int64, np.int64)
+
+    blocked.unlink()  # instance 2 can be reached now: once its back-off ends, it is prepared and asked
+    now[0] += 60
+    sharded.stores[2].ensure_schema("digest-1")
+    sharded.stores[2].add_song(rows_song(rng, [9], [7]))
+    answer = sharded.rows(values)
+    assert answer.unanswered == 0 and answer.hashes.size == 6
+    assert (answer.hashes[answer.song_ids == 3].tolist(), answer.offsets[answer.song_ids == 3].tolist()) == ([9], [7])
+
+
+def test_rows_of_no_instance_that_answers(three):
+    sharded, _, _ = three
+    for i in range(3):
+        sharded.health.failed(i)
+    answer = sharded.rows(np.array([5], np.uint32))
+    assert answer.unanswered == 3 and answer.hashes.size == answer.song_ids.size == answer.offsets.size == 0
+    assert answer.hashes.dtype == np.uint32
+
+
+def test_features_are_known_per_instance_and_a_late_one_gets_its_answer_when_prepared(three):
+    sharded, now, blocked = three
+    # 0 holds songs of the previous release: no feature; 1 was empty: recorded; 2 not prepared yet.
+    assert [sharded.features(i) for i in range(3)] == [{}, {"robust_digest": "ab12"}, {}]
+    blocked.unlink()
+    now[0] += 60
+    assert sharded.rows(np.array([5], np.uint32)).unanswered == 0
+    assert sharded.features(2) == {"robust_digest": "ab12"}
+    with pytest.raises(IndexMismatchError, match="robust_digest"):  # passed on to every instance again
+        sharded.ensure_schema("digest-1", {"robust_digest": "cd34"})

@@ -23,6 +23,16 @@ class Lookup:
     unanswered: int  # instances that were down, slow or failing
 
 
+@dataclasses.dataclass(frozen=True)
+class RowsAnswer:
+    """Raw index rows of a set of hash values, concatenated over the instances that answered."""
+
+    hashes: np.ndarray  # uint32 [n]
+    song_ids: np.ndarray  # int64 [n]
+    offsets: np.ndarray  # int64 [n], as stored
+    unanswered: int  # instances that were down, slow or failing
+
+
 class ShardedStore:
     """The catalogue over N FingerprintStore instances (each its whole stack).
 
@@ -45,17 +55,22 @@ class ShardedStore:
         self.timeout_s = timeout_s
         self.health = Backoff(len(stores), clock)
         self._digest: str | None = None
+        self._wanted: dict[str, str] = {}  # optional features asked of every instance
         self._ready = [False] * len(stores)  # schema created and parameters checked
+        self._features: list[dict[str, str]] = [{} for _ in stores]  # what each prepared instance records
         self._pool = cf.ThreadPoolExecutor(max_workers=max(2, 2 * len(stores)), thread_name_prefix="shard")
 
-    def ensure_schema(self, params_digest: str) -> None:
-        """Prepare every reachable instance; an unreachable one is marked down and prepared
-        when it first answers.
+    def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> None:
+        """Prepare every reachable instance, recording the optional features where it can
+        (FingerprintStore.ensure_schema; features(i) says what instance i has); an unreachable one
+        is marked down and prepared when it first answers. Called again, it prepares every instance
+        again with what it is given.
 
         Raises:
-            IndexMismatchError: an instance holds an index of other parameters.
+            IndexMismatchError: an instance holds an index of other parameters or feature values.
         """
-        self._digest = params_digest
+        self._digest, self._wanted = params_digest, dict(features or {})
+        self._ready = [False] * len(self.stores)  # called again (other features): prepared again
         for i in range(len(self.stores)):
             try:
                 self.prepared(i)
@@ -73,9 +88,13 @@ class ShardedStore:
     def prepared(self, i: int) -> FingerprintStore:
         """Store i, its schema ensured once (an instance down at start is prepared on return)."""
         if not self._ready[i] and self._digest is not None:
-            self.stores[i].ensure_schema(self._digest)
+            self._features[i] = self.stores[i].ensure_schema(self._digest, self._wanted)
             self._ready[i] = True
         return self.stores[i]
+
+    def features(self, i: int) -> dict[str, str]:
+        """The optional features instance i records ({} until it is prepared: down since start)."""
+        return dict(self._features[i])
 
     def hash_counts(self, values: np.ndarray) -> np.ndarray | None:
         """Index rows of each distinct hash value, summed over the instances that answer (None if
@@ -88,6 +107,14 @@ class ShardedStore:
         answers = self._fan_out(lambda s: s.best_alignments(hashes, offsets, top_k))
         histograms = [h for answer in answers if answer is not None for h in answer]
         return Lookup(histograms, sum(answer is None for answer in answers))
+
+    def rows(self, values: np.ndarray) -> RowsAnswer:
+        """Every usable instance's raw rows of the hash values (FingerprintStore.rows), in parallel."""
+        answers = self._fan_out(lambda s: s.rows(values))
+        got = [a for a in answers if a is not None]
+        empty = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        hashes, song_ids, offsets = (np.concatenate(parts) for parts in zip(empty, *got))
+        return RowsAnswer(hashes, song_ids, offsets, len(answers) - len(got))
 
     def add_song(self, song: NewSong) -> int:
         """Store the song on the usable instance with the fewest songs.
