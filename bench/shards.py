@@ -81,14 +81,16 @@ def load_real(
     return np.concatenate([s.hashes for s in songs]), [s.duration_seconds for s in songs], names
 
 
-def real_song_names(engine: Engine) -> dict:
-    """song_id -> name of the real (not distractor) songs of a kept index."""
-    names, after = {}, 0
+def real_song_names(engine: Engine) -> tuple[dict, list[float]]:
+    """song_id -> name of the real (not distractor) songs of a kept index, and their durations."""
+    names, durations, after = {}, [], 0
     while True:
         page, _ = engine.store.list_songs(after, 1000)
         if not page:
-            return names
-        names.update({s.song_id: s.song_name for s in page if not s.song_name.startswith("distractor ")})
+            return names, durations
+        real = [s for s in page if not s.song_name.startswith("distractor ")]
+        names.update({s.song_id: s.song_name for s in real})
+        durations += [s.duration_seconds for s in real]
         after = page[-1].song_id
 
 
@@ -205,34 +207,66 @@ def percentiles(values: list[float]) -> dict:
     return {f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
 
 
-def run_queries(engine: Engine, rows: list[dict], queries: Path, names: dict, max_queries: int) -> dict:
-    latencies, correct, false_pos, by_degradation, lookups = [], [], [], {}, []
-    kinds = {"catalogue": [], "not_in_catalogue": []}
-    for row in spread(rows, max_queries):
-        decoded = decode_clip(engine, queries, row)
-        t0 = time.perf_counter()
-        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-        search = engine.searcher.search(hashes, offsets)
-        scored = search.scored
-        latencies.append((time.perf_counter() - t0) * 1000)
-        kinds["not_in_catalogue" if row["is_negative"] == "1" else "catalogue"].append(latencies[-1])
-        lookups.append(search.lookups)
-        match = names.get(scored[0][1].song_id) if scored and scored[0][0] >= 0 else None
-        if row["is_negative"] == "1":
-            false_pos.append(scored[0][0] >= 0 if scored else False)
-        else:
-            ok = match == row["track_id"]
-            correct.append(ok)
-            by_degradation.setdefault(row["degradation"], []).append(ok)
+# Search policies to compare side by side (MatchParams overrides): each clip runs under each in turn.
+VARIANTS = {
+    "default": {},
+    "two-steps": {"row_growth": 1e12, "reject_z": 1e12},  # the rarest 8,000 rows, then every hash
+    "one-lookup": {"row_budget": 0},  # every hash at once
+}
+
+
+def run_queries(
+    engine: Engine, rows: list[dict], queries: Path, names: dict, max_queries: int, variants: list[str]
+) -> dict:
+    """Every clip under each variant in turn (the same machine state for all): latency of catalogue
+    clips and of unknown ones apart, accuracy, false positives and lookup steps, per variant."""
+    default = engine.searcher.match
+    figures = {
+        v: {
+            "latency": [],
+            "kinds": {"catalogue": [], "not_in_catalogue": []},
+            "correct": [],
+            "fp": [],
+            "by_degradation": {},
+            "steps": [],
+        }
+        for v in variants
+    }
+    try:
+        for row in spread(rows, max_queries):
+            decoded = decode_clip(engine, queries, row)
+            for variant in variants:
+                engine.searcher.match = dataclasses.replace(default, **VARIANTS[variant])
+                f = figures[variant]
+                t0 = time.perf_counter()
+                hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
+                search = engine.searcher.search(hashes, offsets)
+                f["latency"].append((time.perf_counter() - t0) * 1000)
+                kind = "not_in_catalogue" if row["is_negative"] == "1" else "catalogue"
+                f["kinds"][kind].append(f["latency"][-1])
+                f["steps"].append(search.lookups)
+                scored = search.scored
+                match = names.get(scored[0][1].song_id) if scored and scored[0][0] >= 0 else None
+                if row["is_negative"] == "1":
+                    f["fp"].append(bool(scored) and scored[0][0] >= 0)
+                else:
+                    f["correct"].append(match == row["track_id"])
+                    f["by_degradation"].setdefault(row["degradation"], []).append(match == row["track_id"])
+    finally:
+        engine.searcher.match = default
     return {
-        "latency_p50_ms": float(np.median(latencies)),
-        "latency_p95_ms": float(np.percentile(latencies, 95)),
-        "latency_ms": {kind: percentiles(values) for kind, values in kinds.items()},
-        "accuracy": float(np.mean(correct)),
-        "false_positive_rate": float(np.mean(false_pos or [0])),
-        "accuracy_by_degradation": {k: float(np.mean(v)) for k, v in by_degradation.items()},
-        "queries": len(latencies),
-        "two_lookups": float(np.mean(np.array(lookups) == 2)),
+        variant: {
+            "latency_p50_ms": float(np.median(f["latency"])),
+            "latency_p95_ms": float(np.percentile(f["latency"], 95)),
+            "latency_ms": {kind: percentiles(values) for kind, values in f["kinds"].items()},
+            "accuracy": float(np.mean(f["correct"])),
+            "false_positive_rate": float(np.mean(f["fp"] or [0])),
+            "accuracy_by_degradation": {k: float(np.mean(v)) for k, v in f["by_degradation"].items()},
+            "queries": len(f["latency"]),
+            "mean_steps": float(np.mean(f["steps"])),
+            "one_step": float(np.mean(np.array(f["steps"]) == 1)),
+        }
+        for variant, f in figures.items()
     }
 
 
@@ -316,6 +350,11 @@ def main() -> None:
         action="store_true",
         help="run `tunescout compact` (Engine.compact) after loading each size, as the README advises",
     )
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help=f"search policies to run each clip under, side by side (of {', '.join(VARIANTS)}); the first is reported",
+    )
     parser.add_argument("--trace", type=Path, help="also write each clip's stepwise lookups (JSON lines) here")
     parser.add_argument(
         "--reuse",
@@ -354,14 +393,18 @@ def main() -> None:
             engine.searcher.match = dataclasses.replace(engine.match, row_budget=args.row_budget)
         t = time.perf_counter()
         held = engine.store.count_songs()
-        real_hashes, durations, song_names = load_real(engine, files, args.workers, store=not held)
-        print(f"real tracks: {len(files)} ({sum(durations) / 3600:.2f} h) in {time.perf_counter() - t:.0f} s")
-        counts = np.bincount(real_hashes).astype(np.float64)
-        hash_cdf = np.cumsum(counts) / counts.sum()
-        rate = real_hashes.size / sum(durations)
+        if held and max(int(s) for s in args.sizes.split(",")) <= held:  # a kept index, measured as it is
+            song_names, durations = real_song_names(engine)
+            real_hashes = hash_cdf = rate = None
+        else:
+            real_hashes, durations, song_names = load_real(engine, files, args.workers, store=not held)
+            print(f"real tracks: {len(files)} ({sum(durations) / 3600:.2f} h) in {time.perf_counter() - t:.0f} s")
+            counts = np.bincount(real_hashes).astype(np.float64)
+            hash_cdf = np.cumsum(counts) / counts.sum()
+            rate = real_hashes.size / sum(durations)
         songs, seconds = len(files), sum(durations)
         if held:  # a kept index: the real tracks are its first songs, then distractors of median length
-            song_names = real_song_names(engine)
+            song_names = real_song_names(engine)[0]
             seconds += (held - songs) * float(np.median(durations))
             songs = held
         for size in sorted(int(s) for s in args.sizes.split(",")):
@@ -388,7 +431,8 @@ def main() -> None:
             stats = [s.stats() for s in engine.store.stores]
             index_bytes = sum(s["index_bytes"] for s in stats)
             hashes = sum(s["hashes"] for s in stats)
-            figures = run_queries(engine, rows, args.queries, song_names, args.max_queries)
+            variants = run_queries(engine, rows, args.queries, song_names, args.max_queries, args.variants.split(","))
+            figures = variants[args.variants.split(",")[0]]
             if args.trace:
                 with args.trace.open("a") as out:
                     trace_queries(engine, rows, args.queries, song_names, args.max_queries, out)
@@ -402,17 +446,24 @@ def main() -> None:
                 "load_rows_per_s": hashes / load_s if load_s else None,
                 "compact_seconds": compact_s,
                 **figures,
+                "variants": variants,
             }
             report["sizes"].append(entry)
             print(
-                f"{songs:>7} songs {seconds / 3600:8.1f} h {hashes / 1e6:8.1f} M hashes | "
-                f"{args.length} s clips p50 {figures['latency_p50_ms']:6.1f} ms "
-                f"p95 {figures['latency_p95_ms']:6.1f} ms | "
-                f"{entry['index_kb_per_min']:5.1f} kB/min | accuracy {100 * figures['accuracy']:5.1f} % "
-                f"FP {100 * figures['false_positive_rate']:.1f} % | "
-                f"both lookups {100 * figures['two_lookups']:.0f} %",
+                f"{songs:>7} songs {seconds / 3600:8.1f} h {hashes / 1e6:8.1f} M hashes "
+                f"{entry['index_kb_per_min']:5.1f} kB/min, {args.length} s clips:",
                 flush=True,
             )
+            for name, f in variants.items():
+                cat = f["latency_ms"]["catalogue"]
+                unknown = f["latency_ms"].get("not_in_catalogue") or {"p50": 0, "p95": 0, "p99": 0}
+                print(
+                    f"  {name:<11} catalogue p50/p95/p99 {cat['p50']:7.1f} {cat['p95']:7.1f} {cat['p99']:7.1f} ms | "
+                    f"unknown {unknown['p50']:7.1f} {unknown['p95']:7.1f} {unknown['p99']:7.1f} ms | "
+                    f"top-1 {100 * f['accuracy']:5.1f} % FP {100 * f['false_positive_rate']:.1f} % | "
+                    f"steps {f['mean_steps']:.2f}",
+                    flush=True,
+                )
         engine.close()
     if not args.keep:
         for name in names:
