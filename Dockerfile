@@ -1,5 +1,6 @@
 # TuneScout: the API served by gunicorn. Build: docker build -t tunescout .
-# Stage 1 builds the wheels that need a compiler (mysqlclient); stage 2 carries only runtime libraries.
+# Stage 1 builds the wheels that need a compiler (mysqlclient); stage 2 carries only runtime libraries
+# (no ffmpeg: audio is decoded in the process by PyAV, whose wheels carry the FFmpeg libraries).
 FROM python:3.11-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc pkg-config libmariadb-dev \
@@ -14,7 +15,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels /src
 
 FROM python:3.11-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg libmariadb3 \
+ && apt-get install -y --no-install-recommends libmariadb3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --uid 10001 tunescout \
  && mkdir -p /data /etc/tunescout && chown tunescout /data

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages TuneScout and its tests need when they are missing:
-# ffmpeg (decoding), headers for mysqlclient, and the database servers the tests talk to.
+# ffmpeg (the tests make and compare audio files with it; the service decodes in the process),
+# headers for mysqlclient, and the database servers the tests talk to.
 # PostgreSQL needs no client library here: psycopg's binary wheel carries its own libpq.
 set -euo pipefail
 missing=()
