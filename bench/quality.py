@@ -1,6 +1,6 @@
 """Recognition quality and speed on the real-music corpus: accuracy table, false positives, speed, size.
 
-    python bench/quality.py --queries /tmp/q_dev [--out docs/bench] [--http URL]
+    python bench/quality.py --queries /tmp/q_dev [--out docs/bench] [--name quality] [--http URL]
 
 Make the clips first with ../shared/corpus/make_queries.py (see docs/ALGORITHM.md for the exact command).
 """
@@ -27,6 +27,16 @@ from tunescout.engine import Engine, analyse
 from tunescout.memory import keep_freed_memory
 
 DEGRADATIONS = ["clean", "noise10", "noise5", "noise0", "mp3_64k", "phone", "speed+2", "speed-2"]
+# make_queries.py --real: time_scale (clip seconds per song second), frequency_scale (clip Hz per song Hz)
+REAL_SCALES = {
+    "speed+5": (1 / 1.05, 1.05),
+    "speed-5": (1 / 0.95, 0.95),
+    "tempo+10": (1 / 1.10, 1.0),
+    "tempo-10": (1 / 0.90, 1.0),
+    "pitch+1": (1.0, 2 ** (1 / 12)),
+    "pitch-1": (1.0, 2 ** (-1 / 12)),
+}
+DEGRADATIONS += [*REAL_SCALES, "reverb", "babble0", "pink0", "opus12k", "bar"]
 OFFSET_TOLERANCE_S = 0.05
 BAR_SHIFTS = [-4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8]
 
@@ -38,7 +48,11 @@ def ingest(engine: Engine, files: list[str], workers: int) -> dict:
     with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
         list(pool.map(exec, ["import tunescout.engine"] * workers))  # start and warm the workers first
         start = time.perf_counter()
-        for song in pool.map(analyse, files, [Path(f).stem for f in files], [engine.params] * len(files)):
+        n = len(files)
+        limits = [engine.config.fingerprinting.max_duration] * n
+        for song in pool.map(
+            analyse, files, [Path(f).stem for f in files], [engine.params] * n, limits, [engine.robust] * n
+        ):
             engine.store_song(song)
     wall = time.perf_counter() - start
     songs, _ = engine.store.get_songs(list(range(1, len(files) + 1)))
@@ -52,14 +66,20 @@ def ingest(engine: Engine, files: list[str], workers: int) -> dict:
     }
 
 
-def fingerprint_speed(files: list[str], params) -> float:
-    """x realtime of PCM -> hashes on one core (decoding excluded)."""
+def fingerprint_speed(files: list[str], params, robust=None) -> float:
+    """x realtime of PCM -> hashes on one core (decoding excluded): the pair family, or both with robust."""
+
+    def fingerprint(samples):
+        if robust is None:
+            return dejavu.fingerprint_reference(samples, params)
+        return dejavu.robust.fingerprint_reference_families(samples, params, robust)
+
     audio, spent = 0.0, 0.0
-    dejavu.fingerprint_reference(decode_audio(files[0], params.sample_rate_hz).samples, params)  # warm-up
+    fingerprint(decode_audio(files[0], params.sample_rate_hz).samples)  # warm-up
     for path in files[:10]:
         samples = decode_audio(path, params.sample_rate_hz).samples
         t = time.process_time()
-        dejavu.fingerprint_reference(samples, params)
+        fingerprint(samples)
         spent += time.process_time() - t
         audio += samples.size / params.sample_rate_hz
     return audio / spent
@@ -76,19 +96,33 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
         scored = engine.searcher.search(hashes, offsets).scored
         t2 = time.perf_counter()
+        top_margin, top = scored[0] if scored else (-1e9, None)
+        robust = None
+        if top_margin < 0:  # as Engine.match_samples: the robust path when the pair path finds no song
+            found, _ = engine.searcher.search_robust(decoded.samples)
+            robust = found[0] if found else None
+        t3 = time.perf_counter()
         if http:
             import requests
 
             requests.post(f"{http}/api/recognize", files={"file": ("q.wav", data)}, timeout=30)
-        top_margin, top = scored[0] if scored else (-1e9, None)
         name = engine.store.get_songs([top.song_id])[0][top.song_id].song_name if top else None
         out.append(
             {
                 **row,
-                "top": name,
+                "top": robust.song_name if robust else name,
                 "margin": top_margin,
-                "offset_s": top.offset_frames * engine.params.frame_seconds if top else None,
-                "server_ms": (t2 - t1) * 1000,
+                "path": "robust" if robust else "pair" if top_margin >= 0 else "none",
+                "offset_s": robust.offset_seconds
+                if robust
+                else top.offset_frames * engine.params.frame_seconds
+                if top
+                else None,
+                "time_scale": robust.time_scale if robust else 1.0,
+                "frequency_scale": robust.frequency_scale if robust else 1.0,
+                "server_ms": (t3 - t1) * 1000,
+                "pair_ms": (t2 - t1) * 1000,
+                "robust_ms": (t3 - t2) * 1000 if top_margin < 0 else None,
                 "decode_ms": (t1 - t0) * 1000,
             }
         )
@@ -118,7 +152,7 @@ def mark_repeats(results: list[dict], files: list[str], params) -> None:
         if row["top"] != row["track_id"] or row["offset_s"] is None:
             continue
         true_s = float(row["true_offset_s"])
-        if abs(row["offset_s"] / _speed(row) - true_s) <= OFFSET_TOLERANCE_S:
+        if abs(_song_offset(row) - true_s) <= OFFSET_TOLERANCE_S:
             continue
         if row["track_id"] not in songs:
             songs[row["track_id"]] = decode_audio(by_name[row["track_id"]], params.sample_rate_hz).samples
@@ -147,22 +181,35 @@ def summarise(results: list[dict]) -> dict:
             cell = [r for r in positives if r["degradation"] == deg and r["length_s"] == length]
             if cell:
                 table[deg][length] = np.mean([_correct(r, 0) for r in cell])
-    fp = np.mean([r["margin"] >= 0 for r in negatives]) if negatives else float("nan")
+    fp = np.mean([_answered(r, 0) for r in negatives]) if negatives else float("nan")
+    fp_by_condition = {
+        deg: float(np.mean([_answered(r, 0) for r in cell]))
+        for deg in DEGRADATIONS
+        if (cell := [r for r in negatives if r["degradation"] == deg])
+    }
     curve = [
         {
             "bar_shift": s,
             "accuracy": float(np.mean([_correct(r, s) for r in positives])),
-            "false_positive_rate": float(np.mean([r["margin"] >= s for r in negatives])),
+            "false_positive_rate": float(np.mean([_answered(r, s) for r in negatives])),
         }
         for s in BAR_SHIFTS
     ]
     right = [r for r in positives if _correct(r, 0)]
-    errors = np.array([abs(r["offset_s"] / _speed(r) - float(r["true_offset_s"])) for r in right])
+    errors = np.array([abs(_song_offset(r) - float(r["true_offset_s"])) for r in right])
     server = np.array([r["server_ms"] for r in results])
     ten = np.array([r["server_ms"] for r in results if r["length_s"] == "10"] or [np.nan])
+    robust_ms = np.array([r["robust_ms"] for r in results if r.get("robust_ms") is not None] or [np.nan])
     return {
         "accuracy": table,
         "false_positive_rate": float(fp),
+        "false_positive_rate_by_condition": fp_by_condition,
+        "scale_error": _scale_errors(right),
+        "robust_path_ms": {
+            "runs": int(np.isfinite(robust_ms).sum()),
+            "p50": float(np.nanmedian(robust_ms)),
+            "p95": float(np.nanpercentile(robust_ms, 95)),
+        },
         "threshold_curve": curve,
         "offset_within_50ms": float(np.mean(errors <= OFFSET_TOLERANCE_S)) if right else None,
         "offset_other_repeat": float(np.mean([r.get("repeat", False) for r in right])) if right else None,
@@ -200,12 +247,43 @@ def _strict_offsets(right: list[dict], errors: np.ndarray) -> float | None:
     return float(np.mean(errors[~repeat] <= OFFSET_TOLERANCE_S))
 
 
+def _scale_errors(right: list[dict]) -> dict:
+    """Per scaled condition, the median and 90th percentile of |estimate / truth - 1| (%) of the time
+    and frequency scales of right answers, and how many of them the robust path gave."""
+    out = {}
+    for deg, (ts, fs) in REAL_SCALES.items():
+        cell = [r for r in right if r["degradation"] == deg]
+        if not cell:
+            continue
+        err_t = np.array([abs(r["time_scale"] / ts - 1) * 100 for r in cell])
+        err_f = np.array([abs(r["frequency_scale"] / fs - 1) * 100 for r in cell])
+        out[deg] = {
+            "answers": len(cell),
+            "robust": sum(r["path"] == "robust" for r in cell),
+            "time_scale_error_pct_p50": float(np.median(err_t)),
+            "time_scale_error_pct_p90": float(np.percentile(err_t, 90)),
+            "frequency_scale_error_pct_p50": float(np.median(err_f)),
+            "frequency_scale_error_pct_p90": float(np.percentile(err_f, 90)),
+        }
+    return out
+
+
 def _speed(row) -> float:
     return float(row.get("speed") or 1.0) or 1.0
 
 
+def _song_offset(row) -> float:
+    """The answer's offset in the song's own time (the pair path's of a speed+-2 clip: scaled back)."""
+    return row["offset_s"] if row.get("path") == "robust" else row["offset_s"] / _speed(row)
+
+
+def _answered(row, bar_shift) -> bool:
+    """Whether the clip got an answer; the bar shift moves the pair path's bar only."""
+    return row["margin"] >= bar_shift or (row.get("path") == "robust" and bar_shift <= 0)
+
+
 def _correct(row, bar_shift) -> bool:
-    return row["top"] == row["track_id"] and row["margin"] >= bar_shift
+    return row["top"] == row["track_id"] and _answered(row, bar_shift)
 
 
 def chart(summary: dict, path: Path) -> None:
@@ -236,7 +314,18 @@ def print_report(summary: dict, ingest_stats: dict, speed: float, kb_per_min: fl
         print(f"{deg:26}" + "".join(row))
     print(
         f"false positives on songs not in the catalogue: {100 * summary['false_positive_rate']:.2f} %"
-        f" of {summary['negatives']} clips"
+        f" of {summary['negatives']} clips; by condition: "
+        + ", ".join(f"{d} {100 * v:.1f} %" for d, v in summary["false_positive_rate_by_condition"].items())
+    )
+    for deg, e in summary["scale_error"].items():
+        print(
+            f"{deg:10} scale error |estimate/truth - 1| p50/p90: time {e['time_scale_error_pct_p50']:.2f}/"
+            f"{e['time_scale_error_pct_p90']:.2f} %, frequency {e['frequency_scale_error_pct_p50']:.2f}/"
+            f"{e['frequency_scale_error_pct_p90']:.2f} % ({e['robust']} of {e['answers']} right answers robust)"
+        )
+    rob = summary["robust_path_ms"]
+    print(
+        f"robust path (clips the pair path left): {rob['runs']} runs, p50 {rob['p50']:.1f} ms, p95 {rob['p95']:.1f} ms"
     )
     print(
         "bar shift -> accuracy / false positives: "
@@ -276,6 +365,7 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, required=True, help="make_queries.py output folder")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--name", default="quality", help="file name of the JSON and PNG written to --out")
     parser.add_argument("--http", help="also send every query to this running server")
     args = parser.parse_args()
     keep_freed_memory()  # as `tunescout serve` and `ingest` do
@@ -284,6 +374,7 @@ def main() -> None:
         engine = Engine.from_config(config_from_dict({"data_dir": tmp}))
         stats = ingest(engine, files, args.workers)
         speed = fingerprint_speed(files, engine.params)
+        speed_both = fingerprint_speed(files, engine.params, engine.robust)
         results = run_queries(engine, args.queries, args.http)
         mark_repeats(results, files, engine.params)
         # As `tunescout compact` leaves it: SQLite checkpointed and vacuumed.
@@ -291,17 +382,24 @@ def main() -> None:
         engine.close()
     summary = summarise(results)
     print_report(summary, stats, speed, kb_per_min)
+    print(f"fingerprinting both families (PCM -> hashes, one core): {speed_both:.0f}x realtime")
     args.out.mkdir(parents=True, exist_ok=True)
     figures = {
         **summary,
         "ingest": stats,
         "fingerprint_x_realtime": speed,
+        "fingerprint_both_families_x_realtime": speed_both,
         "index_kb_per_min": kb_per_min,
         "params_digest": dejavu.DEFAULT_PARAMS.digest(),
+        "robust_digest": dejavu.DEFAULT_ROBUST.digest(),
     }
-    (args.out / "quality.json").write_text(json.dumps(figures, indent=2, default=float))
-    chart(summary, args.out / "accuracy.png")
-    print(f"wrote {args.out / 'quality.json'} and {args.out / 'accuracy.png'}")
+    json_path, png_path = (
+        args.out / f"{args.name}.json",
+        args.out / ("accuracy.png" if args.name == "quality" else f"{args.name}.png"),
+    )
+    json_path.write_text(json.dumps(figures, indent=2, default=float))
+    chart(summary, png_path)
+    print(f"wrote {json_path} and {png_path}")
 
 
 if __name__ == "__main__":
