@@ -30,15 +30,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dejavu  # noqa: E402
+from dejavu import robust as triplets  # noqa: E402
 from tests import servers  # noqa: E402  (creates the MySQL user over the socket, like the tests)
-from tunescout.audio import decode_audio, decode_query  # noqa: E402
+from tunescout.audio import decode_query  # noqa: E402
 from tunescout.config import config_from_dict  # noqa: E402
-from tunescout.engine import Engine  # noqa: E402
+from tunescout.engine import Engine, analyse  # noqa: E402
 from tunescout.memory import keep_freed_memory  # noqa: E402
 from tunescout.storage.base import NewSong  # noqa: E402
 from tunescout.storage.stack import layers  # noqa: E402
 
 BATCH = 200  # distractor songs per bulk insert
+SPAN_FRAMES = (6, 48)  # spans of distractor triplet rows, in the range of real triplets
+POSITION_SHIFT = triplets.FRAME_BITS + triplets.SPAN_FRAME_BITS  # a triplet row's band position in its offset
 
 
 def open_engine(backend: str, instances: int, names: list[str], data_dir: str, redis: dict | None = None) -> Engine:
@@ -68,10 +71,10 @@ def load_real(
     """Decode and fingerprint the real tracks, store them (unless not store); return all hashes,
     durations, names."""
 
-    def one(path):
-        decoded = decode_audio(path, engine.params.sample_rate_hz)
-        hashes, offsets = dejavu.fingerprint_reference(decoded.samples, engine.params)
-        return NewSong(Path(path).stem, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
+    robust = engine.robust if all(engine.searcher.robust_instances()) else None
+
+    def one(path):  # as ingest does: both families where the index holds them
+        return analyse(path, Path(path).stem, engine.params, engine.config.fingerprinting.max_duration, robust)
 
     with cf.ThreadPoolExecutor(workers) as pool:
         songs = list(pool.map(one, files))
@@ -94,6 +97,16 @@ def real_song_names(engine: Engine) -> tuple[dict, list[float]]:
         after = page[-1].song_id
 
 
+def distractor_offsets(hashes: np.ndarray, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Offsets of distractor rows: the frame, and for triplet rows a packed span and band position
+    drawn like real ones (dejavu.robust.pack_offsets)."""
+    offsets = frames.astype(np.int64)
+    tri = triplets.is_triplet_hash(hashes)
+    spans = rng.integers(SPAN_FRAMES[0], SPAN_FRAMES[1] + 1, int(tri.sum()))
+    offsets[tri] = triplets.pack_offsets(frames[tri], spans, rng.integers(0, 256, int(tri.sum())))
+    return offsets.astype(np.int32)
+
+
 def add_distractors(
     engine: Engine,
     count: int,
@@ -113,7 +126,7 @@ def add_distractors(
             duration = float(rng.choice(durations))
             n = int(duration * rate)
             hashes = np.searchsorted(hash_cdf, rng.random(n)).astype(np.uint32)
-            offsets = np.sort(rng.integers(0, int(duration / frame_s), n)).astype(np.int32)
+            offsets = distractor_offsets(hashes, rng.integers(0, int(duration / frame_s), n), rng)
             batch.append(NewSong(f"distractor {first + k}", rng.bytes(20).hex(), duration, hashes, offsets))
             seconds += duration
         stores[(start // BATCH) % len(stores)].add_songs(batch)
@@ -144,6 +157,7 @@ def add_distractors_in_clickhouse(
     per_song = int(duration * rate)
     frames = int(duration / engine.params.frame_seconds)
     sample = rng.choice(real_hashes, 2_000_000).astype(np.uint32).tolist()
+    span_choices = SPAN_FRAMES[1] - SPAN_FRAMES[0] + 1
     n = len(names)
     per_instance = [count // n + (1 if i < count % n else 0) for i in range(n)]
     for i, name in enumerate(names):
@@ -162,11 +176,17 @@ def add_distractors_in_clickhouse(
             base = start + chunk * n
             client.execute(
                 f"INSERT INTO fingerprints (hash, song_hi, song_lo, offset_hi, offset_lo) "
-                f"WITH (SELECT groupArray(hash) FROM s) AS sample, "
-                f"{base} + {n} * intDiv(number, {per_song}) AS song_id, cityHash64(number, 2) % {frames} AS offset "
-                f"SELECT arrayElement(sample, cityHash64(number, 1) % {len(sample)} + 1), "
-                f"intDiv(song_id, 65536), song_id % 65536, intDiv(offset, 65536), offset % 65536 "
-                f"FROM numbers({songs * per_song})",
+                f"SELECT h, intDiv(song_id, 65536), song_id % 65536, intDiv(off, 65536), off % 65536 FROM ("
+                f"WITH (SELECT groupArray(hash) FROM s) AS sample "
+                f"SELECT arrayElement(sample, cityHash64(number, 1) % {len(sample)} + 1) AS h, "
+                f"{base} + {n} * intDiv(number, {per_song}) AS song_id, cityHash64(number, 2) % {frames} AS frame, "
+                # a triplet row's offset packs its span and band position too (dejavu.robust.pack_offsets);
+                # toUInt64: a remainder by a small constant is a small type, which the shift would overflow
+                f"if(bitAnd(h, {triplets.TAG}) = 0, frame, frame "
+                f"+ bitShiftLeft(toUInt64({SPAN_FRAMES[0]} + cityHash64(number, 3) % {span_choices}), "
+                f"{triplets.FRAME_BITS}) "
+                f"+ bitShiftLeft(toUInt64(cityHash64(number, 4) % 256), {POSITION_SHIFT})) AS off "
+                f"FROM numbers({songs * per_song}))",
                 external_tables=[
                     {"name": "s", "structure": [("hash", "UInt32")], "data": [{"hash": h} for h in sample]}
                 ],
@@ -239,16 +259,15 @@ def run_queries(
                 engine.searcher.match = dataclasses.replace(default, **VARIANTS[variant])
                 f = figures[variant]
                 t0 = time.perf_counter()
-                hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-                search = engine.searcher.search(hashes, offsets)
+                found = engine.match_samples(decoded)  # fingerprint, search, rank; the robust path if no song
                 f["latency"].append((time.perf_counter() - t0) * 1000)
                 kind = "not_in_catalogue" if row["is_negative"] == "1" else "catalogue"
                 f["kinds"][kind].append(f["latency"][-1])
-                f["steps"].append(search.lookups)
-                scored = search.scored
-                match = names.get(scored[0][1].song_id) if scored and scored[0][0] >= 0 else None
+                if "robust" in found.timings:
+                    f["robust_ms"].append(found.timings["robust"])
+                match = found.results[0].song_name if found.results else None
                 if row["is_negative"] == "1":
-                    f["fp"].append(bool(scored) and scored[0][0] >= 0)
+                    f["fp"].append(match is not None)
                 else:
                     f["correct"].append(match == row["track_id"])
                     f["by_degradation"].setdefault(row["degradation"], []).append(match == row["track_id"])
@@ -263,8 +282,8 @@ def run_queries(
             "false_positive_rate": float(np.mean(f["fp"] or [0])),
             "accuracy_by_degradation": {k: float(np.mean(v)) for k, v in f["by_degradation"].items()},
             "queries": len(f["latency"]),
-            "mean_steps": float(np.mean(f["steps"])),
-            "one_step": float(np.mean(np.array(f["steps"]) == 1)),
+            "robust_path_ms": percentiles(f["robust_ms"]),
+            "robust_path_share": len(f["robust_ms"]) / max(len(f["latency"]), 1),
         }
         for variant, f in figures.items()
     }
@@ -461,7 +480,8 @@ def main() -> None:
                     f"  {name:<11} catalogue p50/p95/p99 {cat['p50']:7.1f} {cat['p95']:7.1f} {cat['p99']:7.1f} ms | "
                     f"unknown {unknown['p50']:7.1f} {unknown['p95']:7.1f} {unknown['p99']:7.1f} ms | "
                     f"top-1 {100 * f['accuracy']:5.1f} % FP {100 * f['false_positive_rate']:.1f} % | "
-                    f"steps {f['mean_steps']:.2f}",
+                    f"robust path on {100 * f['robust_path_share']:.0f} % of clips, "
+                    f"{f['robust_path_ms'].get('p50', 0):.1f} ms p50",
                     flush=True,
                 )
         engine.close()
