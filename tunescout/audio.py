@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import av
@@ -214,3 +215,107 @@ class _PcmWriter:
 
     def pcm(self) -> bytes:
         return b"".join(self.chunks)[: self.limit * 2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One window of a recording being scanned (:func:`stream_windows`)."""
+
+    start_seconds: float  # where it starts in the recording
+    samples: np.ndarray  # float32 mono, full scale +-1.0
+    sample_rate_hz: int
+
+    @property
+    def end_seconds(self) -> float:
+        return self.start_seconds + self.samples.shape[0] / self.sample_rate_hz
+
+
+def stream_windows(
+    source: str | os.PathLike | BinaryIO,
+    sample_rate_hz: int,
+    window_seconds: float = 10.0,
+    hop_seconds: float = 5.0,
+) -> Iterator[Window]:
+    """Decode a recording of any length as consecutive windows of mono PCM at sample_rate_hz.
+
+    A window of window_seconds starts every hop_seconds; the last one ends with the audio (shorter,
+    unless the recording is). Only one window and one decoded frame are held at a time, so memory
+    stays flat whatever the length. The PCM is decode_audio's, with the same checks of what the
+    container and each frame claim; a stream that is not seekable (a pipe, a live source) works.
+
+    Raises:
+        BadRequestError: window or hop out of range.
+        BadAudioError: not decodable, no audio stream, no audio at all, a rate or channel count out of
+            range, or far more frames than codecs make.
+    """
+    if not (0 < hop_seconds <= window_seconds <= MAX_START_SECONDS):
+        raise BadRequestError("hop must be positive and at most the window, the window at most a day")
+    size, hop = round(window_seconds * sample_rate_hz), max(1, round(hop_seconds * sample_rate_hz))
+    held, chunks, count = np.zeros(0, np.float32), [], 0  # held: the window's overlap with the next
+    start = 0  # sample index of held[0] in the recording
+    for chunk in _stream_pcm(source, sample_rate_hz):
+        chunks.append(chunk)
+        count += chunk.shape[0]
+        if held.shape[0] + count < size:
+            continue  # joined once a window is full: a copy per frame would cost more than the decoding
+        buffer = np.concatenate([held, *(c.astype(np.float32) / 32768.0 for c in chunks)])
+        chunks, count = [], 0
+        while buffer.shape[0] >= size:
+            yield Window(start / sample_rate_hz, buffer[:size], sample_rate_hz)
+            buffer, start = buffer[hop:], start + hop
+        held = buffer.copy()  # not a view: the window that was cut from it can go
+    tail = np.concatenate([held, *(c.astype(np.float32) / 32768.0 for c in chunks)])
+    if start == 0 and not tail.shape[0]:
+        raise BadAudioError("No audio in the file")
+    if tail.shape[0] > (size - hop if start else 0):  # samples no window has held yet
+        yield Window(start / sample_rate_hz, tail, sample_rate_hz)
+
+
+def _stream_pcm(source, sample_rate_hz: int) -> Iterator[np.ndarray]:
+    """The recording's 16-bit mono PCM at sample_rate_hz, a resampled frame at a time.
+
+    Raises:
+        BadAudioError: as :func:`stream_windows`.
+    """
+    try:
+        with av.open(_path_or_file(source), "r", options=_OPEN_OPTIONS) as container:
+            stream = _audio_stream(container)
+            resampler, layout, decoded_seconds = None, None, 0.0
+            for count, packet in enumerate(container.demux(stream)):
+                # as _frames: packets are counted against the audio they carry, so that a file of
+                # one-sample frames cannot keep a scan busy for hours
+                if count > MAX_FRAMES_PER_SECOND * (decoded_seconds + 1.0):
+                    raise BadAudioError(
+                        f"The audio is cut into too many frames (over {MAX_FRAMES_PER_SECOND} per second)"
+                    )
+                for frame in _decoded(packet):
+                    _check_claims(frame.sample_rate, frame.layout.nb_channels)
+                    decoded_seconds += frame.samples / frame.sample_rate
+                    if (frame.format.name, frame.layout.name, frame.sample_rate) != layout:
+                        yield from _resampled(resampler, None)  # a change of rate or layout midway
+                        resampler = _resampler_for(frame, sample_rate_hz)
+                        layout = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    yield from _resampled(resampler, frame)
+            yield from _resampled(resampler, None)
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
+        raise BadAudioError() from exc
+
+
+def _decoded(packet):
+    """A packet's frames; one the decoder refuses is skipped, as in :func:`_frames`."""
+    try:
+        return packet.decode()
+    except (av.InvalidDataError, av.ArgumentError):
+        return []
+
+
+def _resampler_for(frame, sample_rate_hz: int):
+    """A resampler to 16-bit mono as :class:`_PcmWriter` makes it (16-bit arithmetic for 8/16-bit input)."""
+    options = {"internal_sample_fmt": "s16p"} if frame.format.bytes <= 2 else None
+    return av.AudioResampler(format="s16", layout="mono", rate=sample_rate_hz, options=options)
+
+
+def _resampled(resampler, frame) -> Iterator[np.ndarray]:
+    """What the resampler gives for a frame (None: what it still holds); nothing without a resampler."""
+    for out in resampler.resample(frame) if resampler is not None else ():
+        yield out.to_ndarray().reshape(-1)

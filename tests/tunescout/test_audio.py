@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import struct
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CORPUS, SR, music_like, need, wav_bytes
-from tunescout.audio import decode_audio, decode_query
+from tunescout.audio import decode_audio, decode_query, stream_windows
 from tunescout.errors import BadAudioError, BadRequestError
 
 
@@ -217,3 +218,44 @@ def test_an_ogg_stream_ending_in_an_empty_packet_decodes(stereo_wav, tmp_path):
     ending = _ogg_page(4, granule, serial, sequence + 1, b"\0", b"")  # the last page: one empty packet
     decoded = decode_audio(data[:last] + rewritten + ending, SR)
     assert abs(decoded.duration_seconds - 10.0) < 0.1
+
+
+@pytest.mark.parametrize("args", [[], ["-c:a", "libmp3lame", "-b:a", "128k"]])
+def test_streamed_windows_are_the_decoded_pcm_cut_with_overlap(stereo_wav, tmp_path, args):
+    path = tmp_path / ("made.mp3" if args else "made.wav")
+    ffmpeg("-i", str(stereo_wav), *args, "-y", str(path))
+    whole = decode_audio(path, SR).samples
+    windows = list(stream_windows(path, SR, window_seconds=3.0, hop_seconds=2.0))
+    assert [w.start_seconds for w in windows] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    for w in windows:
+        begin = round(w.start_seconds * SR)
+        assert np.array_equal(w.samples, whole[begin : begin + w.samples.size])
+    assert windows[-1].end_seconds == pytest.approx(whole.size / SR)
+
+
+def test_streaming_refuses_what_decoding_refuses(tmp_path):
+    with pytest.raises(BadAudioError):
+        list(stream_windows(tmp_path / "missing.wav", SR))
+    (tmp_path / "bad.wav").write_bytes(wav_header(2**31 - 1))
+    with pytest.raises(BadAudioError):
+        list(stream_windows(tmp_path / "bad.wav", SR))
+    path = tmp_path / "tiny.mkv"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono:nb_samples=1", "-t", "30", "-c:a", "pcm_s16le", str(path))
+    with pytest.raises(BadAudioError, match="too many frames"):
+        list(stream_windows(path, SR))
+    with pytest.raises(BadRequestError):
+        list(stream_windows(path, SR, window_seconds=5.0, hop_seconds=6.0))
+
+
+def test_streaming_holds_one_window_whatever_the_length(ten_hours_of_silence):
+    """Ten hours of audio pass through a few windows' worth of memory (sampled, not all decoded)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    windows = stream_windows(io.BytesIO(ten_hours_of_silence), SR)
+    for _, w in zip(range(200), windows):  # 1,000 s
+        assert w.samples.size == 10 * SR
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    windows.close()
+    assert peak < 8 * 10 * SR * 4
