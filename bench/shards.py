@@ -248,7 +248,7 @@ def run_queries(
             "correct": [],
             "fp": [],
             "by_degradation": {},
-            "steps": [],
+            "robust_ms": [],
         }
         for v in variants
     }
