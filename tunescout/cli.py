@@ -1,4 +1,4 @@
-"""The tunescout command: serve, ingest, recognize, check-config."""
+"""The tunescout command: serve, ingest, recognize, scan, songs, stats, compact, check-config."""
 
 from __future__ import annotations
 
@@ -288,3 +288,62 @@ def compact(config_path):
 def stats(config_path):
     """Songs, hashes and index bytes per instance; results stored."""
     _call(config_path, "stats")
+
+
+@main.command()
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
+@click.option("--window", type=click.FloatRange(2.0, 60.0), default=10.0, show_default=True, help="Window, seconds.")
+@click.option("--hop", type=click.FloatRange(1.0, 60.0), default=5.0, show_default=True, help="Window step, seconds.")
+def scan(config_path, file, output, window, hop):
+    """Scan a recording of any length for catalogued songs: each segment as soon as it has ended,
+    then a summary (json: one JSON line each). Ctrl-C stops with what is known."""
+    from .audio import stream_windows
+    from .scan import Scanner, ScanParams
+
+    if hop > window:
+        raise click.BadParameter("must not exceed --window", param_hint="--hop")
+    engine = _engine(config_path)
+    scanner = Scanner(engine, ScanParams(window_seconds=window, hop_seconds=hop))
+    show = _show_json if output == "json" else _show_row
+    interrupted = False
+    try:
+        for piece in stream_windows(file, engine.params.sample_rate_hz, window, hop):
+            for segment in scanner.feed(piece):
+                show(segment.body())
+    except KeyboardInterrupt:
+        interrupted = True
+    except TuneScoutError as exc:
+        engine.close()
+        raise click.ClickException(exc.message) from exc
+    for segment in scanner.finish():
+        show(segment.body())
+    engine.close()
+    show(scanner.summary(interrupted).body())
+
+
+def _show_json(body: dict) -> None:
+    click.echo(json.dumps(body))
+
+
+def _show_row(body: dict) -> None:
+    """One line of the table for people: times as h:mm:ss.s."""
+    if body["type"] == "summary":
+        stopped = " (stopped)" if body["interrupted"] else ""
+        click.echo(
+            f"{body['segments']} segments in {_clock(body['duration_seconds'])}{stopped}, "
+            f"{body['elapsed_seconds']:.1f} s ({body['realtime_factor']:g}x realtime)"
+        )
+        return
+    scale = f"  x{1 / body['time_scale']:.3f}" if body["time_scale"] != 1.0 else ""
+    click.echo(
+        f"{_clock(body['start_seconds'])} - {_clock(body['end_seconds'])}  {body['song_name']} "
+        f"[{body['song_id']}] from {_clock(body['song_start_seconds'])} to {_clock(body['song_end_seconds'])}"
+        f"  confidence {body['confidence']:.2f}{scale}"
+    )
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(max(seconds, 0.0), 3600)
+    return f"{int(hours)}:{int(rest // 60):02d}:{rest % 60:04.1f}"

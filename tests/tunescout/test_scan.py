@@ -3,15 +3,20 @@ boundaries, speech and a song not in the catalogue do not, and segments come out
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal as signal_module
 import subprocess
+import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy import signal
 
-from tests.conftest import SR, need, wav_bytes
+from tests.conftest import ROOT, SR, need, wav_bytes
 from tunescout.audio import decode_audio, stream_windows
+from tunescout.cli import main
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine
 from tunescout.scan import Scanner, ScanSummary, Segment, scan
@@ -143,3 +148,45 @@ def test_a_scan_stopped_midway_reports_the_play_in_progress(engine, broadcast):
     [segment] = scanner.finish()
     assert segment.song_name == "drascula-track1" and segment.end_seconds == pytest.approx(window.end_seconds, abs=1.0)
     assert scanner.summary(interrupted=True).interrupted
+
+
+@pytest.fixture(scope="module")
+def config_file(engine, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "config.json"
+    path.write_text(json.dumps({"data_dir": engine.config.data_dir}))
+    return path
+
+
+def test_the_cli_prints_a_json_line_per_segment_then_the_summary(broadcast, config_file):
+    b, path = broadcast
+    result = CliRunner().invoke(main, ["scan", "--config", str(config_file), str(path)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [line["type"] for line in lines] == ["segment"] * len(b.plays) + ["summary"]
+    assert_timeline(sorted(lines[:-1], key=lambda s: s["start_seconds"]), b.plays)
+    assert {"segments": len(b.plays), "interrupted": False}.items() <= lines[-1].items()
+    table = CliRunner().invoke(main, ["scan", "--config", str(config_file), "--format", "table", str(path)])
+    assert table.exit_code == 0 and "  drascula-track1 [1] from 0:00:20.0 to 0:01:20.0  confidence" in table.output
+    assert table.output.splitlines()[-1].startswith(f"{len(b.plays)} segments in 0:04:")
+
+
+def test_the_cli_refuses_what_it_cannot_decode(tmp_path, config_file):
+    (tmp_path / "bad.mp3").write_text("not audio")
+    result = CliRunner().invoke(main, ["scan", "--config", str(config_file), str(tmp_path / "bad.mp3")])
+    assert result.exit_code == 1 and "Error:" in result.output
+
+
+def test_ctrl_c_ends_the_cli_with_what_is_known(broadcast, config_file):
+    _, path = broadcast
+    command = [sys.executable, "-m", "tunescout", "scan", "--config", str(config_file), str(path)]
+    scan_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(scan_process.stdout.readline())
+        scan_process.send_signal(signal_module.SIGINT)
+        rest, _ = scan_process.communicate(timeout=30)
+    finally:
+        scan_process.kill()
+    assert first["song_name"] == "drascula-track1" and scan_process.returncode == 0
+    summary = json.loads(rest.splitlines()[-1])
+    assert summary["type"] == "summary" and summary["interrupted"] is True
+    assert summary["duration_seconds"] < 270
