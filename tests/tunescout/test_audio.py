@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CORPUS, SR, music_like, need, wav_bytes
+from tests.fuzz_requests import ogg_join, ogg_pages
 from tunescout.audio import decode_audio, decode_query, stream_windows
 from tunescout.errors import BadAudioError, BadRequestError
 
@@ -188,35 +189,17 @@ def test_damaged_packets_are_skipped_not_fatal(stereo_wav, tmp_path):
     assert decode_audio(bytes(data), SR).samples.size > 8 * SR
 
 
-def _ogg_crc(page: bytes) -> int:
-    """The CRC of an Ogg page (polynomial 0x04C11DB7, not reflected, over the page with its CRC zeroed)."""
-    crc = 0
-    for byte in page:
-        crc ^= byte << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
-    return crc
-
-
-def _ogg_page(header_type: int, granule: int, serial: int, sequence: int, lacing: bytes, body: bytes) -> bytes:
-    head = b"OggS" + struct.pack("<BBqIIIB", 0, header_type, granule, serial, sequence, 0, len(lacing)) + lacing
-    page = head + body
-    return page[:22] + struct.pack("<I", _ogg_crc(page)) + page[26:]
-
-
 def test_an_ogg_stream_ending_in_an_empty_packet_decodes(stereo_wav, tmp_path):
     # Some encoders end an Ogg Vorbis stream with a page holding one empty packet, which the decoder
     # refuses with EINVAL after the last audio; the ffmpeg command decodes such a file in full.
     path = tmp_path / "a.ogg"
     ffmpeg("-i", str(stereo_wav), "-c:a", "libvorbis", "-q:a", "3", str(path))
-    data = path.read_bytes()
-    last = data.rfind(b"OggS")
-    _, header_type, granule, serial, sequence, _, n_segments = struct.unpack("<BBqIIIB", data[last + 4 : last + 27])
-    lacing = data[last + 27 : last + 27 + n_segments]
-    body = data[last + 27 + n_segments :]
-    rewritten = _ogg_page(header_type & ~4, granule, serial, sequence, lacing, body)  # no longer the last page
-    ending = _ogg_page(4, granule, serial, sequence + 1, b"\0", b"")  # the last page: one empty packet
-    decoded = decode_audio(data[:last] + rewritten + ending, SR)
+    pages = ogg_pages(path.read_bytes())
+    last = pages[-1]
+    last[5] &= ~4  # no longer the last page
+    granule, serial, sequence = struct.unpack("<qII", last[6:22])
+    ending = bytearray(b"OggS" + struct.pack("<BBqIIIB", 0, 4, granule, serial, sequence + 1, 0, 1) + b"\0")
+    decoded = decode_audio(ogg_join([*pages, ending], [len(pages) - 1, len(pages)]), SR)
     assert abs(decoded.duration_seconds - 10.0) < 0.1
 
 
