@@ -32,7 +32,7 @@ class Search:
 
 
 class Searcher:
-    """The two-step search over the catalogue's instances, and the ranking of what it found."""
+    """The stepwise search over the catalogue's instances (then the robust path), and the ranking of what it found."""
 
     def __init__(
         self,
