@@ -232,6 +232,9 @@ VARIANTS = {
     "default": {},
     "two-steps": {"row_growth": 1e12, "reject_z": 1e12},  # the rarest 8,000 rows, then every hash
     "one-lookup": {"row_budget": 0},  # every hash at once
+    # the robust path reading 4 or 16 times the rows (RobustParams overrides)
+    "robust-80k": {"robust": {"q_row_budget": 80_000}},
+    "robust-320k": {"robust": {"q_row_budget": 320_000}},
 }
 
 
@@ -240,7 +243,7 @@ def run_queries(
 ) -> dict:
     """Every clip under each variant in turn (the same machine state for all): latency of catalogue
     clips and of unknown ones apart, accuracy, false positives and lookup steps, per variant."""
-    default = engine.searcher.match
+    default, default_robust = engine.searcher.match, engine.searcher.robust
     figures = {
         v: {
             "latency": [],
@@ -256,7 +259,9 @@ def run_queries(
         for row in spread(rows, max_queries):
             decoded = decode_clip(engine, queries, row)
             for variant in variants:
-                engine.searcher.match = dataclasses.replace(default, **VARIANTS[variant])
+                overrides = dict(VARIANTS[variant])
+                engine.searcher.robust = dataclasses.replace(default_robust, **overrides.pop("robust", {}))
+                engine.searcher.match = dataclasses.replace(default, **overrides)
                 f = figures[variant]
                 t0 = time.perf_counter()
                 found = engine.match_samples(decoded)  # fingerprint, search, rank; the robust path if no song
@@ -272,7 +277,7 @@ def run_queries(
                     f["correct"].append(match == row["track_id"])
                     f["by_degradation"].setdefault(row["degradation"], []).append(match == row["track_id"])
     finally:
-        engine.searcher.match = default
+        engine.searcher.match, engine.searcher.robust = default, default_robust
     return {
         variant: {
             "latency_p50_ms": float(np.median(f["latency"])),
@@ -374,6 +379,7 @@ def main() -> None:
         default="default",
         help=f"search policies to run each clip under, side by side (of {', '.join(VARIANTS)}); the first is reported",
     )
+    parser.add_argument("--conditions", help="only the clips of these degradations (comma-separated)")
     parser.add_argument("--trace", type=Path, help="also write each clip's stepwise lookups (JSON lines) here")
     parser.add_argument(
         "--reuse",
@@ -400,6 +406,8 @@ def main() -> None:
     for name in names if not args.reuse else []:
         drop(name)
     rows = [r for r in csv.DictReader((args.queries / "ground_truth.csv").open()) if r["length_s"] == args.length]
+    if args.conditions:
+        rows = [r for r in rows if r["degradation"] in args.conditions.split(",")]
     files = [line for line in (args.queries / "ingest.txt").read_text().split() if line]
     rng = np.random.default_rng(2026)
     report = {"backend": args.backend, "instances": args.instances, "compact": args.compact, "sizes": []}
