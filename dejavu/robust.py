@@ -65,6 +65,7 @@ class RobustParams:
     q_d_err_bins: float = 0.15
     q_max_triplets: int = 4000  # a longer clip keeps its strongest anchors only
     q_row_budget: int = 20000  # index rows looked up, rarest first, as counted (a value under 8 rows counts 1)
+    q_row_share: float = 0.1  # ... or this share of the rows of all the clip's values, if more (docs/SCALE.md)
     vote_fs_bin: float = 0.5  # semitones per frequency-scale bin of the coarse vote
     vote_off_bin: int = 16  # frames per offset bin of the coarse vote
     vote_candidates: int = 6  # songs whose time-scale fit is refined
@@ -90,6 +91,8 @@ class RobustParams:
             raise ParameterError("q_max_time_scale >= 1, q_max_semitones >= 0, span_octaves > 0")
         if self.q_row_budget < 1 or self.vote_candidates < 1 or self.min_score < 1 or self.min_ratio < 1:
             raise ParameterError("q_row_budget, vote_candidates, min_score >= 1 and min_ratio >= 1")
+        if not 0 <= self.q_row_share <= 1:
+            raise ParameterError("q_row_share must be in [0, 1]")
         return self
 
     def digest(self) -> str:

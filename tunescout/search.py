@@ -127,8 +127,9 @@ class Searcher:
 
     def search_robust(self, samples: np.ndarray) -> tuple[list[Match], int]:
         """The robust path (docs/ALGORITHM.md, "The robust path"): the clip's triplets, the rarest of their
-        lookup values within ``q_row_budget`` rows, those rows from every instance, the vote and fit; the
-        best song if it clears the bar. Also how many instances did not answer."""
+        lookup values within ``q_row_budget`` rows (or ``q_row_share`` of all their rows, if more), those
+        rows from every instance, the vote and fit; the best song if it clears the bar. Also how many
+        instances did not answer."""
         rp = self.robust
         trip = triplets.fingerprint_query_triplets(samples, self.params, rp)
         values, owners = triplets.query_lookups(trip, rp)
@@ -136,7 +137,8 @@ class Searcher:
         counts = self.store.hash_counts(distinct) if distinct.size else None
         if counts is None:
             return [], 0
-        chosen = triplets.rarest_values(distinct, counts, rp.q_row_budget)
+        budget = max(rp.q_row_budget, int(rp.q_row_share * counts.sum()))  # grows with the catalogue
+        chosen = triplets.rarest_values(distinct, counts, budget)
         wanted = np.isin(values, chosen)
         answer = self.store.rows(chosen)
         fits = triplets.align_triplets(
