@@ -1,4 +1,4 @@
-"""Scan benchmark (issue 18): a seeded synthetic broadcast of the developer corpus, scanned on SQLite;
+"""Scan benchmark: a seeded synthetic broadcast of the developer corpus, scanned on SQLite;
 event recall, segment precision, boundary errors and speed against its true timeline.
 
     .venv/bin/python bench/scan.py --minutes 60 --seed 1 --out /tmp/bench_scan

@@ -1,4 +1,4 @@
-"""scan(engine, source) -> the timeline of catalogued songs in a long recording, segment by segment (issue 18)."""
+"""scan(engine, source) -> the timeline of catalogued songs in a long recording, segment by segment."""
 
 from __future__ import annotations
 

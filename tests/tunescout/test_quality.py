@@ -12,9 +12,9 @@ from tunescout.engine import Engine
 pytestmark = pytest.mark.corpus
 
 # Floors: what the default parameters give on this slice (16 tracks of drascula-music: 1 s clean
-# 16/16, 1 s at 0 dB 12/16, 5 s clean 16/16, 5 s at 0 dB 16/16, no false positive; session 5 gave
-# 15, 12, 16 and 15), minus one or two clips for the noise of 16-clip cells. Issue 6's targets are
-# measured by bench/quality.py.
+# 16/16, 1 s at 0 dB 12/16, 5 s clean 16/16, 5 s at 0 dB 16/16, no false positive; other parameter
+# sets gave 15, 12, 16 and 15), minus one or two clips for the noise of 16-clip cells. The full
+# accuracy table is measured by bench/quality.py.
 MIN_ACCURACY = {("clean", "1"): 0.9, ("clean", "5"): 0.95, ("noise0", "5"): 0.9, ("noise0", "1"): 0.60}
 MAX_FALSE_POSITIVE_RATE = 0.05  # at most 1 of the 24 clips of songs not ingested
 
