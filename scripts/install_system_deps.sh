@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages TuneScout and its tests need when they are missing:
 # ffmpeg (the tests make and compare audio files with it; the service decodes in the process),
-# headers for mysqlclient, and the database servers the tests talk to.
+# espeak-ng (speech between the songs of the scan tests' broadcast), headers for mysqlclient, and
+# the database servers the tests talk to.
 # PostgreSQL needs no client library here: psycopg's binary wheel carries its own libpq.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 for pkg in libmariadb-dev pkg-config; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
