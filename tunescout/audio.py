@@ -166,10 +166,7 @@ def _frames(container, stream, max_packets: int):
     for count, packet in enumerate(container.demux(stream)):
         if count > max_packets:
             raise BadAudioError(f"The audio is cut into too many frames (over {MAX_FRAMES_PER_SECOND} per second)")
-        try:
-            yield from packet.decode()
-        except (av.InvalidDataError, av.ArgumentError):
-            continue
+        yield from _decoded(packet)
 
 
 class _PcmWriter:
@@ -189,10 +186,7 @@ class _PcmWriter:
         source = (frame.format.name, frame.layout.name, frame.sample_rate)
         if source != self.source:  # a stream may change its rate or layout midway: start afresh
             self.flush()
-            # The ffmpeg command resamples 8/16-bit input in 16-bit arithmetic; newer FFmpeg libraries
-            # would use float when channels are mixed, and a few samples would differ by one.
-            options = {"internal_sample_fmt": "s16p"} if frame.format.bytes <= 2 else None
-            self.resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate, options=options)
+            self.resampler = _resampler_for(frame, self.rate)
             self.source = source
         return self._take(self.resampler.resample(frame))
 
@@ -302,7 +296,7 @@ def _stream_pcm(source, sample_rate_hz: int) -> Iterator[np.ndarray]:
 
 
 def _decoded(packet):
-    """A packet's frames; one the decoder refuses is skipped, as in :func:`_frames`."""
+    """A packet's frames; none if the decoder refuses it (see :func:`_frames`)."""
     try:
         return packet.decode()
     except (av.InvalidDataError, av.ArgumentError):
@@ -310,7 +304,11 @@ def _decoded(packet):
 
 
 def _resampler_for(frame, sample_rate_hz: int):
-    """A resampler to 16-bit mono as :class:`_PcmWriter` makes it (16-bit arithmetic for 8/16-bit input)."""
+    """A resampler of the frame's audio to 16-bit mono at sample_rate_hz.
+
+    The ffmpeg command resamples 8/16-bit input in 16-bit arithmetic; newer FFmpeg libraries would use
+    float when channels are mixed, and a few samples would differ by one.
+    """
     options = {"internal_sample_fmt": "s16p"} if frame.format.bytes <= 2 else None
     return av.AudioResampler(format="s16", layout="mono", rate=sample_rate_hz, options=options)
 
