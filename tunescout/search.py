@@ -46,10 +46,21 @@ class Searcher:
         self.match = match
         self.robust = robust
 
+    @property
+    def robust(self) -> RobustParams:
+        return self._robust
+
+    @robust.setter
+    def robust(self, params: RobustParams) -> None:
+        # The digest is asked for on every recognition: computed once here (42 us each time otherwise).
+        self._robust, self._robust_digest = params, params.digest()
+
     def robust_instances(self) -> list[bool]:
         """Which instances hold the robust family (their meta records this robust digest)."""
-        digest = self.robust.digest()
-        return [self.store.features(i).get(ROBUST_FEATURE) == digest for i in range(len(self.store.stores))]
+        return [self._holds_robust(i) for i in range(len(self.store.stores))]
+
+    def _holds_robust(self, instance: int) -> bool:
+        return self.store.features(instance).get(ROBUST_FEATURE) == self._robust_digest
 
     def search(self, hashes: np.ndarray, offsets: np.ndarray) -> Search:
         """Look the clip's hashes up on every instance, rarest first, and score the candidate songs.
@@ -86,8 +97,7 @@ class Searcher:
 
     def _has_robust_rows(self, song_id: int) -> bool:
         """Whether the song's instance holds the robust family (its songs were stored with both)."""
-        features = self.store.features(instance_of(song_id, len(self.store.stores)))
-        return features.get(ROBUST_FEATURE) == self.robust.digest()
+        return self._holds_robust(instance_of(song_id, len(self.store.stores)))
 
     def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int) -> bool:
         """After a partial lookup of ``share`` of the clip's index rows: a clear answer, or none possible."""
