@@ -21,7 +21,22 @@ class Alignment:
     matched: int  # matches of this song at any offset
 
 
-def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np.ndarray:
+def rarest_first(values: np.ndarray, counts: np.ndarray, mixed_ties: bool = False) -> np.ndarray:
+    """Indices of the values the index holds (count > 0), rarest first.
+
+    Ties keep the values' order, or with ``mixed_ties`` a fixed pseudo-random order (a mix of the
+    value's bits), for values whose order follows their bit fields.
+    """
+    values, counts = np.asarray(values), np.asarray(counts, np.int64)
+    if mixed_ties:
+        mix = (values.astype(np.uint64) * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF)
+        order = np.lexsort((mix, counts))
+    else:
+        order = np.argsort(counts, kind="stable")
+    return order[counts[order] > 0]
+
+
+def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int, mixed_ties: bool = False) -> np.ndarray:
     """The hash values to look up first: the rarest in the index, as many as fit in row_budget rows.
 
     A rare hash is informative (it points at few songs) and cheap to look up (it has few rows);
@@ -33,16 +48,15 @@ def rarest_hashes(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np
     values : np.ndarray [shape=(n,)], the query's distinct hash values
     counts : np.ndarray [shape=(n,)], int, index rows of each value (over all instances)
     row_budget : int, rows the chosen values may hold in all
+    mixed_ties : bool, see :func:`rarest_first`
 
     Returns
     -------
     np.ndarray, the chosen values (a subset of ``values``, rarest first)
     """
     values, counts = np.asarray(values), np.asarray(counts, np.int64)
-    order = np.argsort(counts, kind="stable")
-    order = order[counts[order] > 0]
-    within = np.cumsum(counts[order]) <= row_budget
-    return values[order[within]]
+    order = rarest_first(values, counts, mixed_ties)
+    return values[order[np.cumsum(counts[order]) <= row_budget]]
 
 
 def lookup_steps(values: np.ndarray, counts: np.ndarray, row_budget: int, growth: float) -> list[np.ndarray]:
@@ -62,8 +76,7 @@ def lookup_steps(values: np.ndarray, counts: np.ndarray, row_budget: int, growth
     list of np.ndarray, one per step (at least one; its last element is every held value)
     """
     values, counts = np.asarray(values), np.asarray(counts, np.int64)
-    order = np.argsort(counts, kind="stable")
-    order = order[counts[order] > 0]
+    order = rarest_first(values, counts)
     rows = np.cumsum(counts[order])
     steps, budget, taken = [], float(row_budget), 0
     while row_budget > 0 and taken < order.size:

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from .align import rarest_hashes
 from .errors import ParameterError
 from .fingerprint import _levels
 from .hashing import generate_hashes
@@ -401,11 +402,7 @@ def rarest_values(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np
     -------
     np.ndarray, uint32, the chosen values
     """
-    values, counts = np.asarray(values, np.uint32), np.asarray(counts, np.int64)
-    mix = (values.astype(np.uint64) * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF)
-    order = np.lexsort((mix, counts))
-    order = order[counts[order] > 0]
-    return values[order[np.cumsum(counts[order]) <= row_budget]]
+    return rarest_hashes(np.asarray(values, np.uint32), counts, row_budget, mixed_ties=True)
 
 
 @dataclasses.dataclass(frozen=True)
