@@ -116,10 +116,12 @@ class MatchParams:
     A song passes when ``aligned >= min_aligned + runner_up_weight * runner_up
     + query_hashes_weight * ln(query_hashes / 1000) + matched_weight * sqrt(matched)``.
     ``runner_up`` is the best other song's aligned count: how far chance (or a shared
-    background) reaches for this very clip. The more hashes a query sends, the more chance
-    alignments it draws, so a short clip (few hashes) needs fewer aligned hashes than a long
-    one. ``matched`` (what the song shares with the clip at any offset) raises the bar a
-    little for busy songs, which collect chance alignments.
+    background) reaches for this very clip. It grows with what raises chance alignments (more
+    hashes sent, a bigger catalogue), so the bar follows it more than one for one, and the hashes
+    sent are not weighted again: a noisy or reverberant clip, whose true song aligns few of the
+    many hashes it sends, is not held to a bar set by its hash count. ``matched`` (what the song
+    shares with the clip at any offset) raises the bar a little for busy songs, which collect
+    chance alignments.
     Calibrated on clips of songs not in the catalogue; see docs/ALGORITHM.md.
 
     The lookup goes in steps, rarest hashes first (they point at few songs and cost few rows),
@@ -138,10 +140,10 @@ class MatchParams:
     """
 
     tolerance_frames: int = 1
-    min_aligned: float = 5.0
-    runner_up_weight: float = 0.6
-    query_hashes_weight: float = 3.0
-    matched_weight: float = 0.1
+    min_aligned: float = 4.0
+    runner_up_weight: float = 1.2
+    query_hashes_weight: float = 0.0
+    matched_weight: float = 0.05
     confidence_scale: float = 2.0  # margin (hashes) per e-fold of the confidence odds
     candidates: int = 20  # songs each instance returns
     row_budget: int = 8000  # index rows of the first lookup (0: one lookup of every hash)

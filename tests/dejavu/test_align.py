@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from dejavu import (
@@ -25,15 +27,21 @@ def test_empty_histogram():
     assert align_matches(np.array([]), np.array([]), np.array([])) == []
 
 
-def test_the_bar_rises_with_chance_matches():
+def test_the_bar_follows_the_runner_up_and_busy_songs_not_the_hashes_sent():
     assert match_margin(20, 25, 0, 1000, DEFAULT_MATCH) > 0
     assert match_margin(4, 25, 0, 1000, DEFAULT_MATCH) < 0
-    # a clip where another song also aligns well needs more
-    assert match_margin(20, 25, 5, 1000, DEFAULT_MATCH) < match_margin(20, 25, 0, 1000, DEFAULT_MATCH)
-    # more hashes sent draw more chance alignments: a long query needs more than a short one
-    assert match_margin(10, 25, 3, 4000, DEFAULT_MATCH) < match_margin(10, 25, 3, 500, DEFAULT_MATCH)
+    # a clip where another song also aligns well needs more, by more than the runner-up's count
+    assert match_margin(20, 25, 0, 1000, DEFAULT_MATCH) - match_margin(20, 25, 5, 1000, DEFAULT_MATCH) > 5
     # a busy song (many matches at other offsets) needs more
     assert match_margin(20, 900, 0, 1000, DEFAULT_MATCH) < match_margin(20, 25, 0, 1000, DEFAULT_MATCH)
+    # the hashes sent do not move it ...
+    assert match_margin(10, 25, 3, 4000, DEFAULT_MATCH) == match_margin(10, 25, 3, 500, DEFAULT_MATCH)
+
+
+def test_the_bar_can_also_rise_with_the_hashes_sent():
+    # ... unless weighted: then a long query needs more than a short one
+    weighted = dataclasses.replace(DEFAULT_MATCH, query_hashes_weight=3.0)
+    assert match_margin(10, 25, 3, 4000, weighted) < match_margin(10, 25, 3, 500, weighted)
 
 
 def test_confidence_is_monotone_in_0_1():
