@@ -92,7 +92,7 @@ class _Play:
 
     @property
     def time_scale(self) -> float:
-        return getattr(self.match, "time_scale", 1.0) or 1.0
+        return self.match.time_scale
 
     def at_song(self, recording_seconds: float) -> float:
         return (recording_seconds - self.zero_seconds) / self.time_scale
@@ -143,8 +143,7 @@ class Scanner:
 
     def _follow(self, match: Match, window: Window) -> None:
         """Extend the play the match belongs to, or open a new one."""
-        scale = getattr(match, "time_scale", 1.0) or 1.0
-        zero = window.start_seconds - match.offset_seconds * scale
+        zero = window.start_seconds - match.offset_seconds * match.time_scale
         for play in self.plays:
             if play.match.song_id == match.song_id and abs(play.zero_seconds - zero) <= self.params.same_play_seconds:
                 if play.last_index != self.index:
@@ -208,8 +207,7 @@ class Scanner:
         place where the song's hashes align at the play's offset densely; without that evidence
         (a play whose tempo or pitch alone was changed), the first (last) window's edge."""
         fallback = self._window_start(play.first_index) if is_start else self._window_end(play.last_index)
-        frequency_scale = getattr(play.match, "frequency_scale", 1.0) or 1.0
-        if not self.params.refine or abs(play.time_scale * frequency_scale - 1.0) > 0.01:
+        if not self.params.refine or abs(play.time_scale * play.match.frequency_scale - 1.0) > 0.01:
             return fallback  # tempo or pitch changed alone: no resampling brings the pair hashes back
         times = self._aligned_times(play, max(begin, 0.0), end)
         p = self.params
