@@ -235,6 +235,7 @@ VARIANTS = {
     # the robust path reading 4 or 16 times the rows (RobustParams overrides)
     "robust-80k": {"robust": {"q_row_budget": 80_000}},
     "robust-320k": {"robust": {"q_row_budget": 320_000}},
+    "robust-one-step": {"robust": {"q_first_share": 1.0}},  # every robust row in one read
 }
 
 

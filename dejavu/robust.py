@@ -67,6 +67,8 @@ class RobustParams:
     q_max_triplets: int = 4000  # a longer clip keeps its strongest anchors only
     q_row_budget: int = 20000  # index rows looked up, rarest first, as counted (a value under 8 rows counts 1)
     q_row_share: float = 0.1  # ... or this share of the rows of all the clip's values, if more (docs/SCALE.md)
+    q_first_share: float = 0.25  # the rarest this share of those rows is read first (1: one step) ...
+    q_first_min_score: int = 3  # ... and a best fit scoring under this there ends the search: no match
     vote_fs_bin: float = 0.5  # semitones per frequency-scale bin of the coarse vote
     vote_off_bin: int = 16  # frames per offset bin of the coarse vote
     vote_candidates: int = 6  # songs whose time-scale fit is refined
@@ -92,8 +94,8 @@ class RobustParams:
             raise ParameterError("q_max_time_scale >= 1, q_max_semitones >= 0, span_octaves > 0")
         if self.q_row_budget < 1 or self.vote_candidates < 1 or self.min_score < 1 or self.min_ratio < 1:
             raise ParameterError("q_row_budget, vote_candidates, min_score >= 1 and min_ratio >= 1")
-        if not 0 <= self.q_row_share <= 1:
-            raise ParameterError("q_row_share must be in [0, 1]")
+        if not 0 <= self.q_row_share <= 1 or not 0 < self.q_first_share <= 1:
+            raise ParameterError("q_row_share must be in [0, 1] and q_first_share in (0, 1]")
         return self
 
     def digest(self) -> str:
@@ -382,6 +384,20 @@ def query_lookups(trip: Triplets, rp: RobustParams) -> tuple[np.ndarray, np.ndar
     for lo, hi in _query_cells(trip, rp):
         owners, cells = _expand(lo[owners], hi[owners], owners, cells)
     return pack_triplet_hashes(*cells), owners
+
+
+def lookup_steps(values: np.ndarray, counts: np.ndarray, row_budget: int, first_share: float) -> list[np.ndarray]:
+    """The values each step of the robust path reads: the rarest within ``first_share`` of
+    ``row_budget`` rows, then the rarest within all of it (which include the first). One step when
+    the first already holds them all.
+
+    Returns
+    -------
+    list of np.ndarray, uint32, one or two steps (each a :func:`rarest_values` choice)
+    """
+    chosen = rarest_values(values, counts, row_budget)
+    first = rarest_values(values, counts, int(first_share * row_budget))
+    return [first, chosen] if 0 < first.size < chosen.size else [chosen]
 
 
 def rarest_values(values: np.ndarray, counts: np.ndarray, row_budget: int) -> np.ndarray:

@@ -38,8 +38,13 @@ HASHES_INGESTED = Counter("tunescout_hashes_ingested_total", "Hashes stored with
 SONGS_DELETED = Counter("tunescout_songs_deleted_total", "Songs deleted")
 SEARCHES = Counter(
     "tunescout_searches_total",
-    "Recognition searches by lookups made (1: the rarest hashes answered, or one lookup of"
-    " all; 2: all hashes after the rarest)",
+    "Recognition searches by lookup steps taken (1: the rarest hashes settled it, or one lookup"
+    " held every hash)",
+    ["lookups"],
+)
+ROBUST_SEARCHES = Counter(
+    "tunescout_robust_searches_total",
+    "Searches of the robust path (speed, tempo, pitch) by row reads made (1: the rarest rows settled it)",
     ["lookups"],
 )
 COUNTS_COPY_LOADS = Counter(
@@ -71,6 +76,10 @@ def counts_copy_loaded(index: int, values: int) -> None:
 
 def search_finished(lookups: int) -> None:
     SEARCHES.labels(str(lookups)).inc()
+
+
+def robust_finished(lookups: int) -> None:
+    ROBUST_SEARCHES.labels(str(lookups)).inc()
 
 
 def recognised(body: dict) -> None:

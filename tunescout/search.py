@@ -139,7 +139,11 @@ class Searcher:
         """The robust path (docs/ALGORITHM.md, "The robust path"): the clip's triplets, the rarest of their
         lookup values within ``q_row_budget`` rows (or ``q_row_share`` of all their rows, if more), those
         rows from every instance, the vote and fit; the best song if it clears the bar. Also how many
-        instances did not answer."""
+        instances did not answer.
+
+        The rows are read in two steps (:func:`dejavu.robust.lookup_steps`): after the rarest
+        ``q_first_share`` of them, a song that clears the bar is the answer, and a best fit under
+        ``q_first_min_score`` means there is none (most clips of unknown audio stop there)."""
         rp = self.robust
         trip = triplets.fingerprint_query_triplets(samples, self.params, rp)
         values, owners = triplets.query_lookups(trip, rp)
@@ -148,18 +152,30 @@ class Searcher:
         if counts is None:
             return [], 0
         budget = max(rp.q_row_budget, int(rp.q_row_share * counts.sum()))  # grows with the catalogue
-        chosen = triplets.rarest_values(distinct, counts, budget)
-        wanted = np.isin(values, chosen)
-        answer = self.store.rows(chosen)
-        fits = triplets.align_triplets(
-            trip, values[wanted], owners[wanted], answer.hashes, answer.song_ids, answer.offsets, rp
-        )
-        margin = triplets.robust_margin(fits, rp)
+        steps = triplets.lookup_steps(distinct, counts, budget, rp.q_first_share)
+        read = np.zeros(0, np.uint32)
+        parts, unanswered = [], 0
+        for step, chosen in enumerate(steps, 1):
+            answer = self.store.rows(np.setdiff1d(chosen, read, assume_unique=True))
+            read, unanswered = chosen, max(unanswered, answer.unanswered)
+            parts.append(answer)
+            wanted = np.isin(values, chosen)
+            fits = triplets.align_triplets(
+                trip,
+                values[wanted],
+                owners[wanted],
+                *(np.concatenate([getattr(a, name) for a in parts]) for name in ("hashes", "song_ids", "offsets")),
+                rp,
+            )
+            margin = triplets.robust_margin(fits, rp)
+            if margin >= 0 or step == len(steps) or not fits or fits[0].score < rp.q_first_min_score:
+                break
+        metrics.robust_finished(step)
         if margin < 0:
-            return [], answer.unanswered
+            return [], unanswered
         songs, unnamed = self.store.get_songs([fits[0].song_id])
         found = [self._robust_match(fits[0], margin, songs[s], trip) for s in songs]
-        return found, max(answer.unanswered, unnamed)
+        return found, max(unanswered, unnamed)
 
     def _robust_match(self, fit: RobustAlignment, margin: float, song: Song, trip: triplets.Triplets) -> Match:
         frame_s = self.params.frame_seconds

@@ -123,6 +123,17 @@ def test_rarest_values_fit_the_budget_and_skip_absent_values():
     assert set(chosen.tolist()) == set(values[[2, 3, 5, 9, 8]].tolist())
 
 
+def test_lookup_steps_read_the_rarest_share_first_then_the_rest_of_the_budget():
+    values = np.arange(10, dtype=np.uint32) | R.TAG
+    counts = np.array([0, 5, 1, 1, 9, 1, 0, 3, 2, 1])
+    first, every = R.lookup_steps(values, counts, 12, 0.5)
+    assert set(first.tolist()) == set(values[[2, 3, 5, 9, 8]].tolist())  # 6 of the 12 rows
+    assert set(first.tolist()) < set(every.tolist()) == set(R.rarest_values(values, counts, 12).tolist())
+    assert [s.tolist() for s in R.lookup_steps(values, counts, 12, 1.0)] == [every.tolist()]
+    only = R.lookup_steps(values, counts, 3, 0.2)  # the first step holds nothing: one step
+    assert len(only) == 1 and only[0].size == 3
+
+
 def test_fit_finds_a_known_line(rng):
     clip_frames = rng.uniform(0, 400, 300).round()
     line = rng.random(300) < 0.3  # 30 % on t_song = 1000 + t_clip / 0.93, the rest chance

@@ -2,10 +2,12 @@
 to it when the pair path finds nothing, health says what the index supports, and an index made by the
 previous release keeps the pair path."""
 
+import dataclasses
 import io
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from scipy import signal
 
 from tests.conftest import wav_bytes
@@ -39,8 +41,6 @@ def _recognize(client, data: bytes) -> dict:
 
 
 def _config(sqlite_config, path):
-    import dataclasses
-
     return dataclasses.replace(sqlite_config, data_dir=str(path))
 
 
@@ -85,10 +85,33 @@ def test_a_clean_clip_is_answered_by_the_pair_path_at_scale_one(robust_app, corp
     assert "robust" not in body["timings"]
 
 
+def _robust_searches() -> dict[str, float]:
+    """tunescout_robust_searches_total by row reads made."""
+    return {n: REGISTRY.get_sample_value("tunescout_robust_searches_total", {"lookups": n}) or 0 for n in "12"}
+
+
 @pytest.mark.parametrize("speed", [1.0, 1.05])
-def test_a_clip_of_a_song_not_ingested_is_not_answered(robust_app, corpus, speed):
+def test_a_clip_of_a_song_not_ingested_is_not_answered_after_the_rarest_rows(robust_app, corpus, speed):
+    before = _robust_searches()
     body = _recognize(robust_app.test_client(), _clip(_samples(corpus, UNKNOWN), 20.0, 10.0, speed))
     assert body["results"] == [] and "robust" in body["timings"]
+    after = _robust_searches()
+    assert (after["1"] - before["1"], after["2"] - before["2"]) == (1, 0)  # no fit worth reading on for
+
+
+def test_a_weak_fit_after_the_rarest_rows_reads_the_rest(robust_app, corpus):
+    """With no first-step rejection (a bar of 100 after the rarest rows is never met), the path reads on
+    and still finds the song: the second step completes the first."""
+    engine = robust_app.extensions["tunescout"]
+    default = engine.searcher.robust
+    engine.searcher.robust = dataclasses.replace(default, q_first_min_score=0, min_score=100)
+    try:
+        before = _robust_searches()
+        clip = _clip(_samples(corpus, "drascula-track10"), 30.0, 10.0, 1.05)
+        assert _recognize(robust_app.test_client(), clip)["results"] == []  # no fit scores 100
+        assert _robust_searches()["2"] - before["2"] == 1
+    finally:
+        engine.searcher.robust = default
 
 
 def test_health_says_the_index_is_robust(robust_app):
