@@ -38,8 +38,7 @@ HASHES_INGESTED = Counter("tunescout_hashes_ingested_total", "Hashes stored with
 SONGS_DELETED = Counter("tunescout_songs_deleted_total", "Songs deleted")
 SEARCHES = Counter(
     "tunescout_searches_total",
-    "Recognition searches by lookup steps taken (1: the rarest hashes settled it, or one lookup"
-    " held every hash)",
+    "Recognition searches by lookup steps taken (1: the rarest hashes settled it, or one lookup held every hash)",
     ["lookups"],
 )
 ROBUST_SEARCHES = Counter(
