@@ -29,6 +29,18 @@ MAX_FRAMES_PER_SECOND = 1000
 # What the demuxer reads to learn the streams' parameters (not to recognise the format, which has its
 # own limit). FFmpeg's 5 MB made opening a 5 s WAV cost 25-35 ms, more than decoding it.
 _OPEN_OPTIONS = {"probesize": "65536"}
+# A live source the operator names (`tunescout scan URL`; a client's upload never opens one): FFmpeg's
+# network protocols only, giving up after 20 s without data. A file served whole is read on where a
+# broken connection left off; a stream without a length is not reconnected (FFmpeg would start it over
+# at its end, forever, when the source is finite).
+STREAM_SCHEMES = ("http://", "https://")
+_STREAM_OPTIONS = {
+    **_OPEN_OPTIONS,
+    "protocol_whitelist": "http,https,tcp,tls,crypto,hls",
+    "reconnect": "1",
+    "reconnect_delay_max": "10",
+    "rw_timeout": "20000000",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +236,11 @@ class Window:
         return self.start_seconds + self.samples.shape[0] / self.sample_rate_hz
 
 
+def is_stream_url(source) -> bool:
+    """Whether source names a live stream (an http or https URL: Icecast, Shoutcast, HLS)."""
+    return isinstance(source, str) and source.lower().startswith(STREAM_SCHEMES)
+
+
 def stream_windows(
     source: str | os.PathLike | BinaryIO,
     sample_rate_hz: int,
@@ -236,6 +253,8 @@ def stream_windows(
     unless the recording is). Only one window and one decoded frame are held at a time, so memory
     stays flat whatever the length. The PCM is decode_audio's, with the same checks of what the
     container and each frame claim; a stream that is not seekable (a pipe, a live source) works.
+    An http or https URL (:func:`is_stream_url`) is opened as a live stream: it ends with the
+    stream, or after 20 s without data.
 
     Raises:
         BadRequestError: window or hop out of range.
@@ -271,11 +290,12 @@ def _stream_pcm(source, sample_rate_hz: int) -> Iterator[np.ndarray]:
     Raises:
         BadAudioError: as :func:`stream_windows`.
     """
+    live = is_stream_url(source)
     try:
-        with av.open(_path_or_file(source), "r", options=_OPEN_OPTIONS) as container:
+        with av.open(_path_or_file(source), "r", options=_STREAM_OPTIONS if live else _OPEN_OPTIONS) as container:
             stream = _audio_stream(container)
             resampler, layout, decoded_seconds = None, None, 0.0
-            for count, packet in enumerate(container.demux(stream)):
+            for count, packet in enumerate(_demuxed(container, stream, live)):
                 # as _frames: packets are counted against the audio they carry, so that a file of
                 # one-sample frames cannot keep a scan busy for hours
                 if count > MAX_FRAMES_PER_SECOND * (decoded_seconds + 1.0):
@@ -293,6 +313,23 @@ def _stream_pcm(source, sample_rate_hz: int) -> Iterator[np.ndarray]:
             yield from _resampled(resampler, None)
     except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
         raise BadAudioError() from exc
+
+
+def _demuxed(container, stream, live: bool) -> Iterator:
+    """The stream's packets. A live stream that breaks off after its first packet has ended: one
+    without a length cannot tell its end from a drop (FFmpeg reports both as an I/O error)."""
+    packets, started = container.demux(stream), False
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except OSError:
+            if live and started:
+                return
+            raise
+        started = True
+        yield packet
 
 
 def _decoded(packet):

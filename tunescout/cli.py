@@ -292,26 +292,36 @@ def stats(config_path):
 
 @main.command()
 @config_option
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source")
 @click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
 @click.option("--window", type=click.FloatRange(2.0, 60.0), default=10.0, show_default=True, help="Window, seconds.")
 @click.option("--hop", type=click.FloatRange(1.0, 60.0), default=5.0, show_default=True, help="Window step, seconds.")
-def scan(config_path, file, output, window, hop):
-    """Scan a recording of any length for catalogued songs: each segment as soon as it has ended,
-    then a summary (json: one JSON line each). Ctrl-C stops with what is known."""
-    from .audio import stream_windows
+@click.option(
+    "--follow",
+    type=click.FloatRange(1.0, 3600.0),
+    help="Also report each song while it plays, every this many seconds of the recording (type playing).",
+)
+def scan(config_path, source, output, window, hop, follow):
+    """Scan SOURCE for catalogued songs: each segment as soon as it has ended, then a summary (json:
+    one JSON line each). SOURCE is a file of any length or a live stream's http(s) URL (Icecast,
+    Shoutcast, HLS .m3u8), followed until it ends. Ctrl-C stops with what is known."""
+    from .audio import is_stream_url, stream_windows
     from .scan import Scanner, ScanParams
 
     if hop > window:
         raise click.BadParameter("must not exceed --window", param_hint="--hop")
+    if not is_stream_url(source) and not Path(source).is_file():
+        raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
     engine = _engine(config_path)
     scanner = Scanner(engine, ScanParams(window_seconds=window, hop_seconds=hop))
     show = _show_json if output == "json" else _show_row
     interrupted = False
     try:
-        for piece in stream_windows(file, engine.params.sample_rate_hz, window, hop):
+        for piece in stream_windows(source, engine.params.sample_rate_hz, window, hop):
             for segment in scanner.feed(piece):
                 show(segment.body())
+            for report in scanner.playing(follow) if follow else []:
+                show(report.body("playing"))
     except KeyboardInterrupt:
         interrupted = True
     except TuneScoutError as exc:
@@ -337,8 +347,9 @@ def _show_row(body: dict) -> None:
         )
         return
     scale = f"  x{1 / body['time_scale']:.3f}" if body["time_scale"] != 1.0 else ""
+    playing = "  (playing)" if body["type"] == "playing" else ""
     click.echo(
-        f"{_clock(body['start_seconds'])} - {_clock(body['end_seconds'])}  {body['song_name']} "
+        f"{_clock(body['start_seconds'])} - {_clock(body['end_seconds'])}{playing}  {body['song_name']} "
         f"[{body['song_id']}] from {_clock(body['song_start_seconds'])} to {_clock(body['song_end_seconds'])}"
         f"  confidence {body['confidence']:.2f}{scale}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -54,8 +55,10 @@ class Segment:
     time_scale: float = 1.0  # recording seconds per song second (> 1: played slower)
     windows: int = 1  # windows that recognised it
 
-    def body(self) -> dict:
-        return {"type": "segment", **dataclasses.asdict(self)}
+    def body(self, kind: str = "segment") -> dict:
+        """As printed and served: ``kind`` "segment" for a play that has ended, "playing" for a
+        report on one still going on (its end is where the recording has got to)."""
+        return {"type": kind, **dataclasses.asdict(self)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +92,7 @@ class _Play:
     start_seconds: float  # refined when it opened
     confidence: float
     windows: int = 1
+    reported_seconds: float = -math.inf  # recording time of its last report while playing
 
     @property
     def time_scale(self) -> float:
@@ -126,6 +130,18 @@ class Scanner:
                 self._follow(match, window)
         ended = [p for p in self.plays if self.index - p.last_index > self.params.gap_windows]
         return self._close(ended)
+
+    def playing(self, every_seconds: float) -> list[Segment]:
+        """Reports on the plays still going on, each at most once every ``every_seconds`` of the
+        recording: what is known so far, the end where the last window recognising it ends (not
+        refined; the segment emitted when the play ends is)."""
+        out = []
+        for play in sorted(self.plays, key=lambda p: p.start_seconds):
+            if self.analysed_seconds - play.reported_seconds < every_seconds:
+                continue
+            play.reported_seconds = self.analysed_seconds
+            out.append(self._segment(play, refine_end=False))
+        return out
 
     def finish(self) -> list[Segment]:
         """The segments of the plays still open at the end of the recording (or when stopped)."""
@@ -184,9 +200,12 @@ class Scanner:
     def _window_end(self, index: int) -> float:
         return min(self._window_start(index) + self.params.window_seconds, self.analysed_seconds)
 
-    def _segment(self, play: _Play) -> Segment:
+    def _segment(self, play: _Play, refine_end: bool = True) -> Segment:
         last_start = self._window_start(play.last_index)
-        end = self._edge(play, last_start, last_start + self.params.window_seconds + self.params.hop_seconds, False)
+        if refine_end:
+            end = self._edge(play, last_start, last_start + self.params.window_seconds + self.params.hop_seconds, False)
+        else:
+            end = self._window_end(play.last_index)
         start = max(play.start_seconds, play.zero_seconds)
         end = min(end, play.zero_seconds + play.song_seconds * play.time_scale, self.analysed_seconds)
         end = max(end, start)

@@ -3,11 +3,15 @@ boundaries, speech and a song not in the catalogue do not, and segments come out
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import signal as signal_module
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +194,73 @@ def test_ctrl_c_ends_the_cli_with_what_is_known(broadcast, config_file):
     summary = json.loads(rest.splitlines()[-1])
     assert summary["type"] == "summary" and summary["interrupted"] is True
     assert summary["duration_seconds"] < 270
+
+
+class _SlowStream(http.server.BaseHTTPRequestHandler):
+    """Serves the files of its folder as a live source does: no length, a piece at a time."""
+
+    folder: Path
+    requests: list[str]
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        path = self.folder / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.apple.mpegurl" if path.suffix == ".m3u8" else "audio/mpeg")
+        self.end_headers()
+        data = path.read_bytes()
+        for at in range(0, len(data), 32_768):
+            self.wfile.write(data[at : at + 32_768])
+            self.wfile.flush()
+            time.sleep(0.01)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def live_source(broadcast, tmp_path_factory):
+    """The broadcast as an MP3 stream and as an HLS playlist of 10 s MPEG-TS segments, served on
+    127.0.0.1 a piece at a time."""
+    need(shutil.which("ffmpeg") is not None, "ffmpeg (the live source's encodings)")
+    _, path = broadcast
+    folder = tmp_path_factory.mktemp("live")
+    encode = ["ffmpeg", "-v", "error", "-i", str(path), "-c:a", "libmp3lame", "-b:a", "96k"]
+    subprocess.run([*encode, str(folder / "live.mp3")], check=True)
+    hls = ["-f", "hls", "-hls_time", "10", "-hls_list_size", "0"]
+    subprocess.run([*encode, *hls, str(folder / "live.m3u8")], check=True)
+    handler = type("Handler", (_SlowStream,), {"folder": folder, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+    server.shutdown()
+
+
+@pytest.mark.parametrize("name", ["live.mp3", "live.m3u8"])
+def test_the_cli_follows_a_live_stream_and_reports_each_song_while_it_plays(broadcast, config_file, live_source, name):
+    b, _ = broadcast
+    url, requests = live_source
+    result = CliRunner().invoke(main, ["scan", "--config", str(config_file), "--follow", "10", f"{url}/{name}"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    segments = [line for line in lines if line["type"] == "segment"]
+    assert_timeline(sorted(segments, key=lambda s: s["start_seconds"]), b.plays)
+    assert lines[-1]["type"] == "summary" and lines[-1]["duration_seconds"] == pytest.approx(b.seconds, abs=1.0)
+    first = segments[0]
+    reports = [line for line in lines[: lines.index(first)] if line["type"] == "playing"]
+    reports = [r for r in reports if r["song_id"] == first["song_id"]]
+    # a 60 s play followed every 10 s: reported while it plays, its end (that of the last window
+    # recognising it, not refined) growing up to the true one
+    assert len(reports) >= 4, lines
+    ends = [r["end_seconds"] for r in reports]
+    assert ends == sorted(ends) and first["end_seconds"] - 15.0 <= ends[-1] <= first["end_seconds"] + 10.0
+    assert all(abs(r["start_seconds"] - first["start_seconds"]) <= BOUNDARY_SECONDS for r in reports)
+    assert any(r.endswith(".ts") for r in requests) or name.endswith(".mp3")
+
+
+def test_the_cli_refuses_a_missing_file_before_opening_the_index(tmp_path):
+    result = CliRunner().invoke(main, ["scan", "--config", str(tmp_path / "none.json"), str(tmp_path / "absent.mp3")])
+    assert result.exit_code == 2 and "no such file" in result.output
