@@ -236,6 +236,11 @@ VARIANTS = {
     "robust-80k": {"robust": {"q_row_budget": 80_000}},
     "robust-320k": {"robust": {"q_row_budget": 320_000}},
     "robust-one-step": {"robust": {"q_first_share": 1.0}},  # every robust row in one read
+    # fewer query hashes (FingerprintParams query-side overrides: no re-index)
+    "query-dt-jitter-0": {"fingerprint": {"query_dt_jitter": 0}},
+    "query-fanout-8": {"fingerprint": {"query_fanout": 8}},
+    "query-fanout-12": {"fingerprint": {"query_fanout": 12}},
+    "query-fanout-6": {"fingerprint": {"query_fanout": 6}},
 }
 
 
@@ -244,7 +249,7 @@ def run_queries(
 ) -> dict:
     """Every clip under each variant in turn (the same machine state for all): latency of catalogue
     clips and of unknown ones apart, accuracy, false positives and lookup steps, per variant."""
-    default, default_robust = engine.searcher.match, engine.searcher.robust
+    default, default_robust, default_params = engine.searcher.match, engine.searcher.robust, engine.params
     figures = {
         v: {
             "latency": [],
@@ -262,6 +267,8 @@ def run_queries(
             for variant in variants:
                 overrides = dict(VARIANTS[variant])
                 engine.searcher.robust = dataclasses.replace(default_robust, **overrides.pop("robust", {}))
+                fingerprint = dataclasses.replace(default_params, **overrides.pop("fingerprint", {}))
+                engine.params = engine.searcher.params = fingerprint
                 engine.searcher.match = dataclasses.replace(default, **overrides)
                 f = figures[variant]
                 t0 = time.perf_counter()
@@ -279,6 +286,7 @@ def run_queries(
                     f["by_degradation"].setdefault(row["degradation"], []).append(match == row["track_id"])
     finally:
         engine.searcher.match, engine.searcher.robust = default, default_robust
+        engine.params = engine.searcher.params = default_params
     return {
         variant: {
             "latency_p50_ms": float(np.median(f["latency"])),
