@@ -422,7 +422,7 @@ def main() -> None:
     report = {"backend": args.backend, "instances": args.instances, "compact": args.compact, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp)
-        for name in names:  # a fresh index, like the servers' databases above
+        for name in names if not args.reuse else []:  # a fresh index, like the servers' databases above
             (data_dir / f"{name}.sqlite").unlink(missing_ok=True)
         engine = open_engine(args.backend, args.instances, names, str(data_dir))
         if args.row_budget is not None:
