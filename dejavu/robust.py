@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .align import rarest_hashes
+from .align import rarest_first, rarest_hashes
 from .errors import ParameterError
 from .fingerprint import _levels
 from .hashing import generate_hashes
@@ -395,8 +395,11 @@ def lookup_steps(values: np.ndarray, counts: np.ndarray, row_budget: int, first_
     -------
     list of np.ndarray, uint32, one or two steps (each a :func:`rarest_values` choice)
     """
-    chosen = rarest_values(values, counts, row_budget)
-    first = rarest_values(values, counts, int(first_share * row_budget))
+    values, counts = np.asarray(values, np.uint32), np.asarray(counts, np.int64)
+    order = rarest_first(values, counts, mixed_ties=True)  # one sort for both steps
+    rows = np.cumsum(counts[order])
+    chosen = values[order[rows <= row_budget]]
+    first = values[order[rows <= int(first_share * row_budget)]]
     return [first, chosen] if 0 < first.size < chosen.size else [chosen]
 
 

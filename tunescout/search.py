@@ -153,29 +153,25 @@ class Searcher:
             return [], 0
         budget = max(rp.q_row_budget, int(rp.q_row_share * counts.sum()))  # grows with the catalogue
         steps = triplets.lookup_steps(distinct, counts, budget, rp.q_first_share)
-        read = np.zeros(0, np.uint32)
-        parts, unanswered = [], 0
+        answer = None
         for step, chosen in enumerate(steps, 1):
-            answer = self.store.rows(np.setdiff1d(chosen, read, assume_unique=True))
-            read, unanswered = chosen, max(unanswered, answer.unanswered)
-            parts.append(answer)
+            if answer is None:
+                answer = self.store.rows(chosen)
+            else:  # the rows of the values the first step did not read
+                answer = answer.joined(self.store.rows(np.setdiff1d(chosen, steps[0], assume_unique=True)))
             wanted = np.isin(values, chosen)
             fits = triplets.align_triplets(
-                trip,
-                values[wanted],
-                owners[wanted],
-                *(np.concatenate([getattr(a, name) for a in parts]) for name in ("hashes", "song_ids", "offsets")),
-                rp,
+                trip, values[wanted], owners[wanted], answer.hashes, answer.song_ids, answer.offsets, rp
             )
             margin = triplets.robust_margin(fits, rp)
             if margin >= 0 or step == len(steps) or not fits or fits[0].score < rp.q_first_min_score:
                 break
         metrics.robust_finished(step)
         if margin < 0:
-            return [], unanswered
+            return [], answer.unanswered
         songs, unnamed = self.store.get_songs([fits[0].song_id])
         found = [self._robust_match(fits[0], margin, songs[s], trip) for s in songs]
-        return found, max(unanswered, unnamed)
+        return found, max(answer.unanswered, unnamed)
 
     def _robust_match(self, fit: RobustAlignment, margin: float, song: Song, trip: triplets.Triplets) -> Match:
         frame_s = self.params.frame_seconds

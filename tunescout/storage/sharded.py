@@ -32,6 +32,15 @@ class RowsAnswer:
     offsets: np.ndarray  # int64 [n], as stored
     unanswered: int  # instances that were down, slow or failing
 
+    def joined(self, more: RowsAnswer) -> RowsAnswer:
+        """These rows and more's (of other values), as one answer."""
+        return RowsAnswer(
+            np.concatenate([self.hashes, more.hashes]),
+            np.concatenate([self.song_ids, more.song_ids]),
+            np.concatenate([self.offsets, more.offsets]),
+            max(self.unanswered, more.unanswered),
+        )
+
 
 class ShardedStore:
     """The catalogue over N FingerprintStore instances (each its whole stack).
