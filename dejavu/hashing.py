@@ -96,22 +96,28 @@ def generate_hashes(
 def _target_table(
     frame_indices: np.ndarray, freq_bins: np.ndarray, params: FingerprintParams, fanout: int
 ) -> np.ndarray:
-    """``table[i, r]`` is the index of anchor ``i``'s ``r``-th target, or -1."""
+    """``table[i, r]`` is the index of anchor ``i``'s ``r``-th target, or -1.
+
+    The targets of anchor ``i`` are the first ``fanout`` peaks after it (in the peaks' order: by
+    frame, then bin) that lie in its zone; all anchors at once, over the widest zone's peaks.
+    """
     n = freq_bins.shape[0]
     ends = np.searchsorted(frame_indices, frame_indices + params.max_dt_frames, side="right")
-    taken = np.zeros(n, dtype=np.int32)
     table = np.full((n, fanout), -1, dtype=np.int64)
-    for step in range(1, int((ends - np.arange(n)).max()) + 1):
-        anchors = np.flatnonzero((np.arange(n) + step < ends) & (taken < fanout))
-        if anchors.size == 0:
-            break
-        targets = anchors + step
-        dt = frame_indices[targets] - frame_indices[anchors]
-        df = freq_bins[targets] - freq_bins[anchors]
-        ok = (dt >= 1) & (np.abs(df) <= params.max_df_bins) & (np.abs(df) >= params.min_df_bins)
-        anchors, targets = anchors[ok], targets[ok]
-        table[anchors, taken[anchors]] = targets
-        taken[anchors] += 1
+    width = int((ends - np.arange(n)).max()) - 1
+    if width < 1:
+        return table
+    anchors = np.arange(n)[:, None]
+    later = anchors + np.arange(1, width + 1)[None, :]  # [n, width]: the peaks after each anchor
+    inside = later < ends[:, None]
+    later = np.minimum(later, n - 1)
+    dt = frame_indices[later] - frame_indices[anchors]
+    df = np.abs(freq_bins[later] - freq_bins[anchors])
+    ok = inside & (dt >= 1) & (df <= params.max_df_bins) & (df >= params.min_df_bins)
+    rank = np.cumsum(ok, axis=1) - 1
+    keep = ok & (rank < fanout)
+    rows, cols = np.nonzero(keep)
+    table[rows, rank[rows, cols]] = later[rows, cols]
     return table
 
 
