@@ -34,34 +34,47 @@ def fingerprint_query(samples: np.ndarray, params: FingerprintParams) -> tuple[n
     Denser peaks, more targets per anchor, both level bits for nearly equal peaks, and each
     pair's +-jitter neighbours (:func:`dejavu.hashing.jitter_hashes`), as long as that stays
     within ``query_max_hashes`` (the lookup's cost grows with the hashes sent). A longer clip
-    has evidence to spare: it first drops the jitter, then is sampled with fewer peaks per
-    second, never fewer than the index's. Same shapes and units as
-    :func:`fingerprint_reference`; offsets count frames from the start of the clip.
+    has evidence to spare: it first drops the jitter, then keeps fewer peaks per second (never
+    fewer than the index's) and pairs each with fewer targets (never fewer than
+    ``query_min_fanout``), both by the square root of the cut while both can. Same shapes and
+    units as :func:`fingerprint_reference`; offsets count frames from the start of the clip.
+    Cutting peaks alone loses the peaks that noise ranks low, and every pair of each; cutting
+    targets alone loses the index's pairs that the query's extra peaks push past the first
+    targets (the index pairs each peak with its 3 nearest, about the 8 nearest among the query's
+    denser peaks). Both halfway kept the most (docs/ALGORITHM.md, "Rooms and crowds").
 
     The clip is analysed at ``query_shifts`` phases of the hop (0, 1/2 hop for two), and their
     pairs are pooled. A clip rarely starts on the index's frame grid; between two of its frames
     the spectral peaks and their ranking change, and a clean 10 s clip found 117 of its index
     hashes at one phase and 292 at the phase of the grid (docs/ALGORITHM.md). A pair seen at
     two phases within one frame is kept once, at the first phase (:func:`dejavu.hashing.pool_phases`).
-    A clip whose first phase alone holds more than ``query_shifts_up_to`` times the budget at full
-    density (about 7 s of music) has evidence to spare and is analysed at that phase only: each
-    phase costs as much time as the first, and 10 s clips gave the same answers with one.
+    A clip whose first phase alone, at full peak density and ``query_min_fanout``, holds more than
+    ``query_shifts_up_to`` times the budget (about 14 s of music) has evidence to spare and is
+    analysed at that phase only: each phase costs as much time as the first.
     """
     budget, floor = params.query_max_hashes, params.ref_peaks_per_block
-    per_block = params.query_peaks_per_block
+    per_block, fanout = params.query_peaks_per_block, params.query_fanout
+    least_fanout = min(fanout, params.query_min_fanout)
     views = [_phase_view(samples, params, 0)]
-    pairs = _phase_pairs(views[0], params, per_block)
-    if pairs[0].size <= params.query_shifts_up_to * budget:
+    pairs = _phase_pairs(views[0], params, per_block, fanout)
+    lean = pairs if least_fanout == fanout else _phase_pairs(views[0], params, per_block, least_fanout)
+    if lean[0].size <= params.query_shifts_up_to * budget:
         views += [_phase_view(samples, params, k) for k in range(1, params.query_shifts)]
-        pairs = pool_phases([pairs] + [_phase_pairs(view, params, per_block) for view in views[1:]])
+        pairs = pool_phases([pairs] + [_phase_pairs(view, params, per_block, fanout) for view in views[1:]])
     while True:
         if pairs[0].size <= budget:
             jittered = jitter_hashes(*pairs, params)
             return jittered if jittered[0].size <= budget else pairs
-        if per_block <= floor:
+        if fanout <= least_fanout and per_block <= floor:
             return pairs
-        per_block = max(floor, min(per_block - 1, int(per_block * budget / pairs[0].size)))
-        pairs = pool_phases([_phase_pairs(view, params, per_block) for view in views])
+        # pairs ~ peaks x targets: each takes the square root of the cut while both can
+        both = fanout > least_fanout and per_block > floor
+        share = (budget / pairs[0].size) ** (0.5 if both else 1.0)
+        if fanout > least_fanout:
+            fanout = max(least_fanout, min(fanout - 1, int(fanout * share)))
+        if per_block > floor:
+            per_block = max(floor, min(per_block - 1, int(per_block * share)))
+        pairs = pool_phases([_phase_pairs(view, params, per_block, fanout) for view in views])
 
 
 def _phase_view(samples: np.ndarray, params: FingerprintParams, phase: int) -> tuple:
@@ -70,13 +83,12 @@ def _phase_view(samples: np.ndarray, params: FingerprintParams, phase: int) -> t
     return spec, peak_candidates(spec, params)  # once, however often rationed
 
 
-def _phase_pairs(view: tuple, params: FingerprintParams, per_block: int) -> tuple[np.ndarray, np.ndarray]:
+def _phase_pairs(view: tuple, params: FingerprintParams, per_block: int, fanout: int) -> tuple[np.ndarray, np.ndarray]:
     """The query pairs of one phase's spectrogram and peak candidates, rationed to per_block peaks."""
     spec, candidates = view
     freq, frame = ration_peaks(candidates, params, per_block)
-    return generate_hashes(
-        freq, frame, params, params.query_fanout, _levels(spec, freq, frame, params), params.query_level_margin_db
-    )
+    levels = _levels(spec, freq, frame, params)
+    return generate_hashes(freq, frame, params, fanout, levels, params.query_level_margin_db)
 
 
 def _levels(spec: np.ndarray, freq: np.ndarray, frame: np.ndarray, params: FingerprintParams) -> np.ndarray:

@@ -32,7 +32,8 @@ class FingerprintParams:
     ref_peaks_per_block: int = 12
     query_peaks_per_block: int = 32
     ref_fanout: int = 3  # targets per anchor stored in the index
-    query_fanout: int = 16  # targets per anchor tried by a query
+    query_fanout: int = 16  # targets per anchor tried by a query ...
+    query_min_fanout: int = 8  # ... and by one over its hash budget, before it keeps fewer peaks
     max_dt_frames: int = 40  # target zone: 1..max_dt_frames after the anchor
     max_df_bins: int = 100  # and within +-max_df_bins of it
     min_df_bins: int = 1  # but not in the same bin: a held note says little, matches much
@@ -74,6 +75,7 @@ class FingerprintParams:
             "query_peaks_per_block",
             "ref_fanout",
             "query_fanout",
+            "query_min_fanout",
             "block_frames",
             "peak_freq_radius",
             "peak_time_radius",

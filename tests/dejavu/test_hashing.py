@@ -119,9 +119,9 @@ def test_a_clip_between_the_index_frames_finds_more_of_them_at_two_phases(rng):
 
 
 def test_a_clip_with_evidence_to_spare_is_analysed_at_one_phase(rng):
-    audio = music_like(rng, 20)
+    audio = music_like(rng, 40)
     one = dataclasses.replace(P, query_shifts=1)
-    long_clip, short_clip = audio[: 20 * 11025], audio[: 3 * 11025]
+    long_clip, short_clip = audio[: 40 * 11025], audio[: 3 * 11025]
     assert _same_pairs(fingerprint_query(long_clip, P), fingerprint_query(long_clip, one))
     assert not _same_pairs(fingerprint_query(short_clip, P), fingerprint_query(short_clip, one))
 
@@ -162,3 +162,16 @@ def test_jitter_adds_each_pairs_neighbours_and_keeps_the_originals():
     assert got == want
     none = dataclasses.replace(DEFAULT_PARAMS, query_dt_jitter=0, query_df_jitter=0)
     assert jitter_hashes(hashes, offsets, none)[0] is hashes
+
+
+def test_a_clip_over_its_budget_keeps_more_peaks_by_pairing_each_with_fewer_targets(rng):
+    clip = music_like(rng, 10)
+    peaks_only = dataclasses.replace(P, query_min_fanout=P.query_fanout)  # cut peaks alone
+    budget = P.query_max_hashes
+
+    def anchors(params):
+        hashes, offsets = fingerprint_query(clip, params)
+        assert 0 < hashes.size <= budget
+        return len(set(zip(unpack_hashes(hashes)[0].tolist(), offsets.tolist())))
+
+    assert anchors(P) > 1.2 * anchors(peaks_only)
