@@ -249,6 +249,7 @@ VARIANTS = {
     "query-min-fanout-4": {"fingerprint": {"query_min_fanout": 4}},
     "query-one-phase": {"fingerprint": {"query_shifts_up_to": 0.9}},  # 5 s clips keep two, 10 s one
     "query-budget-6000": {"fingerprint": {"query_max_hashes": 6000}},
+    "query-budget-2000": {"fingerprint": {"query_max_hashes": 2000}},
     "bar-plus-1": {"min_aligned": 5.0},  # the no-match bar one aligned hash higher
 }
 
