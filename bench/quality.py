@@ -94,7 +94,11 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, engine.config.recognizing.max_duration)
         t1 = time.perf_counter()
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
-        scored = engine.searcher.search(hashes, offsets).scored
+        search = engine.searcher.search(hashes, offsets)
+        scored = search.scored
+        if (not scored or scored[0][0] < 0) and not search.hopeless and engine.match.second_query:
+            hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True)
+            scored = engine.searcher.search(hashes, offsets).scored  # as Engine.match_samples
         t2 = time.perf_counter()
         top_margin, top = scored[0] if scored else (-1e9, None)
         robust = None

@@ -241,13 +241,11 @@ VARIANTS = {
     "query-fanout-8": {"fingerprint": {"query_fanout": 8}},
     "query-fanout-12": {"fingerprint": {"query_fanout": 12}},
     "query-fanout-6": {"fingerprint": {"query_fanout": 6}},
-    # an over-budget clip keeps fewer peaks and pairs each with fewer targets, down to query_min_fanout
-    "query-min-fanout-16": {"fingerprint": {"query_min_fanout": 16}},  # fewer peaks only, one phase from ~7 s
-    "query-min-fanout-16-two-phases": {"fingerprint": {"query_min_fanout": 16, "query_shifts_up_to": 4.0}},
-    "query-min-fanout-12": {"fingerprint": {"query_min_fanout": 12}},
-    "query-min-fanout-6": {"fingerprint": {"query_min_fanout": 6}},
-    "query-min-fanout-4": {"fingerprint": {"query_min_fanout": 4}},
-    "query-one-phase": {"fingerprint": {"query_shifts_up_to": 0.9}},  # 5 s clips keep two, 10 s one
+    # the second, richer query of a clip the first leaves unanswered but within reach (MatchParams.second_query)
+    "one-query": {"second_query": False},
+    "second-min-fanout-12": {"fingerprint": {"query_min_fanout": 12}},
+    "second-min-fanout-6": {"fingerprint": {"query_min_fanout": 6}},
+    "second-one-phase": {"fingerprint": {"query_shifts_up_to": 0.9}},  # 5 s clips keep two, 10 s one
     "query-budget-6000": {"fingerprint": {"query_max_hashes": 6000}},
     "query-budget-2000": {"fingerprint": {"query_max_hashes": 2000}},
     "bar-plus-1": {"min_aligned": 5.0},  # the no-match bar one aligned hash higher

@@ -28,33 +28,39 @@ def fingerprint_reference(samples: np.ndarray, params: FingerprintParams) -> tup
     return generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params))
 
 
-def fingerprint_query(samples: np.ndarray, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
+def fingerprint_query(
+    samples: np.ndarray, params: FingerprintParams, second: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Dense hashes of a query clip: a superset of what the index holds for it.
 
     Denser peaks, more targets per anchor, both level bits for nearly equal peaks, and each
     pair's +-jitter neighbours (:func:`dejavu.hashing.jitter_hashes`), as long as that stays
     within ``query_max_hashes`` (the lookup's cost grows with the hashes sent). A longer clip
     has evidence to spare: it first drops the jitter, then keeps fewer peaks per second (never
-    fewer than the index's) and pairs each with fewer targets (never fewer than
-    ``query_min_fanout``), both by the square root of the cut while both can. Same shapes and
-    units as :func:`fingerprint_reference`; offsets count frames from the start of the clip.
-    Cutting peaks alone loses the peaks that noise ranks low, and every pair of each; cutting
-    targets alone loses the index's pairs that the query's extra peaks push past the first
-    targets (the index pairs each peak with its 3 nearest, about the 8 nearest among the query's
-    denser peaks). Both halfway kept the most (docs/ALGORITHM.md, "Rooms and crowds").
+    fewer than the index's). Same shapes and units as :func:`fingerprint_reference`; offsets
+    count frames from the start of the clip.
+
+    The ``second`` query, for a clip that the first left unanswered but within reach of the bar
+    (a room, a crowd), also pairs each peak with fewer targets (never fewer than
+    ``query_min_fanout``), both cuts by their square root while both can. Cutting peaks alone
+    loses the peaks that noise ranks low, and every pair of each; the index pairs each peak with
+    its 3 nearest, about the 8 nearest among the query's denser peaks, so farther targets cost
+    less evidence. Those nearer pairs are the index's most common values, which is why the first
+    query, read by every clip, keeps its targets (docs/ALGORITHM.md, "Design notes").
 
     The clip is analysed at ``query_shifts`` phases of the hop (0, 1/2 hop for two), and their
     pairs are pooled. A clip rarely starts on the index's frame grid; between two of its frames
     the spectral peaks and their ranking change, and a clean 10 s clip found 117 of its index
     hashes at one phase and 292 at the phase of the grid (docs/ALGORITHM.md). A pair seen at
     two phases within one frame is kept once, at the first phase (:func:`dejavu.hashing.pool_phases`).
-    A clip whose first phase alone, at full peak density and ``query_min_fanout``, holds more than
-    ``query_shifts_up_to`` times the budget (about 14 s of music) has evidence to spare and is
-    analysed at that phase only: each phase costs as much time as the first.
+    A clip whose first phase alone, at full peak density and the least fanout, holds more than
+    ``query_shifts_up_to`` times the budget (about 7 s of music for the first query, 14 s for the
+    second) has evidence to spare and is analysed at that phase only: each phase costs as much
+    time as the first.
     """
     budget, floor = params.query_max_hashes, params.ref_peaks_per_block
     per_block, fanout = params.query_peaks_per_block, params.query_fanout
-    least_fanout = min(fanout, params.query_min_fanout)
+    least_fanout = min(fanout, params.query_min_fanout) if second else fanout
     views = [_phase_view(samples, params, 0)]
     pairs = _phase_pairs(views[0], params, per_block, fanout)
     lean = pairs if least_fanout == fanout else _phase_pairs(views[0], params, per_block, least_fanout)

@@ -33,7 +33,7 @@ class FingerprintParams:
     query_peaks_per_block: int = 32
     ref_fanout: int = 3  # targets per anchor stored in the index
     query_fanout: int = 16  # targets per anchor tried by a query ...
-    query_min_fanout: int = 8  # ... and by one over its hash budget, before it keeps fewer peaks
+    query_min_fanout: int = 8  # ... and at least, by a second query over its hash budget
     max_dt_frames: int = 40  # target zone: 1..max_dt_frames after the anchor
     max_df_bins: int = 100  # and within +-max_df_bins of it
     min_df_bins: int = 1  # but not in the same bin: a held note says little, matches much
@@ -153,6 +153,7 @@ class MatchParams:
     early_stop_margin: float = 3.0  # margin over the bar that ends the search before the last lookup
     reject_z: float = 1.0  # a best song this many deviations short of the bar ends it with no answer
     evidence_lead: float = 2.0  # a true song's share of its aligned hashes over the share of rows read
+    second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.

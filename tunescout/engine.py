@@ -208,6 +208,14 @@ class Engine:
         results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
         unanswered = max(search.unanswered, unnamed)  # an instance that failed both counts once
+        if not results and not search.hopeless and self.match.second_query:
+            # Near the bar, or too few rows to tell: ask again with the richer query (docs/ALGORITHM.md).
+            metrics.second_query()
+            hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, second=True)
+            search = self.searcher.search(hashes, offsets)
+            results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
+            clock.lap("second")
+            unanswered = max(unanswered, search.unanswered, unnamed)
         if not results and any(self.searcher.robust_instances()):
             # The pair path found no song: try speed, tempo and pitch changes (docs/ALGORITHM.md).
             results, robust_unanswered = self.searcher.search_robust(decoded.samples)

@@ -41,6 +41,10 @@ SEARCHES = Counter(
     "Recognition searches by lookup steps taken (1: the rarest hashes settled it, or one lookup held every hash)",
     ["lookups"],
 )
+SECOND_QUERIES = Counter(
+    "tunescout_second_queries_total",
+    "Clips left unanswered but within reach by the first query, searched again with the richer second one",
+)
 ROBUST_SEARCHES = Counter(
     "tunescout_robust_searches_total",
     "Searches of the robust path (speed, tempo, pitch) by row reads made (1: the rarest rows settled it)",
@@ -75,6 +79,10 @@ def counts_copy_loaded(index: int, values: int) -> None:
 
 def search_finished(lookups: int) -> None:
     SEARCHES.labels(str(lookups)).inc()
+
+
+def second_query() -> None:
+    SECOND_QUERIES.inc()
 
 
 def robust_finished(lookups: int) -> None:

@@ -29,6 +29,7 @@ class Search:
     scored: list[tuple[float, Alignment]]  # (no-match margin, alignment), best first
     unanswered: int  # instances that were down, slow or failing
     lookups: int  # steps taken: 1 when the rarest hashes settle it (or one lookup held them all)
+    hopeless: bool = False  # no song shares a hash, or a step before the last found the best out of reach
 
 
 class Searcher:
@@ -82,7 +83,8 @@ class Searcher:
         if counts is None:
             lookup = self.store.lookup(hashes, offsets, top_k)
             metrics.search_finished(1)
-            return Search(self.score(lookup.histograms, n_query), lookup.unanswered, 1)
+            scored = self.score(lookup.histograms, n_query)
+            return Search(scored, lookup.unanswered, 1, hopeless=not scored)
         steps = dejavu.lookup_steps(values, counts, match.row_budget, match.row_growth)
         rows = max(int(counts[np.isin(values, steps[-1])].sum()), 1)
         for step, chosen in enumerate(steps, 1):
@@ -92,7 +94,9 @@ class Searcher:
             share = int(counts[np.isin(values, chosen)].sum()) / rows
             if step == len(steps) or self._settled(scored, share, n_query):
                 metrics.search_finished(step)
-                return Search(scored, lookup.unanswered, step)
+                # no song at all, or the best out of reach before the last step
+                hopeless = not scored or (step < len(steps) and scored[0][0] < match.early_stop_margin)
+                return Search(scored, lookup.unanswered, step, hopeless)
         raise AssertionError("lookup_steps ends with every held hash")  # pragma: no cover
 
     def _has_robust_rows(self, song_id: int) -> bool:

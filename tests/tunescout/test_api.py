@@ -267,6 +267,19 @@ def test_metrics_count_requests_recognitions_and_ingests(client, song):
     assert "tunescout_http_request_duration_seconds_bucket" in resp.get_data(as_text=True)
 
 
+def test_only_a_clip_left_unanswered_within_reach_is_searched_again_with_the_richer_query(client, song, rng):
+    second = "tunescout_second_queries_total"
+    upload(client, "/api/fingerprint", wav_bytes(song), "s.wav", AUTH)
+    before = metric(client, second)
+    found = upload(client, "/api/recognize", wav_bytes(song[20 * 11025 : 30 * 11025]))
+    assert found.get_json()["results"] and metric(client, second) == before  # the first query answered
+    other = (0.1 * rng.standard_normal(10 * 11025)).astype(np.float32)  # noise: a few shared hashes, no song
+    missed = upload(client, "/api/recognize", wav_bytes(other))
+    assert missed.get_json()["results"] == [] and metric(client, second) == before + 1
+    silence = upload(client, "/api/recognize", wav_bytes(np.zeros(5 * 11025, np.float32)))
+    assert silence.status_code == 200 and metric(client, second) == before + 1  # no song shares a hash
+
+
 def test_metrics_count_loads_of_the_counts_copy(client, song):
     loads = 'tunescout_counts_copy_loads_total{instance="0"}'
     before = metric(client, loads)
