@@ -96,7 +96,7 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
         search = engine.searcher.search(hashes, offsets)
         scored = search.scored
-        if (not scored or scored[0][0] < 0) and not search.hopeless and engine.match.second_query:
+        if (not scored or scored[0][0] < 0) and engine.searcher.worth_a_second_query(search):
             hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True)
             scored = engine.searcher.search(hashes, offsets).scored  # as Engine.match_samples
         t2 = time.perf_counter()

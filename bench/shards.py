@@ -243,6 +243,8 @@ VARIANTS = {
     "query-fanout-6": {"fingerprint": {"query_fanout": 6}},
     # the second, richer query of a clip the first leaves unanswered but within reach (MatchParams.second_query)
     "one-query": {"second_query": False},
+    "second-near-bar-10": {"second_query_margin": -10.0},  # every clip not out of reach
+    "second-near-bar-3": {"second_query_margin": -3.0},
     "second-min-fanout-12": {"fingerprint": {"query_min_fanout": 12}},
     "second-min-fanout-6": {"fingerprint": {"query_min_fanout": 6}},
     "second-one-phase": {"fingerprint": {"query_shifts_up_to": 0.9}},  # 5 s clips keep two, 10 s one

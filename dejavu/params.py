@@ -153,7 +153,8 @@ class MatchParams:
     early_stop_margin: float = 3.0  # margin over the bar that ends the search before the last lookup
     reject_z: float = 1.0  # a best song this many deviations short of the bar ends it with no answer
     evidence_lead: float = 2.0  # a true song's share of its aligned hashes over the share of rows read
-    second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer
+    second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer, ...
+    second_query_margin: float = -5.0  # ... when its best song ended at least this close to the bar
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.

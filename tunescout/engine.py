@@ -208,8 +208,8 @@ class Engine:
         results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
         unanswered = max(search.unanswered, unnamed)  # an instance that failed both counts once
-        if not results and not search.hopeless and self.match.second_query:
-            # Near the bar, or too few rows to tell: ask again with the richer query (docs/ALGORITHM.md).
+        if not results and self.searcher.worth_a_second_query(search):
+            # Near the bar: ask again with the richer query (docs/ALGORITHM.md).
             metrics.second_query()
             hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, second=True)
             search = self.searcher.search(hashes, offsets)

@@ -99,6 +99,12 @@ class Searcher:
                 return Search(scored, lookup.unanswered, step, hopeless)
         raise AssertionError("lookup_steps ends with every held hash")  # pragma: no cover
 
+    def worth_a_second_query(self, search: Search) -> bool:
+        """Whether a search that found no song should be run again with the richer second query: its
+        best song was never out of reach and ended within ``match.second_query_margin`` of the bar."""
+        match = self.match
+        return match.second_query and not search.hopeless and search.scored[0][0] >= match.second_query_margin
+
     def _has_robust_rows(self, song_id: int) -> bool:
         """Whether the song's instance holds the robust family (its songs were stored with both)."""
         return self._holds_robust(instance_of(song_id, len(self.store.stores)))
