@@ -93,17 +93,18 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         t0 = time.perf_counter()
         decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, engine.config.recognizing.max_duration)
         t1 = time.perf_counter()
-        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
+        views: dict = {}  # as Engine.match_samples: one spectrogram per phase for every query of the clip
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, views=views)
         search = engine.searcher.search(hashes, offsets)
         scored = search.scored
         if (not scored or scored[0][0] < 0) and engine.searcher.worth_a_second_query(search):
-            hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True)
+            hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True, views=views)
             scored = engine.searcher.search(hashes, offsets).scored  # as Engine.match_samples
         t2 = time.perf_counter()
         top_margin, top = scored[0] if scored else (-1e9, None)
         robust = None
         if top_margin < 0:  # as Engine.match_samples: the robust path when the pair path finds no song
-            found, _ = engine.searcher.search_robust(decoded.samples)
+            found, _ = engine.searcher.search_robust(decoded.samples, views)
             robust = found[0] if found else None
         t3 = time.perf_counter()
         if http:

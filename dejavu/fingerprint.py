@@ -29,7 +29,7 @@ def fingerprint_reference(samples: np.ndarray, params: FingerprintParams) -> tup
 
 
 def fingerprint_query(
-    samples: np.ndarray, params: FingerprintParams, second: bool = False
+    samples: np.ndarray, params: FingerprintParams, second: bool = False, views: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dense hashes of a query clip: a superset of what the index holds for it.
 
@@ -57,15 +57,20 @@ def fingerprint_query(
     ``query_shifts_up_to`` times the budget (about 7 s of music for the first query, 14 s for the
     second) has evidence to spare and is analysed at that phase only: each phase costs as much
     time as the first.
+
+    ``views``, if given, keeps each phase's spectrogram and peak candidates (``{phase: (spec,
+    candidates)}``) and reuses those already there: the second query of a clip, and the robust
+    path's phase 0 (:func:`dejavu.robust.fingerprint_query_triplets`), need not compute them again.
     """
     budget, floor = params.query_max_hashes, params.ref_peaks_per_block
     per_block, fanout = params.query_peaks_per_block, params.query_fanout
     least_fanout = min(fanout, params.query_min_fanout) if second else fanout
-    views = [_phase_view(samples, params, 0)]
+    kept = {} if views is None else views
+    views = [phase_view(samples, params, 0, kept)]
     pairs = _phase_pairs(views[0], params, per_block, fanout)
     lean = pairs if least_fanout == fanout else _phase_pairs(views[0], params, per_block, least_fanout)
     if lean[0].size <= params.query_shifts_up_to * budget:
-        views += [_phase_view(samples, params, k) for k in range(1, params.query_shifts)]
+        views += [phase_view(samples, params, k, kept) for k in range(1, params.query_shifts)]
         pairs = pool_phases([pairs] + [_phase_pairs(view, params, per_block, fanout) for view in views[1:]])
     while True:
         if pairs[0].size <= budget:
@@ -83,10 +88,16 @@ def fingerprint_query(
         pairs = pool_phases([_phase_pairs(view, params, per_block, fanout) for view in views])
 
 
-def _phase_view(samples: np.ndarray, params: FingerprintParams, phase: int) -> tuple:
-    """Spectrogram and peak candidates of the clip from ``phase / query_shifts`` of a hop on."""
+def phase_view(samples: np.ndarray, params: FingerprintParams, phase: int, kept: dict | None = None) -> tuple:
+    """Spectrogram and peak candidates of the clip from ``phase / query_shifts`` of a hop on; from
+    ``kept`` when there, and stored in it."""
+    if kept is not None and phase in kept:
+        return kept[phase]
     spec = spectrogram(samples[phase * params.hop_length // params.query_shifts :], params)
-    return spec, peak_candidates(spec, params)  # once, however often rationed
+    view = spec, peak_candidates(spec, params)  # once, however often rationed
+    if kept is not None:
+        kept[phase] = view
+    return view
 
 
 def _phase_pairs(view: tuple, params: FingerprintParams, per_block: int, fanout: int) -> tuple[np.ndarray, np.ndarray]:

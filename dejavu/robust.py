@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import rarest_first, rarest_hashes
 from .errors import ParameterError
-from .fingerprint import _levels
+from .fingerprint import _levels, phase_view
 from .hashing import generate_hashes
 from .params import FingerprintParams
 from .peaks import peak_candidates, ration_peaks
@@ -318,16 +318,20 @@ def fingerprint_reference_families(
     return pairs, reference_hashes(find_triplets(frames, semitones, bins, rp.ref_targets, rp), rp)
 
 
-def fingerprint_query_triplets(samples: np.ndarray, params: FingerprintParams, rp: RobustParams) -> Triplets:
+def fingerprint_query_triplets(
+    samples: np.ndarray, params: FingerprintParams, rp: RobustParams, views: dict | None = None
+) -> Triplets:
     """A clip's query triplets (denser than the index's), thinned to ``q_max_triplets`` by keeping fewer
     peaks per block (never fewer than the index's).
 
     Parameters
     ----------
     samples : np.ndarray [shape=(n_samples,)], float, mono at ``params.sample_rate_hz``
+    views : dict, optional
+        The clip's phase views as :func:`dejavu.fingerprint_query` keeps them: phase 0's spectrogram
+        and peak candidates are read from there when the pair path made them.
     """
-    spec = spectrogram(samples, params)
-    candidates = peak_candidates(spec, params)
+    spec, candidates = phase_view(samples, params, 0, views)
     per_block = rp.q_peaks_per_block
     while True:
         trip = find_triplets(*refined_peaks(spec, candidates, params, per_block), rp.q_targets, rp)

@@ -200,7 +200,8 @@ class Engine:
     def match_samples(self, decoded: Decoded, clock: _Stopwatch | None = None) -> Recognition:
         """What decoded clip audio matches (no result stored)."""
         clock = clock or _Stopwatch()
-        hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params)
+        views: dict = {}  # the clip's spectrograms and peaks, shared by its queries and the robust path
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, views=views)
         clock.lap("fingerprint")
         search = self.searcher.search(hashes, offsets)
         clock.lap("query")
@@ -211,14 +212,14 @@ class Engine:
         if not results and self.searcher.worth_a_second_query(search):
             # Near the bar: ask again with the richer query (docs/ALGORITHM.md).
             metrics.second_query()
-            hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, second=True)
+            hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, second=True, views=views)
             search = self.searcher.search(hashes, offsets)
             results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
             clock.lap("second")
             unanswered = max(unanswered, search.unanswered, unnamed)
         if not results and any(self.searcher.robust_instances()):
             # The pair path found no song: try speed, tempo and pitch changes (docs/ALGORITHM.md).
-            results, robust_unanswered = self.searcher.search_robust(decoded.samples)
+            results, robust_unanswered = self.searcher.search_robust(decoded.samples, views)
             clock.lap("robust")
             unanswered = max(unanswered, robust_unanswered)
         return Recognition(results, clock.laps, unanswered)

@@ -145,7 +145,7 @@ class Searcher:
         ]
         return matches, unanswered
 
-    def search_robust(self, samples: np.ndarray) -> tuple[list[Match], int]:
+    def search_robust(self, samples: np.ndarray, views: dict | None = None) -> tuple[list[Match], int]:
         """The robust path (docs/ALGORITHM.md, "The robust path"): the clip's triplets, the rarest of their
         lookup values within ``q_row_budget`` rows (or ``q_row_share`` of all their rows, if more), those
         rows from every instance, the vote and fit; the best song if it clears the bar. Also how many
@@ -155,7 +155,7 @@ class Searcher:
         ``q_first_share`` of them, a song that clears the bar is the answer, and a best fit under
         ``q_first_min_score`` means there is none (most clips of unknown audio stop there)."""
         rp = self.robust
-        trip = triplets.fingerprint_query_triplets(samples, self.params, rp)
+        trip = triplets.fingerprint_query_triplets(samples, self.params, rp, views)
         values, owners = triplets.query_lookups(trip, rp)
         distinct = dejavu.distinct(values)
         counts = self.store.hash_counts(distinct) if distinct.size else None

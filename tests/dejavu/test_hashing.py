@@ -174,3 +174,15 @@ def test_the_second_query_of_a_clip_over_its_budget_keeps_more_peaks_with_fewer_
         return len(set(zip(unpack_hashes(hashes)[0].tolist(), offsets.tolist())))
 
     assert anchors(second=True) > 1.2 * anchors(second=False)
+
+
+def test_a_clips_queries_share_its_spectrograms_and_give_the_same_hashes(rng):
+    clip = music_like(rng, 5)
+    views = {}
+    first = fingerprint_query(clip, P, views=views)
+    assert set(views) == set(range(P.query_shifts))  # a 5 s clip is analysed at every phase
+    kept = dict(views)
+    second = fingerprint_query(clip, P, second=True, views=views)
+    assert all(views[k] is kept[k] for k in kept)  # read again, not made again
+    assert _same_pairs(first, fingerprint_query(clip, P))
+    assert _same_pairs(second, fingerprint_query(clip, P, second=True))

@@ -6,7 +6,7 @@ import pytest
 from scipy import signal
 
 from dejavu import DEFAULT_PARAMS as P
-from dejavu import ParameterError, fingerprint_reference
+from dejavu import ParameterError, fingerprint_query, fingerprint_reference
 from dejavu import robust as R
 from tests.conftest import music_like
 
@@ -155,3 +155,14 @@ def test_a_packed_fingerprint_carries_both_families_and_the_robust_digest(rng):
         zip(hashes.tolist(), offsets.tolist())
     )
     assert unpack_fingerprint(pack_fingerprint(pair_h, pair_o, P.digest(), "ab" * 20, 10.0)).robust_digest == ""
+
+
+def test_query_triplets_read_the_pair_paths_phase_0_spectrogram_and_are_the_same(rng):
+    clip = music_like(rng, 5)
+    views = {}
+    fingerprint_query(clip, P, views=views)
+    spec = views[0][0]
+    shared = R.fingerprint_query_triplets(clip, P, RP, views)
+    alone = R.fingerprint_query_triplets(clip, P, RP)
+    assert views[0][0] is spec
+    assert all(np.array_equal(getattr(shared, f.name), getattr(alone, f.name)) for f in dataclasses.fields(alone))
