@@ -57,16 +57,23 @@ _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, 
 # The query's pairs travel as an external table. `hash IN (SELECT ...)` lets the primary key
 # skip granules (a bare JOIN scans the table), as PREWHERE: the other columns are read only for the
 # rows that pass (first step 28 -> 24 ms, one lookup of every hash 53 -> 46 ms, 1,000 songs).
-# Offsets are unsigned, so they become Int64 before subtracting.
+# Offsets are unsigned, so they become Int64 before subtracting. The (song, delta) groups are keyed
+# by one UInt64, song_id << 33 | (delta + 2**32) (offsets are UInt32, so |delta| < 2**32): one
+# 64-bit key aggregates faster than the pair of columns (10,000 songs, 10 s clips, ~400,000 rows a
+# clip on one instance: 297 -> 189 ms p50, the same histograms).
 # A song's hashes are written before its songs row, so the songs filter hides a song until it
 # is complete (and forever, if its ingest died half way). The filter runs on the grouped songs,
 # not on the joined rows (77 -> 56 ms p50 at 1,000 songs).
+_DELTA_BITS = 33
+_GROUP = f"bitShiftLeft({_SONG_ID}, {_DELTA_BITS}) + toUInt64({_OFFSET} - toInt64(q_offset) + {1 << 32})"
 _ALIGN = f"""
 SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
-    SELECT {_SONG_ID} AS song_id, {_OFFSET} - toInt64(q_offset) AS delta, uniqExact(hash) AS cnt
-    FROM fingerprints ALL INNER JOIN q USING (hash)
-    PREWHERE hash IN (SELECT hash FROM q)
-    GROUP BY song_id, delta)
+    SELECT bitShiftRight(k, {_DELTA_BITS}) AS song_id,
+        toInt64(bitAnd(k, {(1 << _DELTA_BITS) - 1})) - {1 << 32} AS delta, cnt FROM (
+        SELECT {_GROUP} AS k, uniqExact(hash) AS cnt
+        FROM fingerprints ALL INNER JOIN q USING (hash)
+        PREWHERE hash IN (SELECT hash FROM q)
+        GROUP BY k))
 GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
 """
 # Rows per hash value, counted in fingerprints itself: reading the hash column of the granules
