@@ -10,7 +10,7 @@ from .align import (
     rarest_hashes,
 )
 from .errors import DejavuError, ParameterError
-from .fingerprint import fingerprint_query, fingerprint_reference
+from .fingerprint import fingerprint_query, fingerprint_reference, fingerprint_triplets
 from .hashing import distinct
 from .histogram import Histogram, histograms_of_postings, top_histograms
 from .packed import FormatError, PackedFingerprint, pack_fingerprint, unpack_fingerprint
@@ -36,6 +36,7 @@ __all__ = [
     "distinct",
     "fingerprint_query",
     "fingerprint_reference",
+    "fingerprint_triplets",
     "histograms_of_postings",
     "lookup_steps",
     "margin_to_confidence",

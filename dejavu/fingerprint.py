@@ -1,31 +1,56 @@
-"""fingerprint_reference / fingerprint_query: samples -> (hashes, offsets)."""
+"""fingerprint_reference / fingerprint_query: samples -> (hashes, offsets); fingerprint_triplets: a query's
+triplet keys."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .hashing import generate_hashes, jitter_hashes, pool_phases
-from .params import FingerprintParams
+from .hashing import distinct, generate_hashes, jitter_hashes, pool_phases, triplet_keys
+from .params import HASH_BITS, FingerprintParams
 from .peaks import find_peaks, peak_candidates, ration_peaks
 from .spectrogram import spectrogram
 
 
-def fingerprint_reference(samples: np.ndarray, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
+def fingerprint_reference(samples: np.ndarray, params: FingerprintParams, thirds: bool = False) -> tuple[np.ndarray, ...]:
     """Sparse hashes of a catalogue song, as stored in the index.
 
     Parameters
     ----------
     samples : np.ndarray [shape=(n_samples,)], float, mono at ``params.sample_rate_hz``
     params : FingerprintParams
+    thirds : bool, also return each pair's third point (:func:`dejavu.hashing.generate_hashes`)
 
     Returns
     -------
     hashes : np.ndarray [shape=(n,)], uint32
     offsets : np.ndarray [shape=(n,)], int32, frames from the start of the song
+    thirds : np.ndarray [shape=(n,)], uint16, only with ``thirds``
     """
     spec = spectrogram(samples, params)
     freq, frame = find_peaks(spec, params, params.ref_peaks_per_block)
-    return generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params))
+    return generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params), thirds=thirds)
+
+
+def fingerprint_triplets(
+    samples: np.ndarray, params: FingerprintParams, views: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A query clip's triplet keys (:func:`dejavu.hashing.triplet_keys`): ``query_triplet_peaks_per_block``
+    peaks a block, each anchor's first ``query_triplet_targets`` targets, at ``query_shifts`` phases
+    of the hop (``views`` as for :func:`fingerprint_query`). A key seen at two phases is sent once.
+
+    Returns
+    -------
+    hashes (uint32), thirds (uint16), offsets (int32, frames of the first phase's grid)
+    """
+    kept = {} if views is None else views
+    keys = []
+    for phase in range(params.query_shifts):
+        spec, candidates = phase_view(samples, params, phase, kept)
+        freq, frame = ration_peaks(candidates, params, params.query_triplet_peaks_per_block)
+        h, t, o = triplet_keys(freq, frame, _levels(spec, freq, frame, params), params, params.query_triplet_targets)
+        keys.append((o.astype(np.int64) << 40) | (h.astype(np.int64) << 16) | t.astype(np.int64))
+    key = distinct(np.concatenate(keys))
+    return ((key >> 16) & ((1 << HASH_BITS) - 1)).astype(np.uint32), (key & 0xFFFF).astype(np.uint16), (key >> 40).astype(np.int32)
 
 
 def fingerprint_query(

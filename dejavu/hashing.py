@@ -1,10 +1,11 @@
-"""generate_hashes(peaks, params, fanout) -> integer pair hashes and anchor frames."""
+"""generate_hashes(peaks, params, fanout) -> integer pair hashes and anchor frames (and third points);
+triplet_keys(peaks, params, targets) -> a query's (pair hash, third point) keys."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .params import DF_BITS, DT_BITS, FREQ_BITS, LEVEL_BITS, FingerprintParams
+from .params import DF_BITS, DT_BITS, FREQ_BITS, HASH_BITS, LEVEL_BITS, FingerprintParams
 
 _DF_BIAS = 1 << (DF_BITS - 1)
 _DT_MASK = (1 << DT_BITS) - 1
@@ -12,6 +13,7 @@ _DF_MASK = (1 << DF_BITS) - 1
 _FREQ_MASK = (1 << FREQ_BITS) - 1
 _LEVEL_SHIFT = FREQ_BITS + DF_BITS + DT_BITS
 _LEVEL_MASK = ((1 << LEVEL_BITS) - 1) << _LEVEL_SHIFT
+_HASH_MASK = (1 << HASH_BITS) - 1
 
 
 def pack_hashes(anchor_bins: np.ndarray, df_bins: np.ndarray, dt_frames: np.ndarray) -> np.ndarray:
@@ -42,6 +44,18 @@ def unpack_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return anchor.astype(np.int32), df.astype(np.int32), dt.astype(np.int32)
 
 
+def third_codes(anchor_bins: np.ndarray, anchor_frames: np.ndarray, bins: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """A third peak's place relative to an anchor, ``(df + 2**(DF_BITS-1)) << DT_BITS | dt``: never 0
+    (``dt >= 1``), so 0 can mean "no third point".
+
+    Returns
+    -------
+    np.ndarray, uint16, ``DF_BITS + DT_BITS`` bits
+    """
+    df = bins.astype(np.int64) - anchor_bins + _DF_BIAS
+    return ((df << DT_BITS) | (frames.astype(np.int64) - anchor_frames)).astype(np.uint16)
+
+
 def generate_hashes(
     freq_bins: np.ndarray,
     frame_indices: np.ndarray,
@@ -49,7 +63,8 @@ def generate_hashes(
     fanout: int,
     levels: np.ndarray | None = None,
     level_margin_db: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    thirds: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Pair every peak with the next ``fanout`` peaks of its target zone.
 
     The target zone of an anchor is ``1 <= dt <= max_dt_frames`` frames later and
@@ -67,16 +82,22 @@ def generate_hashes(
     level_margin_db : float
         Pairs whose levels differ by less also get the hash with the other level bit (query side:
         noise or a codec can swap two nearly equal peaks).
+    thirds : bool
+        Also return each pair's third point (index side, ``level_margin_db`` 0): the anchor's next
+        target after the pair's (:func:`third_codes`), 0 for its last target. A pair and its third
+        point make a triplet key, some 14 bits more specific than the pair (docs/SCALE.md).
 
     Returns
     -------
     hashes : np.ndarray [shape=(n_hashes,)], uint32
     offsets : np.ndarray [shape=(n_hashes,)], int32, anchor frame of each hash
         Unique ``(hash, offset)`` pairs, sorted by offset then hash.
+    thirds : np.ndarray [shape=(n_hashes,)], uint16, only with ``thirds``
     """
     n = freq_bins.shape[0]
     if n < 2:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+        empty = np.zeros(0, np.uint32), np.zeros(0, np.int32)
+        return (*empty, np.zeros(0, np.uint16)) if thirds else empty
     table = _target_table(frame_indices, freq_bins, params, fanout)
     anchors, rank = np.nonzero(table >= 0)
     targets = table[anchors, rank]
@@ -90,7 +111,55 @@ def generate_hashes(
         close = np.abs(step) < level_margin_db
         hashes = np.concatenate([hashes, hashes[close] ^ np.uint32(_LEVEL_MASK)])
         offsets = np.concatenate([offsets, offsets[close]])
-    return _unique_pairs(hashes, offsets)
+    if not thirds:
+        return _unique_pairs(hashes, offsets)
+    if level_margin_db > 0:
+        raise ValueError("third points are the index's: no level alternates")
+    later = np.c_[table, np.full(n, -1)][anchors, rank + 1]  # the anchor's next target, or -1
+    codes = third_codes(freq_bins[anchors], offsets, freq_bins[later], frame_indices[later])
+    codes[later < 0] = 0
+    order = np.lexsort((hashes, offsets))  # (anchor, target) pairs are distinct: nothing to merge
+    return hashes[order], offsets[order].astype(np.int32), codes[order]
+
+
+def triplet_keys(
+    freq_bins: np.ndarray, frame_indices: np.ndarray, levels: np.ndarray, params: FingerprintParams, targets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A query's triplet keys: each anchor's pair with its ``i``-th target and, as third point, a
+    later one of its first ``targets`` (the index stores each pair with the anchor's next target
+    among its sparser peaks, which may be any later one of the clip's denser peaks). Both level
+    bits where the pair's peaks are within ``query_level_margin_db``.
+
+    Returns
+    -------
+    hashes : np.ndarray, uint32, pair hashes
+    thirds : np.ndarray, uint16, :func:`third_codes`
+    offsets : np.ndarray, int32, anchor frames
+        Unique keys, sorted by offset, hash, third.
+    """
+    if freq_bins.shape[0] < 3:
+        return np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.int32)
+    table = _target_table(frame_indices, freq_bins, params, targets)
+    first, later = np.triu_indices(targets, 1)
+    anchors, k = np.nonzero((table[:, first] >= 0) & (table[:, later] >= 0))
+    pair_t, third_t = table[anchors, first[k]], table[anchors, later[k]]
+    hashes = pack_hashes(
+        freq_bins[anchors], freq_bins[pair_t] - freq_bins[anchors], frame_indices[pair_t] - frame_indices[anchors]
+    )
+    offsets = frame_indices[anchors].astype(np.int64)
+    codes = third_codes(freq_bins[anchors], offsets, freq_bins[third_t], frame_indices[third_t])
+    if params.level_bit:
+        step = levels[pair_t] - levels[anchors]
+        hashes = hashes | np.where(step > 0, _LEVEL_MASK, 0).astype(np.uint32)
+        close = np.abs(step) < params.query_level_margin_db
+        hashes = np.concatenate([hashes, hashes[close] ^ np.uint32(_LEVEL_MASK)])
+        offsets, codes = np.concatenate([offsets, offsets[close]]), np.concatenate([codes, codes[close]])
+    key = distinct((offsets << 40) | (hashes.astype(np.int64) << 16) | codes.astype(np.int64))
+    return (
+        ((key >> 16) & _HASH_MASK).astype(np.uint32),
+        (key & 0xFFFF).astype(np.uint16),
+        (key >> 40).astype(np.int32),
+    )
 
 
 def _target_table(

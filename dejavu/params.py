@@ -44,6 +44,8 @@ class FingerprintParams:
     query_max_hashes: int = 3000  # a longer clip is sampled sparser: lookup cost follows hashes
     query_shifts: int = 2  # a clip is analysed at this many phases of the hop, the index at one ...
     query_shifts_up_to: float = 1.5  # ... unless its first phase alone holds more than this many budgets
+    query_triplet_peaks_per_block: int = 20  # triplet keys (an index with third points): peaks a block ...
+    query_triplet_targets: int = 6  # ... and each anchor's first targets, two of which make a key
 
     def validate(self) -> FingerprintParams:
         """Check ranges and the hash layout; return self.
@@ -67,6 +69,8 @@ class FingerprintParams:
             raise ParameterError("min_df_bins must be in [0, max_df_bins]")
         if not 1 <= self.query_shifts <= self.hop_length or self.query_shifts_up_to <= 0:
             raise ParameterError("query_shifts must be in [1, hop_length], query_shifts_up_to > 0")
+        if self.query_triplet_targets < 2:
+            raise ParameterError("query_triplet_targets must be >= 2")
         if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
             raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
         for name in (
@@ -76,6 +80,7 @@ class FingerprintParams:
             "ref_fanout",
             "query_fanout",
             "query_min_fanout",
+            "query_triplet_peaks_per_block",
             "block_frames",
             "peak_freq_radius",
             "peak_time_radius",
@@ -160,6 +165,8 @@ class MatchParams:
     evidence_lead: float = 2.0  # a true song's share of its aligned hashes over the share of rows read
     second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer, ...
     second_query_margin: float = -5.0  # ... when its best song ended at least this close to the bar
+    triplets: bool = True  # on an index with third points, look the triplet keys up first: ...
+    triplet_margin: float = 5.0  # ... a song this far over their bar is the answer, without the pairs
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.

@@ -296,24 +296,25 @@ def reference_hashes(trip: Triplets, rp: RobustParams) -> tuple[np.ndarray, np.n
 
 
 def fingerprint_reference_families(
-    samples: np.ndarray, params: FingerprintParams, rp: RobustParams
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    samples: np.ndarray, params: FingerprintParams, rp: RobustParams, thirds: bool = False
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
     """Both families' index rows of a catalogue song, from one spectrogram and one set of peak candidates.
 
     Parameters
     ----------
     samples : np.ndarray [shape=(n_samples,)], float, mono at ``params.sample_rate_hz``
+    thirds : bool, the pair rows with their third points
 
     Returns
     -------
-    (pair_hashes, pair_offsets), (triplet_hashes, triplet_offsets)
-        The first pair is exactly :func:`dejavu.fingerprint_reference`'s; the second
-        :func:`reference_hashes`'s. Hashes uint32, offsets int32.
+    (pair_hashes, pair_offsets[, pair_thirds]), (triplet_hashes, triplet_offsets)
+        The first is exactly :func:`dejavu.fingerprint_reference`'s; the second
+        :func:`reference_hashes`'s. Hashes uint32, offsets int32, thirds uint16.
     """
     spec = spectrogram(samples, params)
     candidates = peak_candidates(spec, params)
     freq, frame = ration_peaks(candidates, params, params.ref_peaks_per_block)
-    pairs = generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params))
+    pairs = generate_hashes(freq, frame, params, params.ref_fanout, _levels(spec, freq, frame, params), thirds=thirds)
     frames, semitones, bins = refined_peaks(spec, candidates, params, rp.ref_peaks_per_block)
     return pairs, reference_hashes(find_triplets(frames, semitones, bins, rp.ref_targets, rp), rp)
 

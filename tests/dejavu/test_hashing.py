@@ -3,8 +3,16 @@ import dataclasses
 import numpy as np
 
 from dejavu import DEFAULT_PARAMS as P
-from dejavu import HASH_BITS, fingerprint_query, fingerprint_reference
-from dejavu.hashing import distinct, generate_hashes, pack_hashes, pool_phases, unpack_hashes
+from dejavu import HASH_BITS, fingerprint_query, fingerprint_reference, fingerprint_triplets
+from dejavu.hashing import (
+    distinct,
+    generate_hashes,
+    pack_hashes,
+    pool_phases,
+    third_codes,
+    triplet_keys,
+    unpack_hashes,
+)
 from tests.conftest import music_like
 
 
@@ -186,3 +194,59 @@ def test_a_clips_queries_share_its_spectrograms_and_give_the_same_hashes(rng):
     assert all(views[k] is kept[k] for k in kept)  # read again, not made again
     assert _same_pairs(first, fingerprint_query(clip, P))
     assert _same_pairs(second, fingerprint_query(clip, P, second=True))
+
+
+def test_each_index_pair_carries_the_anchors_next_target_as_its_third_point(rng):
+    frame = np.sort(rng.integers(0, 400, 300)).astype(np.int32)
+    freq = rng.integers(P.min_freq_bin, P.max_freq_bin, 300).astype(np.int32)
+    levels = rng.uniform(-60, -10, 300)
+    hashes, offsets, thirds = generate_hashes(freq, frame, P, 3, levels, thirds=True)
+    plain = generate_hashes(freq, frame, P, 3, levels)
+    np.testing.assert_array_equal(hashes, plain[0])  # the same rows, in the same order
+    np.testing.assert_array_equal(offsets, plain[1])
+    # the oracle: each anchor's targets in order; a pair's third point is the next one, none for the last
+    want = {}
+    for i in range(len(freq)):
+        targets = []
+        for j in range(i + 1, len(freq)):
+            dt, df = frame[j] - frame[i], freq[j] - freq[i]
+            if dt > P.max_dt_frames or len(targets) == 3:
+                break
+            if dt >= 1 and P.min_df_bins <= abs(df) <= P.max_df_bins:
+                targets.append(j)
+        for r, j in enumerate(targets):
+            h = int(pack_hashes(np.array([freq[i]]), np.array([freq[j] - freq[i]]), np.array([frame[j] - frame[i]]))[0])
+            h |= (1 << (HASH_BITS - 1)) if levels[j] > levels[i] else 0
+            third = 0
+            if r + 1 < len(targets):
+                k = targets[r + 1]
+                third = int(third_codes(np.array([freq[i]]), np.array([frame[i]]), np.array([freq[k]]), np.array([frame[k]]))[0])
+            want[(h, int(frame[i]))] = third
+    assert dict(zip(zip(hashes.tolist(), offsets.tolist()), thirds.tolist())) == want
+    assert (thirds > 0).any() and (thirds == 0).any()
+
+
+def test_a_querys_triplet_keys_hold_the_index_triplets_of_the_same_peaks(rng):
+    frame = np.sort(rng.integers(0, 400, 300)).astype(np.int32)
+    freq = rng.integers(P.min_freq_bin, P.max_freq_bin, 300).astype(np.int32)
+    levels = rng.uniform(-60, -10, 300)
+    hashes, offsets, thirds = generate_hashes(freq, frame, P, 3, levels, thirds=True)
+    index = {k for k in zip(hashes.tolist(), thirds.tolist(), offsets.tolist()) if k[1]}
+    q_hashes, q_thirds, q_offsets = triplet_keys(freq, frame, levels, P, 6)
+    keys = set(zip(q_hashes.tolist(), q_thirds.tolist(), q_offsets.tolist()))
+    assert len(keys) == q_hashes.size  # distinct
+    assert index <= keys
+    assert len(keys) > len(index)  # two of six targets a key: more than the index's two of three
+
+
+def test_a_clip_finds_its_songs_triplets(rng):
+    song = music_like(rng, 20.0)
+    hashes, offsets, thirds = fingerprint_reference(song, P, thirds=True)
+    start = 200  # frames into the song
+    q_hashes, q_thirds, q_offsets = fingerprint_triplets(song[start * P.hop_length :][: 10 * P.sample_rate_hz], P)
+    sent = set(zip(q_hashes.tolist(), q_thirds.tolist(), (q_offsets + start).tolist()))
+    held = [
+        k for k in zip(hashes.tolist(), thirds.tolist(), offsets.tolist()) if k[1] and start <= k[2] < start + 380
+    ]
+    assert len(held) > 50
+    assert sum(k in sent for k in held) > 0.7 * len(held)
