@@ -9,7 +9,7 @@ from clickhouse_driver import Client
 from tests import servers
 from tests.conftest import need
 from tunescout.config import DatabaseConfig
-from tunescout.storage.base import IdSlot, NewSong
+from tunescout.storage.base import THIRD_POINT_FEATURE, IdSlot, NewSong
 from tunescout.storage.clickhouse import ClickHouseStore
 
 
@@ -110,4 +110,57 @@ def test_compact_merges_the_parts_that_each_lookup_pays_for(name, rng):
     store.compact()
     assert store._run(parts, {"db": name})[0][0] == 1
     assert store.count_songs() == 4
+    store.close()
+
+
+def triplet_song(rng, n=2000, sha=None):
+    hashes = rng.integers(0, 2**23, n).astype(np.uint32)
+    thirds = rng.integers(1, 2**14, n).astype(np.uint16)
+    return NewSong(
+        "t", sha or rng.bytes(20).hex(), 60.0, hashes, np.sort(rng.integers(0, 2500, n)).astype(np.int32), thirds
+    )
+
+
+def test_triplet_keys_find_the_rows_with_their_third_point_only(name, rng):
+    store = ClickHouseStore(DatabaseConfig(**servers.clickhouse_database(name)), IdSlot(0, 1))
+    assert store.ensure_schema("digest-1", {THIRD_POINT_FEATURE: "1"}) == {THIRD_POINT_FEATURE: "1"}
+    songs = [triplet_song(rng) for _ in range(3)]
+    ids = [store.add_song(s) for s in songs]
+    song, pick = songs[1], slice(300, 600)
+    hists = store.triplet_alignments(song.hashes[pick], song.thirds[pick], song.offsets[pick] - 40, top_k=5)
+    assert hists[0].song_id == ids[1]
+    assert hists[0].deltas[hists[0].counts.argmax()] == 40
+    assert hists[0].counts.max() == 300
+    # the same pairs with other third points match nothing; as pairs they still do
+    other = (song.thirds[pick] ^ np.uint16(1)).astype(np.uint16)
+    assert store.triplet_alignments(song.hashes[pick], other, song.offsets[pick], top_k=5) == []
+    assert store.best_alignments(song.hashes[pick], song.offsets[pick] - 40, top_k=1)[0].counts.max() == 300
+    store.close()
+
+
+def test_a_table_without_third_points_keeps_its_rows_and_lacks_the_feature(name, rng):
+    """A fingerprints table made by the previous release: emptied, it is remade with third points."""
+    store = open_store(name)
+    store._run("DROP TABLE fingerprints")
+    store._run(
+        "CREATE TABLE fingerprints (hash UInt32, song_hi UInt64, song_lo UInt16, offset_hi UInt16, offset_lo UInt16)"
+        " ENGINE = MergeTree ORDER BY (hash, song_hi, song_lo, offset_hi, offset_lo)"
+    )
+    store.close()
+    store = ClickHouseStore(DatabaseConfig(**servers.clickhouse_database(name)), IdSlot(0, 1))
+    assert store.ensure_schema("digest-1") == {}
+    song = triplet_song(rng)
+    song_id = store.add_song(song)  # its third points have nowhere to go: the pairs are stored
+    assert store.ensure_schema("digest-1", {THIRD_POINT_FEATURE: "1"}) == {}
+    assert store.best_alignments(song.hashes[:100], song.offsets[:100], top_k=1)[0].song_id == song_id
+    assert store.delete_song(song_id)
+    store._run("OPTIMIZE TABLE fingerprints FINAL")
+    store._run("TRUNCATE TABLE songs")
+    store._run("ALTER TABLE meta DELETE WHERE name = 'last_song_id'")
+    store.close()
+    store = ClickHouseStore(DatabaseConfig(**servers.clickhouse_database(name)), IdSlot(0, 1))
+    assert store.ensure_schema("digest-1", {THIRD_POINT_FEATURE: "1"}) == {THIRD_POINT_FEATURE: "1"}
+    song_id = store.add_song(song)
+    hists = store.triplet_alignments(song.hashes[:100], song.thirds[:100], song.offsets[:100], top_k=1)
+    assert hists[0].song_id == song_id and hists[0].counts.max() == 100
     store.close()

@@ -12,7 +12,7 @@ from tests.conftest import need
 from tunescout.config import DatabaseConfig
 from tunescout.errors import DuplicateSongError, IndexMismatchError, StorageError
 from tunescout.storage import result_store_class, store_class
-from tunescout.storage.base import IdSlot, NewSong
+from tunescout.storage.base import THIRD_POINT_FEATURE, IdSlot, NewSong
 
 BACKENDS = ("sqlite", "mysql", "postgres", "clickhouse")
 
@@ -415,4 +415,14 @@ def test_an_index_of_other_params_gets_no_feature(backend):
     with pytest.raises(IndexMismatchError, match="params_digest"):
         store.ensure_schema("digest-2", {"robust_digest": "ab12"})
     assert store.ensure_schema("digest-1", {"robust_digest": "cd34"}) == {"robust_digest": "cd34"}
+    store.close()
+
+
+def test_only_clickhouse_records_third_points(backend):
+    store = store_class(backend.kind)(backend.location(), IdSlot(0, 1))
+    recorded = store.ensure_schema("digest-1", {THIRD_POINT_FEATURE: "1"})
+    assert recorded == ({THIRD_POINT_FEATURE: "1"} if backend.kind == "clickhouse" else {})
+    if backend.kind != "clickhouse":
+        with pytest.raises(StorageError, match="third points"):
+            store.triplet_alignments(np.array([1], np.uint32), np.array([1], np.uint16), np.array([0], np.int32), 3)
     store.close()

@@ -17,6 +17,12 @@ from ..errors import IndexMismatchError
 EXACT_COUNTS_FROM = 8  # hash_counts is exact for values with this many rows or more
 
 
+# The optional feature (instance meta key -> value) of an index whose pair rows carry their third
+# point in the sorted key (dejavu.hashing.generate_hashes with thirds): triplet lookups read few rows.
+THIRD_POINT_FEATURE = "third_points"
+THIRD_POINT_VERSION = "1"
+
+
 @dataclasses.dataclass(frozen=True)
 class NewSong:
     song_name: str
@@ -24,6 +30,7 @@ class NewSong:
     duration_seconds: float
     hashes: np.ndarray  # uint32 [n]
     offsets: np.ndarray  # int32 [n], frames
+    thirds: np.ndarray | None = None  # uint16 [n], each pair row's third point (0: none, and robust rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +126,13 @@ class FingerprintStore(Protocol):
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         """Histograms of the top_k songs with the highest single-delta count."""
 
+    def triplet_alignments(
+        self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray, top_k: int
+    ) -> list[Histogram]:
+        """best_alignments of the rows whose (hash, third point) is one of the clip's keys; asked only
+        of an instance that records THIRD_POINT_FEATURE (a backend that keeps no third points raises
+        StorageError)."""
+
     def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every index row whose hash is one of the distinct ``values`` (uint32), of songs that are
         stored (not of one deleted or half ingested), in any order: (hashes uint32, song_ids int64,
@@ -184,6 +198,11 @@ class StoreLayer:
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         return self.store.best_alignments(hashes, offsets, top_k)
+
+    def triplet_alignments(
+        self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray, top_k: int
+    ) -> list[Histogram]:
+        return self.store.triplet_alignments(hashes, thirds, offsets, top_k)
 
     def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.store.rows(values)

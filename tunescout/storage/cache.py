@@ -84,7 +84,7 @@ def decode_rows(payload: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def query_digest(hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(hashes, "<u4").tobytes())
+    h = hashlib.sha1(np.ascontiguousarray(hashes, "<u4" if hashes.dtype.itemsize <= 4 else "<u8").tobytes())
     h.update(np.ascontiguousarray(offsets, "<i4").tobytes())
     h.update(str(top_k).encode())
     return h.hexdigest()
@@ -130,6 +130,17 @@ class CachedStore(StoreLayer):
         return self._cached(
             f"{self.store.generation()}:{query_digest(hashes, offsets, top_k)}",
             lambda: self.store.best_alignments(hashes, offsets, top_k),
+            encode,
+            decode,
+        )
+
+    def triplet_alignments(
+        self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray, top_k: int
+    ) -> list[Histogram]:
+        keys = (hashes.astype(np.uint64) << np.uint64(16)) | thirds.astype(np.uint64)
+        return self._cached(
+            f"{self.store.generation()}:t:{query_digest(keys, offsets, top_k)}",
+            lambda: self.store.triplet_alignments(hashes, thirds, offsets, top_k),
             encode,
             decode,
         )

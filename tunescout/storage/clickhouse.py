@@ -19,6 +19,7 @@ from dejavu import distinct
 from ..config import DatabaseConfig
 from ..errors import DuplicateSongError, StorageError
 from .base import (
+    THIRD_POINT_FEATURE,
     Histogram,
     IdSlot,
     NewSong,
@@ -32,16 +33,17 @@ from .base import (
     recorded_features,
 )
 
-# Fingerprints sorted by hash. Song ids and offsets are split into a high part, which repeats
-# along the sorted rows (LZ4 all but removes it), and a low UInt16: 4.6 bytes a row on disk
-# against 8.8 for (hash UInt32, song_id UInt64, offset UInt32), since LZ4 cannot shrink a column
-# of small random integers padded to 4 or 8 bytes. Granules of 1,024 rows were as fast as 256
-# (the server profile's 1-4 kB compression blocks keep a granule cheap to decompress) and keep
-# the marks small. Measured on the 1,000-song benchmark index, docs/SCALE.md.
+# Fingerprints sorted by hash, then by the pair's third point (0 for none), so that a triplet key
+# (hash, third) is read from its own granules (docs/SCALE.md). Song ids and offsets are split into a
+# high part, which repeats along the sorted rows (LZ4 all but removes it), and a low UInt16: 4.6
+# bytes a row on disk against 8.8 for (hash UInt32, song_id UInt64, offset UInt32), since LZ4 cannot
+# shrink a column of small random integers padded to 4 or 8 bytes. Granules of 1,024 rows were as
+# fast as 256 (the server profile's 1-4 kB compression blocks keep a granule cheap to decompress)
+# and keep the marks small. Measured on the 1,000-song benchmark index, docs/SCALE.md.
 _FINGERPRINTS = (
-    "CREATE TABLE IF NOT EXISTS {table} (hash UInt32, song_hi UInt64, song_lo UInt16,"
+    "CREATE TABLE IF NOT EXISTS {table} (hash UInt32, third UInt16, song_hi UInt64, song_lo UInt16,"
     " offset_hi UInt16, offset_lo UInt16) ENGINE = MergeTree"
-    " ORDER BY (hash, song_hi, song_lo, offset_hi, offset_lo) SETTINGS index_granularity = 1024"
+    " ORDER BY (hash, third, song_hi, song_lo, offset_hi, offset_lo) SETTINGS index_granularity = 1024"
 )
 _SPLIT = 65536
 _SONG_ID = f"song_hi * {_SPLIT} + song_lo"
@@ -76,6 +78,21 @@ SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
         GROUP BY k))
 GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
 """
+# A clip's triplet keys: the rows whose (hash, third) the clip sends, grouped as in _ALIGN. The
+# granules are those of the pairs' hashes (`hash IN`); each key travels as one UInt64, hash << 16 |
+# third, which ClickHouse matches faster than the tuple (10,000 songs, ~7,000 keys: 45 -> 32 ms).
+_TRIPLET_KEY = "bitShiftLeft(toUInt64(hash), 16) + third"
+_ALIGN_TRIPLETS = f"""
+SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
+    SELECT bitShiftRight(k, {_DELTA_BITS}) AS song_id,
+        toInt64(bitAnd(k, {(1 << _DELTA_BITS) - 1})) - {1 << 32} AS delta, cnt FROM (
+        SELECT {_GROUP} AS k, uniqExact(key) AS cnt
+        FROM (SELECT {_TRIPLET_KEY} AS key, song_hi, song_lo, offset_hi, offset_lo FROM fingerprints
+            PREWHERE hash IN (SELECT hash FROM q) WHERE key IN (SELECT key FROM q))
+        ALL INNER JOIN q USING (key)
+        GROUP BY k))
+GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
+"""
 # Rows per hash value, counted in fingerprints itself: reading the hash column of the granules
 # the lookup reads anyway cost no more than the separate counts table of the previous layout
 # (5.5 vs 5.8 ms on one part), which took 2 kB per minute of audio. Rows of a song being deleted
@@ -88,6 +105,7 @@ SELECT hash, {_SONG_ID} AS song_id, {_OFFSET} FROM fingerprints
 PREWHERE hash IN (SELECT hash FROM q) WHERE song_id IN (SELECT song_id FROM songs)
 """
 _QUERY_STRUCTURE = [("hash", "UInt32"), ("q_offset", "UInt32")]
+_TRIPLET_STRUCTURE = [("key", "UInt64"), ("hash", "UInt32"), ("q_offset", "UInt32")]
 _ERRORS = (ch_errors.Error, OSError, EOFError)
 _MUTATION_WAIT_S = 30.0
 log = logging.getLogger(__name__)
@@ -190,14 +208,16 @@ class ClickHouseStore(_ClickHouseBase):
     def __init__(self, db: DatabaseConfig, slot: IdSlot = IdSlot(0, 1)):
         super().__init__(db)
         self.slot = slot
+        self._has_thirds = False  # the fingerprints table has the third column (known once prepared)
         key = hashlib.sha1(self.name.encode()).hexdigest()[:16]
         self._lock_path = WRITER_LOCK_DIR / f"tunescout-clickhouse-{key}.lock"
 
     def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> dict[str, str]:
         """Under the writer lock, which add_songs takes too: no song can arrive between finding the
-        index empty and recording a feature."""
+        index empty and recording a feature. A fingerprints table without third points (made by an
+        earlier release) keeps them missing while it holds rows: the third-point feature is left out."""
         self._create(_SCHEMA)
-        wanted, features = {"params_digest": params_digest, "id_slot": str(self.slot)}, features or {}
+        wanted, features = {"params_digest": params_digest, "id_slot": str(self.slot)}, dict(features or {})
         with self._writer():
             stored = dict(
                 self._run(
@@ -206,34 +226,46 @@ class ClickHouseStore(_ClickHouseBase):
                 )
             )
             check_meta(self.name, stored, wanted)
+            self._upgrade()
+            if not self._has_thirds:
+                features.pop(THIRD_POINT_FEATURE, None)
             new = {k: v for k, v in wanted.items() if k not in stored}
             if any(key not in stored for key in features):
                 holds_songs = bool(self._run("SELECT 1 FROM songs LIMIT 1"))
                 new.update(features_to_record(stored, features, holds_songs))
             if new:
                 self._run("INSERT INTO meta (name, value) VALUES", list(new.items()))
-            self._upgrade()
         return recorded_features(self.name, {**stored, **new}, features)
 
-    def _upgrade(self) -> None:
-        """Rewrite an index of the previous layout (whole song_id and offset columns, and a
-        hash_counts table) into the current one. Called with the writer lock held; an upgrade
-        that died half way starts again from the old table, which is dropped last."""
-        old = self._run(
-            "SELECT count() FROM system.columns WHERE database = %(db)s"
-            " AND table = 'fingerprints' AND name = 'song_id'",
+    def _columns(self) -> set[str]:
+        rows = self._run(
+            "SELECT name FROM system.columns WHERE database = %(db)s AND table = 'fingerprints'",
             {"db": self.db.database},
-        )[0][0]
-        if old:
+        )
+        return {name for (name,) in rows}
+
+    def _upgrade(self) -> None:
+        """Rewrite an index of an earlier layout into the current one: whole song_id and offset
+        columns (and a hash_counts table) into split ones; an empty table without third points into
+        one with them (a table that holds rows keeps its layout: its rows have no third points).
+        Called with the writer lock held; an upgrade that died half way starts again from the old
+        table, which is dropped last."""
+        columns = self._columns()
+        if "song_id" in columns:
             self._run("DROP TABLE IF EXISTS fingerprints_new")
             self._run(_FINGERPRINTS.format(table="fingerprints_new"))
             self._run(
-                f"INSERT INTO fingerprints_new SELECT hash, intDiv(song_id, {_SPLIT}),"
-                f" song_id % {_SPLIT}, intDiv(offset, {_SPLIT}), offset % {_SPLIT} FROM fingerprints"
+                "INSERT INTO fingerprints_new (hash, song_hi, song_lo, offset_hi, offset_lo)"
+                f" SELECT hash, intDiv(song_id, {_SPLIT}), song_id % {_SPLIT}, intDiv(offset, {_SPLIT}),"
+                f" offset % {_SPLIT} FROM fingerprints"
             )
             self._run("RENAME TABLE fingerprints TO fingerprints_old, fingerprints_new TO fingerprints")
+        elif "third" not in columns and not self._run("SELECT 1 FROM fingerprints LIMIT 1"):
+            self._run("DROP TABLE fingerprints")
+            self._run(_FINGERPRINTS.format(table="fingerprints"))
         self._run("DROP TABLE IF EXISTS fingerprints_old")
         self._run("DROP TABLE IF EXISTS hash_counts")
+        self._has_thirds = "third" in self._columns()
 
     @contextlib.contextmanager
     def _writer(self):
@@ -271,20 +303,24 @@ class ClickHouseStore(_ClickHouseBase):
             self._run("INSERT INTO meta (name, value) VALUES", [("last_song_id", str(last))])
             hashes = np.concatenate([s.hashes for s in songs]).astype(np.int64)
             offsets = np.concatenate([s.offsets for s in songs]).astype(np.int64)
-            song_ids = np.repeat(np.array(ids, np.int64), [s.hashes.size for s in songs])
-            order = np.argsort(hashes, kind="stable")
-            hashes, offsets, song_ids = hashes[order], offsets[order], song_ids[order]
-            self._run(
-                "INSERT INTO fingerprints (hash, song_hi, song_lo, offset_hi, offset_lo) VALUES",
-                [
-                    hashes.tolist(),
-                    (song_ids // _SPLIT).tolist(),
-                    (song_ids % _SPLIT).tolist(),
-                    (offsets // _SPLIT).tolist(),
-                    (offsets % _SPLIT).tolist(),
-                ],
-                columnar=True,
+            thirds = np.concatenate(
+                [np.zeros(s.hashes.size, np.int64) if s.thirds is None else s.thirds for s in songs]
             )
+            song_ids = np.repeat(np.array(ids, np.int64), [s.hashes.size for s in songs])
+            order = np.lexsort((thirds, hashes))
+            hashes, offsets, song_ids, thirds = hashes[order], offsets[order], song_ids[order], thirds[order]
+            columns = [
+                hashes.tolist(),
+                (song_ids // _SPLIT).tolist(),
+                (song_ids % _SPLIT).tolist(),
+                (offsets // _SPLIT).tolist(),
+                (offsets % _SPLIT).tolist(),
+            ]
+            names = "hash, song_hi, song_lo, offset_hi, offset_lo"
+            if self._has_thirds:
+                columns.append(thirds.astype(np.int64).tolist())
+                names += ", third"
+            self._run(f"INSERT INTO fingerprints ({names}) VALUES", columns, columnar=True)
             self._run(
                 "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds) VALUES",
                 [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds) for i, s in zip(ids, songs)],
@@ -320,6 +356,27 @@ class ClickHouseStore(_ClickHouseBase):
             "data": [{"hash": h, "q_offset": o} for h, o in zip(hashes.tolist(), offsets.tolist())],
         }
         rows = self._run(_ALIGN, {"top_k": int(top_k)}, external_tables=[query])
+        return [
+            Histogram(int(song_id), np.asarray(deltas, np.int64), np.asarray(counts, np.int64))
+            for song_id, deltas, counts, _ in rows
+        ]
+
+    def triplet_alignments(
+        self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray, top_k: int
+    ) -> list[Histogram]:
+        """best_alignments of a clip's triplet keys (see _ALIGN_TRIPLETS): only on an index whose
+        rows carry their third points (the third-point feature)."""
+        if hashes.size == 0:
+            return []
+        query = {
+            "name": "q",
+            "structure": _TRIPLET_STRUCTURE,
+            "data": [
+                {"key": h << 16 | t, "hash": h, "q_offset": o}
+                for h, t, o in zip(hashes.tolist(), thirds.tolist(), offsets.tolist())
+            ],
+        }
+        rows = self._run(_ALIGN_TRIPLETS, {"top_k": int(top_k)}, external_tables=[query])
         return [
             Histogram(int(song_id), np.asarray(deltas, np.int64), np.asarray(counts, np.int64))
             for song_id, deltas, counts, _ in rows

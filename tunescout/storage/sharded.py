@@ -117,6 +117,12 @@ class ShardedStore:
         histograms = [h for answer in answers if answer is not None for h in answer]
         return Lookup(histograms, sum(answer is None for answer in answers))
 
+    def triplet_lookup(self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray, top_k: int) -> Lookup:
+        """lookup of a clip's triplet keys (FingerprintStore.triplet_alignments), in parallel."""
+        answers = self._fan_out(lambda s: s.triplet_alignments(hashes, thirds, offsets, top_k))
+        histograms = [h for answer in answers if answer is not None for h in answer]
+        return Lookup(histograms, sum(answer is None for answer in answers))
+
     def rows(self, values: np.ndarray) -> RowsAnswer:
         """Every usable instance's raw rows of the hash values (FingerprintStore.rows), in parallel."""
         answers = self._fan_out(lambda s: s.rows(values))

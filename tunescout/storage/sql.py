@@ -36,6 +36,7 @@ from dejavu import Histogram, distinct, histograms_of_postings
 from ..errors import DuplicateSongError, StorageError
 from .base import (
     EXACT_COUNTS_FROM,
+    THIRD_POINT_FEATURE,
     IdSlot,
     NewSong,
     Song,
@@ -225,7 +226,9 @@ class SQLStore(SQLBase):
     def ensure_schema(self, params_digest: str, features: dict[str, str] | None = None) -> dict[str, str]:
         """Tables, meta and features in one transaction under the writer lock: no song can arrive
         between finding the index empty and recording a feature."""
-        wanted, features = {"params_digest": params_digest, "id_slot": str(self.slot)}, features or {}
+        wanted = {"params_digest": params_digest, "id_slot": str(self.slot)}
+        # The SQL layouts keep no third points: that feature is left out.
+        features = {k: v for k, v in (features or {}).items() if k != THIRD_POINT_FEATURE}
         for statement in self.schema:  # outside the transaction: MySQL commits at every CREATE
             self.query(statement)
         with self.transaction("Cannot prepare the index") as cur:
@@ -300,6 +303,11 @@ class SQLStore(SQLBase):
         return arrays_of_counts(
             self.query(f"SELECT hash, n FROM hash_counts WHERE n >= {self.p} ORDER BY hash", (min_rows,))
         )
+
+    def triplet_alignments(
+        self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray, top_k: int
+    ) -> list[Histogram]:
+        raise StorageError(f"{self.name} keeps no third points")
 
     def best_alignments(self, hashes: np.ndarray, offsets: np.ndarray, top_k: int) -> list[Histogram]:
         """The index rows of the clip's distinct hashes, joined with its offsets and grouped in
