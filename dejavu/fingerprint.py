@@ -11,7 +11,9 @@ from .peaks import find_peaks, peak_candidates, ration_peaks
 from .spectrogram import spectrogram
 
 
-def fingerprint_reference(samples: np.ndarray, params: FingerprintParams, thirds: bool = False) -> tuple[np.ndarray, ...]:
+def fingerprint_reference(
+    samples: np.ndarray, params: FingerprintParams, thirds: bool = False
+) -> tuple[np.ndarray, ...]:
     """Sparse hashes of a catalogue song, as stored in the index.
 
     Parameters
@@ -35,8 +37,9 @@ def fingerprint_triplets(
     samples: np.ndarray, params: FingerprintParams, views: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A query clip's triplet keys (:func:`dejavu.hashing.triplet_keys`): ``query_triplet_peaks_per_block``
-    peaks a block, each anchor's first ``query_triplet_targets`` targets, at ``query_shifts`` phases
-    of the hop (``views`` as for :func:`fingerprint_query`). A key seen at two phases is sent once.
+    peaks a block, each anchor's first ``query_triplet_targets`` targets, at the first
+    ``query_triplet_phases`` of the ``query_shifts`` phases of the hop (``views`` as for
+    :func:`fingerprint_query`). A key seen at two phases is sent once.
 
     Returns
     -------
@@ -44,13 +47,17 @@ def fingerprint_triplets(
     """
     kept = {} if views is None else views
     keys = []
-    for phase in range(params.query_shifts):
+    for phase in range(params.query_triplet_phases):
         spec, candidates = phase_view(samples, params, phase, kept)
         freq, frame = ration_peaks(candidates, params, params.query_triplet_peaks_per_block)
         h, t, o = triplet_keys(freq, frame, _levels(spec, freq, frame, params), params, params.query_triplet_targets)
         keys.append((o.astype(np.int64) << 40) | (h.astype(np.int64) << 16) | t.astype(np.int64))
     key = distinct(np.concatenate(keys))
-    return ((key >> 16) & ((1 << HASH_BITS) - 1)).astype(np.uint32), (key & 0xFFFF).astype(np.uint16), (key >> 40).astype(np.int32)
+    return (
+        ((key >> 16) & ((1 << HASH_BITS) - 1)).astype(np.uint32),
+        (key & 0xFFFF).astype(np.uint16),
+        (key >> 40).astype(np.int32),
+    )
 
 
 def fingerprint_query(

@@ -44,8 +44,9 @@ class FingerprintParams:
     query_max_hashes: int = 3000  # a longer clip is sampled sparser: lookup cost follows hashes
     query_shifts: int = 2  # a clip is analysed at this many phases of the hop, the index at one ...
     query_shifts_up_to: float = 1.5  # ... unless its first phase alone holds more than this many budgets
-    query_triplet_peaks_per_block: int = 20  # triplet keys (an index with third points): peaks a block ...
-    query_triplet_targets: int = 6  # ... and each anchor's first targets, two of which make a key
+    query_triplet_peaks_per_block: int = 16  # triplet keys (an index with third points): peaks a block, ...
+    query_triplet_targets: int = 5  # ... each anchor's first targets, two of which make a key, ...
+    query_triplet_phases: int = 1  # ... at this many of the query_shifts phases
 
     def validate(self) -> FingerprintParams:
         """Check ranges and the hash layout; return self.
@@ -69,8 +70,8 @@ class FingerprintParams:
             raise ParameterError("min_df_bins must be in [0, max_df_bins]")
         if not 1 <= self.query_shifts <= self.hop_length or self.query_shifts_up_to <= 0:
             raise ParameterError("query_shifts must be in [1, hop_length], query_shifts_up_to > 0")
-        if self.query_triplet_targets < 2:
-            raise ParameterError("query_triplet_targets must be >= 2")
+        if self.query_triplet_targets < 2 or not 1 <= self.query_triplet_phases <= self.query_shifts:
+            raise ParameterError("query_triplet_targets must be >= 2, query_triplet_phases in [1, query_shifts]")
         if not 0 <= self.query_dt_jitter < self.max_dt_frames or self.query_df_jitter < 0:
             raise ParameterError("query_dt_jitter must be in [0, max_dt_frames), query_df_jitter >= 0")
         for name in (
@@ -166,7 +167,10 @@ class MatchParams:
     second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer, ...
     second_query_margin: float = -5.0  # ... when its best song ended at least this close to the bar
     triplets: bool = True  # on an index with third points, look the triplet keys up first: ...
-    triplet_margin: float = 5.0  # ... a song this far over their bar is the answer, without the pairs
+    triplet_margin: float = 5.0  # ... a song this far over their bar is the answer, without the pairs; ...
+    triplet_reject_margin: float | None = None  # ... a best song further below it than this: no answer,
+    # without the pairs or the robust path (None: never; fast for unknown audio, but it loses the weak
+    # clips and the speed, tempo and pitch changes that only the pairs or the robust path find)
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.
@@ -181,6 +185,8 @@ class MatchParams:
             raise ParameterError("row_budget >= 0, early_stop_margin >= 0, row_growth > 1, reject_z >= 0")
         if self.evidence_lead < 1:
             raise ParameterError("evidence_lead >= 1")
+        if self.triplet_reject_margin is not None and self.triplet_reject_margin >= self.triplet_margin:
+            raise ParameterError("triplet_reject_margin < triplet_margin")
         return self
 
 

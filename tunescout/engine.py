@@ -35,7 +35,7 @@ from .records import (
 )
 from .results import ResultShards
 from .search import ROBUST_FEATURE, Searcher
-from .storage.base import NewSong, Song, instance_of
+from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 from .storage.stack import open_catalogue, open_result_stores
 
@@ -58,7 +58,8 @@ def analyse(
     robust: RobustParams | None = dejavu.DEFAULT_ROBUST,
 ) -> NewSong:
     """Decode and fingerprint one song, without storing it (what :meth:`Engine.fingerprint` stores):
-    its pair rows, then its robust (triplet) rows unless robust is None, from one spectrogram.
+    its pair rows with their third points, then its robust (triplet) rows unless robust is None, from
+    one spectrogram.
 
     A plain function of picklable arguments, so that bulk ingest can run it in a pool of processes
     (decoding and fingerprinting are CPU-bound) and store the results from one place. No more than
@@ -75,11 +76,14 @@ def analyse(
             f"The audio is longer than fingerprinting.max_duration ({max_seconds:g} s); raise it to store this song"
         )
     if robust is None:
-        hashes, offsets = dejavu.fingerprint_reference(decoded.samples, params)
+        hashes, offsets, thirds = dejavu.fingerprint_reference(decoded.samples, params, thirds=True)
     else:
-        families = triplets.fingerprint_reference_families(decoded.samples, params, robust)
-        hashes, offsets = (np.concatenate(parts) for parts in zip(*families))
-    return NewSong(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets)
+        (hashes, offsets, thirds), robust_rows = triplets.fingerprint_reference_families(
+            decoded.samples, params, robust, thirds=True
+        )
+        hashes, offsets = np.concatenate([hashes, robust_rows[0]]), np.concatenate([offsets, robust_rows[1]])
+        thirds = np.concatenate([thirds, np.zeros(robust_rows[0].size, np.uint16)])
+    return NewSong(name, decoded.pcm_sha1, decoded.duration_seconds, hashes, offsets, thirds)
 
 
 class Engine:
@@ -100,9 +104,12 @@ class Engine:
         self.params = params
         self.robust = robust
         self.searcher = Searcher(store, params, match, robust)
-        # A new instance records the robust family's digest; one made by 1.0 that holds songs does
-        # not, and keeps the pair family only (its peaks are not stored: only its audio could add it).
-        store.ensure_schema(params.digest(), {ROBUST_FEATURE: robust.digest()})
+        # A new instance records the robust family's digest, and (ClickHouse) that its pair rows carry
+        # third points; one made by an earlier release that holds songs does not, and keeps what it
+        # has (its peaks are not stored: only its audio could add the rest).
+        store.ensure_schema(
+            params.digest(), {ROBUST_FEATURE: robust.digest(), THIRD_POINT_FEATURE: THIRD_POINT_VERSION}
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> Engine:
@@ -171,7 +178,10 @@ class Engine:
         if not all(self.searcher.robust_instances()):
             # Its instance is chosen by the store: on an index with some instances of 1.0, the pair
             # family only, so that no instance holds rows its meta does not vouch for.
-            song = dataclasses.replace(song, hashes=song.hashes[pair], offsets=song.offsets[pair])
+            thirds = None if song.thirds is None else song.thirds[pair]
+            song = dataclasses.replace(song, hashes=song.hashes[pair], offsets=song.offsets[pair], thirds=thirds)
+        if not all(self.searcher.third_instances()):
+            song = dataclasses.replace(song, thirds=None)  # the same: third points only where all keep them
         song = dataclasses.replace(
             song, song_name=safe_song_name(song.song_name), duration_seconds=round(song.duration_seconds, 3)
         )
@@ -201,11 +211,23 @@ class Engine:
         """What decoded clip audio matches (no result stored)."""
         clock = clock or _Stopwatch()
         views: dict = {}  # the clip's spectrograms and peaks, shared by its queries and the robust path
+        query_frames = decoded.samples.shape[0] // self.params.hop_length
+        if self.match.triplets and all(self.searcher.third_instances()):
+            # Every instance keeps third points: the triplet keys first (docs/ALGORITHM.md, step 6).
+            keys = dejavu.fingerprint_triplets(decoded.samples, self.params, views)
+            first = self.searcher.search_triplets(*keys)
+            clock.lap("triplets")
+            outcome = self.searcher.triplet_outcome(first)
+            metrics.triplet_search(outcome)
+            if outcome == "answered":
+                results, unnamed = self.searcher.rank(first.scored, int(keys[0].size), query_frames)
+                return Recognition(results, clock.laps, max(first.unanswered, unnamed))
+            if outcome == "rejected":
+                return Recognition([], clock.laps, first.unanswered)
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, views=views)
         clock.lap("fingerprint")
         search = self.searcher.search(hashes, offsets)
         clock.lap("query")
-        query_frames = decoded.samples.shape[0] // self.params.hop_length
         results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
         unanswered = max(search.unanswered, unnamed)  # an instance that failed both counts once
@@ -236,9 +258,14 @@ class Engine:
         """Status and round trip of every fingerprint instance and result shard, and whether the
         other services they use (Redis) answer."""
         instances = [
-            Part(i, inst.database_type, ms, robust)
-            for i, (inst, ms, robust) in enumerate(
-                zip(self.config.instances, self.store.check_all(), self.searcher.robust_instances())
+            Part(i, inst.database_type, ms, robust, third)
+            for i, (inst, ms, robust, third) in enumerate(
+                zip(
+                    self.config.instances,
+                    self.store.check_all(),
+                    self.searcher.robust_instances(),
+                    self.searcher.third_instances(),
+                )
             )
         ]
         shards = [

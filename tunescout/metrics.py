@@ -45,6 +45,11 @@ SECOND_QUERIES = Counter(
     "tunescout_second_queries_total",
     "Clips left unanswered but within reach by the first query, searched again with the richer second one",
 )
+TRIPLET_SEARCHES = Counter(
+    "tunescout_triplet_searches_total",
+    "Lookups of a clip's triplet keys (an index with third points), by what they settled",
+    ["outcome"],
+)
 ROBUST_SEARCHES = Counter(
     "tunescout_robust_searches_total",
     "Searches of the robust path (speed, tempo, pitch) by row reads made (1: the rarest rows settled it)",
@@ -83,6 +88,11 @@ def search_finished(lookups: int) -> None:
 
 def second_query() -> None:
     SECOND_QUERIES.inc()
+
+
+def triplet_search(outcome: str) -> None:
+    """outcome: answered, rejected, or passed_on (to the pair lookup)."""
+    TRIPLET_SEARCHES.labels(outcome).inc()
 
 
 def robust_finished(lookups: int) -> None:

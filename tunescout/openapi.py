@@ -109,6 +109,11 @@ _PART = {
             "type": "boolean",
             "description": "fingerprint instances: holds the speed/tempo/pitch-robust family",
         },
+        "triplet_keys": {
+            "type": "boolean",
+            "description": "fingerprint instances: its pair rows carry third points (a ClickHouse instance that was"
+            " empty when this version first opened it)",
+        },
     },
 }
 _HEALTH = {
@@ -121,6 +126,11 @@ _HEALTH = {
             "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["partial"]}],
             "description": "the index recognises speed, tempo and pitch changes: on every instance, none, or some "
             "(an index made by 1.0 holds the pair family only: re-ingest the audio into a new index to add it)",
+        },
+        "triplet_keys": {
+            "type": "boolean",
+            "description": "every instance keeps third points: a clip's triplet keys are looked up first, and a "
+            "clear clip is answered from their few rows (docs/SCALE.md)",
         },
         "instances": {"type": "array", "items": _ref("Part")},
         "results": {"type": "array", "items": _ref("Part")},

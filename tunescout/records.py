@@ -105,6 +105,7 @@ class Part:
     database_type: str
     latency_ms: float | None  # None: it did not answer
     speed_pitch_robust: bool | None = None  # fingerprint instances: holds the robust family (None: a result shard)
+    triplet_keys: bool | None = None  # fingerprint instances: its pair rows carry third points
 
     @property
     def up(self) -> bool:
@@ -116,7 +117,11 @@ class Part:
             "database_type": self.database_type,
             "status": "up" if self.up else "down",
             "latency_ms": round(self.latency_ms, 2) if self.up else None,
-        } | ({} if self.speed_pitch_robust is None else {"speed_pitch_robust": self.speed_pitch_robust})
+        } | {
+            name: value
+            for name, value in (("speed_pitch_robust", self.speed_pitch_robust), ("triplet_keys", self.triplet_keys))
+            if value is not None
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +149,17 @@ class Health:
         robust = [bool(p.speed_pitch_robust) for p in self.instances]
         return all(robust) if all(robust) or not any(robust) else "partial"
 
+    @property
+    def triplet_keys(self) -> bool:
+        """Whether the triplet lookup runs: every instance keeps its pair rows' third points."""
+        return all(bool(p.triplet_keys) for p in self.instances)
+
     def body(self) -> dict:
         body = {
             "status": "ok" if self.serving else "error",
             "params_digest": self.params_digest,
             "speed_pitch_robust": self.speed_pitch_robust,
+            "triplet_keys": self.triplet_keys,
             "instances": [p.body() for p in self.instances],
             "results": [p.body() for p in self.results],
         }

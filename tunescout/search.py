@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from dejavu import robust as triplets
 
 from . import metrics
 from .records import Match
-from .storage.base import Song, instance_of
+from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, Song, instance_of
 from .storage.sharded import ShardedStore
 
 TOP_RESULTS = 3
@@ -59,6 +60,33 @@ class Searcher:
     def robust_instances(self) -> list[bool]:
         """Which instances hold the robust family (their meta records this robust digest)."""
         return [self._holds_robust(i) for i in range(len(self.store.stores))]
+
+    def third_instances(self) -> list[bool]:
+        """Which instances keep their pair rows' third points (the triplet lookup needs all of them)."""
+        return [
+            self.store.features(i).get(THIRD_POINT_FEATURE) == THIRD_POINT_VERSION
+            for i in range(len(self.store.stores))
+        ]
+
+    def search_triplets(self, hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray) -> Search:
+        """One lookup of the clip's triplet keys (:func:`dejavu.fingerprint_triplets`) on every instance,
+        scored against the bar as the pairs are. A triplet key is some 14 bits more specific than a
+        pair: it reads a small share of the rows, and chance alignments stay few (docs/SCALE.md)."""
+        lookup = self.store.triplet_lookup(hashes, thirds, offsets, self.match.candidates)
+        scored = self.score(lookup.histograms, int(hashes.size))
+        return Search(scored, lookup.unanswered, 1, hopeless=not scored)
+
+    def triplet_outcome(self, search: Search) -> str:
+        """What a triplet lookup settles: "answered" (its best song clears the bar by
+        ``match.triplet_margin``), "rejected" (below ``match.triplet_reject_margin``, if set, with every
+        instance answering: no answer is searched for further), or "passed_on" (to the pair lookup)."""
+        margin = search.scored[0][0] if search.scored else -math.inf
+        if margin >= self.match.triplet_margin:
+            return "answered"
+        reject = self.match.triplet_reject_margin
+        if reject is not None and margin < reject and not search.unanswered:
+            return "rejected"
+        return "passed_on"
 
     def _holds_robust(self, instance: int) -> bool:
         return self.store.features(instance).get(ROBUST_FEATURE) == self._robust_digest

@@ -50,7 +50,9 @@ def make_config(tmp_path, redis_port=servers.REDIS_PORT, instances=1, **sections
         "fingerprinting": {"token": "s3cret-token"},
         "redis": {"host": "127.0.0.1", "port": redis_port, "prefix": "tstest"},
         "rate_limit": {"redis_db_index": LIMIT_DB},
-        "instances": [
+        "instances": instances
+        if isinstance(instances, list)
+        else [
             {"database_type": "sqlite", "redis_db_index": CACHE_DBS[i], "database": {"database": f"fp{i}.sqlite"}}
             for i in range(instances)
         ],
@@ -307,3 +309,25 @@ def test_health_reports_redis_under_the_counts_copy(tmp_path):
     finally:
         private.stop()
         client.application.extensions["tunescout"].close()
+
+
+def test_triplet_lookups_are_cached_apart_from_pair_lookups(tmp_path, flushed, songs):
+    need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
+    name = servers.fresh_name()
+    instance = {
+        "database_type": "clickhouse",
+        "redis_db_index": CACHE_DBS[0],
+        "database": servers.clickhouse_database(name),
+    }
+    engine = Engine.from_config(make_config(tmp_path, instances=[instance]))
+    try:
+        song_id = engine.fingerprint(io.BytesIO(wav_bytes(songs[1])), "b").song_id
+        first = engine.recognize(clip(songs[1])).body()
+        second = engine.recognize(clip(songs[1])).body()
+        assert ids(first) == ids(second) == [song_id]
+        assert "fingerprint" not in first["timings"]  # answered by the triplet lookup, both times
+        assert cache_stats(engine) == [(1, 1)]
+        assert any(b":t:" in k for k in flushed[0].keys())
+    finally:
+        engine.close()
+        servers.drop_clickhouse(name)

@@ -3,6 +3,7 @@ instances that are down, slow, or come back."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import time
@@ -437,3 +438,51 @@ def test_features_are_known_per_instance_and_a_late_one_gets_its_answer_when_pre
     assert sharded.features(2) == {"robust_digest": "ab12"}
     with pytest.raises(IndexMismatchError, match="robust_digest"):  # passed on to every instance again
         sharded.ensure_schema("digest-1", {"robust_digest": "cd34"})
+
+
+def triplet_outcomes() -> dict[str, float]:
+    return {
+        o: REGISTRY.get_sample_value("tunescout_triplet_searches_total", {"outcome": o}) or 0.0
+        for o in ("answered", "rejected", "passed_on")
+    }
+
+
+def test_clickhouse_instances_answer_a_clear_clip_from_its_triplet_keys(tmp_path, databases, songs):
+    engine = Engine.from_config(
+        sharded_config(tmp_path, [databases("clickhouse"), databases("clickhouse")], [databases("clickhouse")])
+    )
+    assert engine.searcher.third_instances() == [True, True]
+    health = engine.health().body()
+    assert health["triplet_keys"] is True and [p["triplet_keys"] for p in health["instances"]] == [True, True]
+    stored = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs[:6])]
+    before = triplet_outcomes()
+    found = engine.recognize(clip(songs[4], 12.0))
+    assert found.results[0].song_id == stored[4].song_id
+    assert abs(found.results[0].offset_seconds - 12.0) < 0.05
+    assert "triplets" in found.timings and "fingerprint" not in found.timings  # no pair lookup
+    unknown = engine.recognize(clip(songs[7], 12.0))  # not stored: the pair lookup has its say
+    assert unknown.results == [] and "fingerprint" in unknown.timings
+    after = triplet_outcomes()
+    assert {o: after[o] - before[o] for o in after} == {"answered": 1, "rejected": 0, "passed_on": 1}
+    # asked to reject clips that the triplets leave far below their bar: no pair lookup for those
+    engine.searcher.match = dataclasses.replace(engine.match, triplet_reject_margin=-2.0)
+    rejected = engine.recognize(clip(songs[7], 12.0))
+    assert rejected.results == [] and "fingerprint" not in rejected.timings and "robust" not in rejected.timings
+    assert triplet_outcomes()["rejected"] - after["rejected"] == 1
+    engine.searcher.match = dataclasses.replace(engine.match, triplets=False)  # switched off: pairs only
+    again = engine.recognize(clip(songs[4], 12.0))
+    assert again.results[0].song_id == stored[4].song_id and "triplets" not in again.timings
+    engine.close()
+
+
+def test_an_instance_without_third_points_keeps_every_clip_on_the_pair_lookup(tmp_path, databases, songs):
+    engine = Engine.from_config(
+        sharded_config(tmp_path, [databases("clickhouse"), databases("mysql")], [databases("mysql")])
+    )
+    assert engine.searcher.third_instances() == [True, False]
+    health = engine.health().body()
+    assert health["triplet_keys"] is False and [p["triplet_keys"] for p in health["instances"]] == [True, False]
+    stored = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs[:4])]
+    found = engine.recognize(clip(songs[2], 8.0))
+    assert found.results[0].song_id == stored[2].song_id and "triplets" not in found.timings
+    engine.close()
