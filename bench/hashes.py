@@ -57,7 +57,13 @@ def triplet_keys(samples: np.ndarray, peaks_per_block: int, targets: int, phases
                 b, c = table[a, i], table[a, j]
                 f = freq.astype(np.int64)
                 t = frame.astype(np.int64)
-                keys.append(f[a] << 40 | (f[b] - f[a] + 128) << 32 | (f[c] - f[a] + 128) << 24 | (t[b] - t[a]) << 12 | (t[c] - t[a]))
+                keys.append(
+                    f[a] << 40
+                    | (f[b] - f[a] + 128) << 32
+                    | (f[c] - f[a] + 128) << 24
+                    | (t[b] - t[a]) << 12
+                    | (t[c] - t[a])
+                )
                 frames.append(t[a])
     if not keys:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -140,7 +146,10 @@ def main() -> None:
     groups: dict[str, list[dict]] = {}
     for row, m in zip(clips, measured):
         groups.setdefault("not in catalogue" if row["is_negative"] == "1" else row["degradation"], []).append(m)
-    print(f"{len(files)} songs, {args.length} s clips; per clip: keys sent, true rows (mean, p10), rows read, true per 1,000 rows")
+    print(
+        f"{len(files)} songs, {args.length} s clips; per clip: keys sent, true rows (mean, p10), rows read,"
+        " true per 1,000 rows"
+    )
     for condition, ms in sorted(groups.items()):
         report["conditions"][condition] = entry = {"clips": len(ms)}
         line = f"  {condition:18s}"
@@ -154,7 +163,8 @@ def main() -> None:
                 "true_per_1000_rows": round(1000 * float(found.sum()) / max(float(read.sum()), 1.0), 2),
             }
             e = entry[design]
-            line += f" | {design} {e['keys']:6.0f} {e['true_rows']:6.1f} {e['true_rows_p10']:5.0f} {e['rows_read']:7.0f} {e['true_per_1000_rows']:7.2f}"
+            line += f" | {design} {e['keys']:6.0f} {e['true_rows']:6.1f} {e['true_rows_p10']:5.0f}"
+            line += f" {e['rows_read']:7.0f} {e['true_per_1000_rows']:7.2f}"
         print(line)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"hashes_{args.queries.name.removeprefix('q_')}_{args.length}s.json"
