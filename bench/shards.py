@@ -165,7 +165,8 @@ def add_distractors_in_clickhouse(
     span_choices = SPAN_FRAMES[1] - SPAN_FRAMES[0] + 1
     n = len(names)
     per_instance = [count // n + (1 if i < count % n else 0) for i in range(n)]
-    for i, name in enumerate(names):
+
+    def fill(i: int, name: str) -> None:
         client = Client(
             "127.0.0.1",
             port=servers.CLICKHOUSE_PORT,
@@ -219,6 +220,9 @@ def add_distractors_in_clickhouse(
         )
         print()
         client.disconnect()
+
+    with cf.ThreadPoolExecutor(n) as pool:  # one insert stream per instance at once
+        list(pool.map(fill, range(n), names))
     return count * duration
 
 
@@ -273,8 +277,9 @@ VARIANTS = {
     },
     "triplets-12-4-1": {"fingerprint": {"query_triplet_peaks_per_block": 12, "query_triplet_targets": 4}},
     # no answer, without the pairs or the robust path, for a clip whose triplets leave it this far below their bar
-    "triplet-reject-3": {"triplet_reject_margin": -3.0},
-    "triplet-reject-1": {"triplet_reject_margin": -1.0},
+    "triplet-reject": {"triplet_reject": True},  # recognizing.reject_on_triplets
+    "triplet-reject-1": {"triplet_reject": True, "triplet_reject_margin": -1.0},
+    "triplet-reject-4": {"triplet_reject": True, "triplet_reject_margin": -4.0},
 }
 
 

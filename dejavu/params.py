@@ -168,9 +168,8 @@ class MatchParams:
     second_query_margin: float = -5.0  # ... when its best song ended at least this close to the bar
     triplets: bool = True  # on an index with third points, look the triplet keys up first: ...
     triplet_margin: float = 5.0  # ... a song this far over their bar is the answer, without the pairs; ...
-    triplet_reject_margin: float | None = None  # ... a best song further below it than this: no answer,
-    # without the pairs or the robust path (None: never; fast for unknown audio, but it loses the weak
-    # clips and the speed, tempo and pitch changes that only the pairs or the robust path find)
+    triplet_reject: bool = False  # ... and, if set, a best song further below it than ...
+    triplet_reject_margin: float = -3.0  # ... this is no answer, without the pairs or the robust path
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.
@@ -185,7 +184,7 @@ class MatchParams:
             raise ParameterError("row_budget >= 0, early_stop_margin >= 0, row_growth > 1, reject_z >= 0")
         if self.evidence_lead < 1:
             raise ParameterError("evidence_lead >= 1")
-        if self.triplet_reject_margin is not None and self.triplet_reject_margin >= self.triplet_margin:
+        if self.triplet_reject_margin >= self.triplet_margin:
             raise ParameterError("triplet_reject_margin < triplet_margin")
         return self
 

@@ -115,7 +115,8 @@ class Engine:
     def from_config(cls, config: Config) -> Engine:
         """Open every configured instance's stack and result shard (tunescout.storage.stack)."""
         store = open_catalogue(config, on_failure=metrics.instance_failed, on_counts_load=metrics.counts_copy_loaded)
-        return cls(config, store, ResultShards(open_result_stores(config)))
+        match = dataclasses.replace(dejavu.DEFAULT_MATCH, triplet_reject=config.recognizing.reject_on_triplets)
+        return cls(config, store, ResultShards(open_result_stores(config)), match=match)
 
     @property
     def match(self) -> MatchParams:

@@ -78,13 +78,14 @@ class Searcher:
 
     def triplet_outcome(self, search: Search) -> str:
         """What a triplet lookup settles: "answered" (its best song clears the bar by
-        ``match.triplet_margin``), "rejected" (below ``match.triplet_reject_margin``, if set, with every
-        instance answering: no answer is searched for further), or "passed_on" (to the pair lookup)."""
+        ``match.triplet_margin``), "rejected" (with ``match.triplet_reject``, below
+        ``match.triplet_reject_margin`` and every instance answering: no answer is searched for
+        further), or "passed_on" (to the pair lookup)."""
+        match = self.match
         margin = search.scored[0][0] if search.scored else -math.inf
-        if margin >= self.match.triplet_margin:
+        if margin >= match.triplet_margin:
             return "answered"
-        reject = self.match.triplet_reject_margin
-        if reject is not None and margin < reject and not search.unanswered:
+        if match.triplet_reject and margin < match.triplet_reject_margin and not search.unanswered:
             return "rejected"
         return "passed_on"
 

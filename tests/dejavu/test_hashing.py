@@ -220,7 +220,9 @@ def test_each_index_pair_carries_the_anchors_next_target_as_its_third_point(rng)
             third = 0
             if r + 1 < len(targets):
                 k = targets[r + 1]
-                third = int(third_codes(np.array([freq[i]]), np.array([frame[i]]), np.array([freq[k]]), np.array([frame[k]]))[0])
+                third = int(
+                    third_codes(np.array([freq[i]]), np.array([frame[i]]), np.array([freq[k]]), np.array([frame[k]]))[0]
+                )
             want[(h, int(frame[i]))] = third
     assert dict(zip(zip(hashes.tolist(), offsets.tolist()), thirds.tolist())) == want
     assert (thirds > 0).any() and (thirds == 0).any()
@@ -245,8 +247,6 @@ def test_a_clip_finds_its_songs_triplets(rng):
     start = 200  # frames into the song
     q_hashes, q_thirds, q_offsets = fingerprint_triplets(song[start * P.hop_length :][: 10 * P.sample_rate_hz], P)
     sent = set(zip(q_hashes.tolist(), q_thirds.tolist(), (q_offsets + start).tolist()))
-    held = [
-        k for k in zip(hashes.tolist(), thirds.tolist(), offsets.tolist()) if k[1] and start <= k[2] < start + 380
-    ]
+    held = [k for k in zip(hashes.tolist(), thirds.tolist(), offsets.tolist()) if k[1] and start <= k[2] < start + 380]
     assert len(held) > 50
     assert sum(k in sent for k in held) > 0.7 * len(held)

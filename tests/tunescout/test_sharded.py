@@ -465,7 +465,7 @@ def test_clickhouse_instances_answer_a_clear_clip_from_its_triplet_keys(tmp_path
     after = triplet_outcomes()
     assert {o: after[o] - before[o] for o in after} == {"answered": 1, "rejected": 0, "passed_on": 1}
     # asked to reject clips that the triplets leave far below their bar: no pair lookup for those
-    engine.searcher.match = dataclasses.replace(engine.match, triplet_reject_margin=-2.0)
+    engine.searcher.match = dataclasses.replace(engine.match, triplet_reject=True)
     rejected = engine.recognize(clip(songs[7], 12.0))
     assert rejected.results == [] and "fingerprint" not in rejected.timings and "robust" not in rejected.timings
     assert triplet_outcomes()["rejected"] - after["rejected"] == 1
@@ -477,12 +477,17 @@ def test_clickhouse_instances_answer_a_clear_clip_from_its_triplet_keys(tmp_path
 
 def test_an_instance_without_third_points_keeps_every_clip_on_the_pair_lookup(tmp_path, databases, songs):
     engine = Engine.from_config(
-        sharded_config(tmp_path, [databases("clickhouse"), databases("mysql")], [databases("mysql")])
+        sharded_config(
+            tmp_path, [databases("clickhouse"), databases("mysql")], [databases("mysql")], reject_on_triplets=True
+        )
     )
+    assert engine.match.triplet_reject  # asked for, but idle: not every instance keeps third points
     assert engine.searcher.third_instances() == [True, False]
     health = engine.health().body()
     assert health["triplet_keys"] is False and [p["triplet_keys"] for p in health["instances"]] == [True, False]
     stored = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs[:4])]
     found = engine.recognize(clip(songs[2], 8.0))
     assert found.results[0].song_id == stored[2].song_id and "triplets" not in found.timings
+    unknown = engine.recognize(clip(songs[7], 8.0))
+    assert unknown.results == [] and "fingerprint" in unknown.timings
     engine.close()
