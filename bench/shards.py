@@ -339,7 +339,7 @@ def run_queries(
             "queries": len(f["latency"]),
             "robust_path_ms": percentiles(f["robust_ms"]),
             "robust_path_share": len(f["robust_ms"]) / max(len(f["latency"]), 1),
-            "triplet_answer_share": float(np.mean(f["by_triplets"] or [0])),
+            "triplet_settled_share": float(np.mean(f["by_triplets"] or [0])),  # answered or rejected
         }
         for variant, f in figures.items()
     }
@@ -539,7 +539,7 @@ def main() -> None:
                     f"  {name:<11} catalogue p50/p95/p99 {cat['p50']:7.1f} {cat['p95']:7.1f} {cat['p99']:7.1f} ms | "
                     f"unknown {unknown['p50']:7.1f} {unknown['p95']:7.1f} {unknown['p99']:7.1f} ms | "
                     f"top-1 {100 * f['accuracy']:5.1f} % FP {100 * f['false_positive_rate']:.1f} % | "
-                    f"triplets answered {100 * f['triplet_answer_share']:.0f} %, "
+                    f"settled by triplets {100 * f['triplet_settled_share']:.0f} %, "
                     f"robust path on {100 * f['robust_path_share']:.0f} % of clips, "
                     f"{f['robust_path_ms'].get('p50', 0):.1f} ms p50",
                     flush=True,

@@ -79,7 +79,8 @@ class RecognizingConfig:
         "On an index whose instances all keep third points (ClickHouse): a clip whose triplet keys leave "
         "every song well under the bar gets no answer at once, without the pair lookup or the robust path. "
         "Unknown audio then costs one small lookup (50,000 songs: 85 ms against 2 s), but weak clips and "
-        "speed, tempo or pitch changes that only those paths find are lost (white noise at 0 dB: 5 %).",
+        "speed, tempo or pitch changes that only those paths find are lost (white noise at 0 dB: 5 %). "
+        "Client-made fingerprints are refused then (422): they carry no third points.",
     )
 
 

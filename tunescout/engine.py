@@ -138,9 +138,16 @@ class Engine:
 
         Raises:
             BadRequestError: not that format, or made with other fingerprint parameters.
+            UnprocessableError: the index rejects clips on their triplet keys, which such a fingerprint
+                lacks (recognizing.reject_on_triplets): the song would never be found.
             DuplicateSongError: the same audio is already stored.
             StorageError: no instance can take it.
         """
+        if self.match.triplets and self.match.triplet_reject and all(self.searcher.third_instances()):
+            raise UnprocessableError(
+                "This index answers clips from their triplet keys (recognizing.reject_on_triplets), which a "
+                "client-made fingerprint does not carry: send the audio file instead"
+            )
         try:
             packed = dejavu.unpack_fingerprint(data)
         except dejavu.FormatError as exc:

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+import dejavu
 from tests import servers
 from tests.conftest import music_like, need, wav_bytes
 from tunescout.app import create_app
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine
-from tunescout.errors import DuplicateSongError, IndexMismatchError, StorageError
+from tunescout.errors import DuplicateSongError, IndexMismatchError, StorageError, UnprocessableError
 from tunescout.storage.base import IdSlot, NewSong, instance_of
 from tunescout.storage.sharded import ShardedStore
 from tunescout.storage.sqlite import SQLiteStore
@@ -469,6 +470,12 @@ def test_clickhouse_instances_answer_a_clear_clip_from_its_triplet_keys(tmp_path
     rejected = engine.recognize(clip(songs[7], 12.0))
     assert rejected.results == [] and "fingerprint" not in rejected.timings and "robust" not in rejected.timings
     assert triplet_outcomes()["rejected"] - after["rejected"] == 1
+    # a client-made fingerprint has no third points: refused, since its song could never be found
+    packed = dejavu.pack_fingerprint(
+        np.array([5], np.uint32), np.array([1], np.int32), engine.params.digest(), "d" * 40, 40.0
+    )
+    with pytest.raises(UnprocessableError, match="send the audio file"):
+        engine.fingerprint_packed(packed, "client made")
     engine.searcher.match = dataclasses.replace(engine.match, triplets=False)  # switched off: pairs only
     again = engine.recognize(clip(songs[4], 12.0))
     assert again.results[0].song_id == stored[4].song_id and "triplets" not in again.timings
