@@ -318,7 +318,7 @@ def run_queries(
                 f["kinds"][kind].append(f["latency"][-1])
                 if "robust" in found.timings:
                     f["robust_ms"].append(found.timings["robust"])
-                f["by_triplets"].append("triplets" in found.timings and "fingerprint" not in found.timings)
+                f["by_triplets"].append("triplets" in found.timings and "query" not in found.timings)
                 match = found.results[0].song_name if found.results else None
                 if row["is_negative"] == "1":
                     f["fp"].append(match is not None)

@@ -166,7 +166,8 @@ class MatchParams:
     evidence_lead: float = 2.0  # a true song's share of its aligned hashes over the share of rows read
     second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer, ...
     second_query_margin: float = -5.0  # ... when its best song ended at least this close to the bar
-    triplets: bool = True  # on an index with third points, look the triplet keys up first: ...
+    triplets: bool = True  # on an index with third points, look the triplet keys up first ...
+    triplet_rows_from: int = 200_000  # ... for a clip whose pair hashes hold this many index rows: ...
     triplet_margin: float = 5.0  # ... a song this far over their bar is the answer, without the pairs; ...
     triplet_reject: bool = False  # ... and, if set, a best song further below it than ...
     triplet_reject_margin: float = -3.0  # ... this is no answer, without the pairs or the robust path
@@ -184,8 +185,8 @@ class MatchParams:
             raise ParameterError("row_budget >= 0, early_stop_margin >= 0, row_growth > 1, reject_z >= 0")
         if self.evidence_lead < 1:
             raise ParameterError("evidence_lead >= 1")
-        if self.triplet_reject_margin >= self.triplet_margin:
-            raise ParameterError("triplet_reject_margin < triplet_margin")
+        if self.triplet_reject_margin >= self.triplet_margin or self.triplet_rows_from < 0:
+            raise ParameterError("triplet_reject_margin < triplet_margin, triplet_rows_from >= 0")
         return self
 
 

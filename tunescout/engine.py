@@ -220,8 +220,11 @@ class Engine:
         clock = clock or _Stopwatch()
         views: dict = {}  # the clip's spectrograms and peaks, shared by its queries and the robust path
         query_frames = decoded.samples.shape[0] // self.params.hop_length
-        if self.match.triplets and all(self.searcher.third_instances()):
-            # Every instance keeps third points: the triplet keys first (docs/ALGORITHM.md, step 6).
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, views=views)
+        clock.lap("fingerprint")
+        counted = self.searcher.hash_counts(hashes)
+        if self._triplets_first(counted):
+            # The pairs would read many rows: the triplet keys first (docs/ALGORITHM.md, step 6).
             keys = dejavu.fingerprint_triplets(decoded.samples, self.params, views)
             first = self.searcher.search_triplets(*keys)
             clock.lap("triplets")
@@ -232,9 +235,7 @@ class Engine:
                 return Recognition(results, clock.laps, max(first.unanswered, unnamed))
             if outcome == "rejected":
                 return Recognition([], clock.laps, first.unanswered)
-        hashes, offsets = dejavu.fingerprint_query(decoded.samples, self.params, views=views)
-        clock.lap("fingerprint")
-        search = self.searcher.search(hashes, offsets)
+        search = self.searcher.search(hashes, offsets, counted)
         clock.lap("query")
         results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
         clock.lap("align")
@@ -253,6 +254,15 @@ class Engine:
             clock.lap("robust")
             unanswered = max(unanswered, robust_unanswered)
         return Recognition(results, clock.laps, unanswered)
+
+    def _triplets_first(self, counted: tuple[np.ndarray, np.ndarray] | None) -> bool:
+        """Whether a clip's triplet keys are looked up before its pairs: every instance keeps third
+        points, and the clip's pair hashes hold at least ``match.triplet_rows_from`` rows (in a small
+        catalogue the pairs' first step costs less than the triplet lookup)."""
+        match = self.match
+        if not (match.triplets and all(self.searcher.third_instances())):
+            return False
+        return counted is None or int(counted[1].sum()) >= match.triplet_rows_from
 
     def fetch(self, token: str) -> dict:
         """The stored JSON body of a token's result.

@@ -92,7 +92,18 @@ class Searcher:
     def _holds_robust(self, instance: int) -> bool:
         return self.store.features(instance).get(ROBUST_FEATURE) == self._robust_digest
 
-    def search(self, hashes: np.ndarray, offsets: np.ndarray) -> Search:
+    def hash_counts(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The clip's distinct hash values and their index rows over all instances, as the stepwise
+        search reads them (None: one lookup of every hash, no counts asked)."""
+        if not (self.match.row_budget and hashes.size):
+            return None
+        values = dejavu.distinct(hashes)
+        counts = self.store.hash_counts(values)
+        return None if counts is None else (values, counts)
+
+    def search(
+        self, hashes: np.ndarray, offsets: np.ndarray, counted: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> Search:
         """Look the clip's hashes up on every instance, rarest first, and score the candidate songs.
 
         When the hashes hold more than ``match.row_budget`` index rows, the lookup goes in steps
@@ -102,13 +113,11 @@ class Searcher:
         answer, and a best song out of reach of the bar (:func:`dejavu.out_of_reach`) means there
         is none. Every hash is looked up at once if no instance answers the counts; only a
         backend that counts exactly, ClickHouse, rules hashes out. The bar always counts every
-        hash the clip made.
+        hash the clip made. ``counted``: :meth:`hash_counts` of these hashes, if already asked.
         """
         n_query, top_k, match = int(hashes.size), self.match.candidates, self.match
-        counts = None
-        if match.row_budget and n_query:
-            values = dejavu.distinct(hashes)
-            counts = self.store.hash_counts(values)
+        counted = counted or self.hash_counts(hashes)
+        values, counts = counted if counted is not None else (None, None)
         if counts is None:
             lookup = self.store.lookup(hashes, offsets, top_k)
             metrics.search_finished(1)

@@ -456,19 +456,22 @@ def test_clickhouse_instances_answer_a_clear_clip_from_its_triplet_keys(tmp_path
     health = engine.health().body()
     assert health["triplet_keys"] is True and [p["triplet_keys"] for p in health["instances"]] == [True, True]
     stored = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs[:6])]
+    small = engine.recognize(clip(songs[4], 12.0))  # six songs: the pairs' rows are few, they go first
+    assert small.results[0].song_id == stored[4].song_id and "triplets" not in small.timings
+    engine.searcher.match = dataclasses.replace(engine.match, triplet_rows_from=0)  # as in a large catalogue
     before = triplet_outcomes()
     found = engine.recognize(clip(songs[4], 12.0))
     assert found.results[0].song_id == stored[4].song_id
     assert abs(found.results[0].offset_seconds - 12.0) < 0.05
-    assert "triplets" in found.timings and "fingerprint" not in found.timings  # no pair lookup
+    assert "triplets" in found.timings and "query" not in found.timings  # no pair lookup
     unknown = engine.recognize(clip(songs[7], 12.0))  # not stored: the pair lookup has its say
-    assert unknown.results == [] and "fingerprint" in unknown.timings
+    assert unknown.results == [] and "query" in unknown.timings
     after = triplet_outcomes()
     assert {o: after[o] - before[o] for o in after} == {"answered": 1, "rejected": 0, "passed_on": 1}
     # asked to reject clips that the triplets leave far below their bar: no pair lookup for those
     engine.searcher.match = dataclasses.replace(engine.match, triplet_reject=True)
     rejected = engine.recognize(clip(songs[7], 12.0))
-    assert rejected.results == [] and "fingerprint" not in rejected.timings and "robust" not in rejected.timings
+    assert rejected.results == [] and "query" not in rejected.timings and "robust" not in rejected.timings
     assert triplet_outcomes()["rejected"] - after["rejected"] == 1
     # a client-made fingerprint has no third points: refused, since its song could never be found
     packed = dejavu.pack_fingerprint(
@@ -495,6 +498,7 @@ def test_an_instance_without_third_points_keeps_every_clip_on_the_pair_lookup(tm
     stored = [engine.fingerprint(io.BytesIO(wav_bytes(s)), f"song {i}.wav") for i, s in enumerate(songs[:4])]
     found = engine.recognize(clip(songs[2], 8.0))
     assert found.results[0].song_id == stored[2].song_id and "triplets" not in found.timings
+    engine.searcher.match = dataclasses.replace(engine.match, triplet_rows_from=0)
     unknown = engine.recognize(clip(songs[7], 8.0))
-    assert unknown.results == [] and "fingerprint" in unknown.timings
+    assert unknown.results == [] and "query" in unknown.timings and "triplets" not in unknown.timings
     engine.close()
