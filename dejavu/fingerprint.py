@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hashing import distinct, generate_hashes, jitter_hashes, pool_phases, triplet_keys
-from .params import HASH_BITS, FingerprintParams
+from .hashing import (
+    distinct,
+    generate_hashes,
+    jitter_hashes,
+    pack_triplet_keys,
+    pool_phases,
+    triplet_keys,
+    unpack_triplet_keys,
+)
+from .params import FingerprintParams
 from .peaks import find_peaks, peak_candidates, ration_peaks
 from .spectrogram import spectrogram
 
@@ -50,14 +58,9 @@ def fingerprint_triplets(
     for phase in range(params.query_triplet_phases):
         spec, candidates = phase_view(samples, params, phase, kept)
         freq, frame = ration_peaks(candidates, params, params.query_triplet_peaks_per_block)
-        h, t, o = triplet_keys(freq, frame, _levels(spec, freq, frame, params), params, params.query_triplet_targets)
-        keys.append((o.astype(np.int64) << 40) | (h.astype(np.int64) << 16) | t.astype(np.int64))
-    key = distinct(np.concatenate(keys))
-    return (
-        ((key >> 16) & ((1 << HASH_BITS) - 1)).astype(np.uint32),
-        (key & 0xFFFF).astype(np.uint16),
-        (key >> 40).astype(np.int32),
-    )
+        found = triplet_keys(freq, frame, _levels(spec, freq, frame, params), params, params.query_triplet_targets)
+        keys.append(pack_triplet_keys(*found))
+    return unpack_triplet_keys(distinct(np.concatenate(keys)))
 
 
 def fingerprint_query(

@@ -154,11 +154,20 @@ def triplet_keys(
         close = np.abs(step) < params.query_level_margin_db
         hashes = np.concatenate([hashes, hashes[close] ^ np.uint32(_LEVEL_MASK)])
         offsets, codes = np.concatenate([offsets, offsets[close]]), np.concatenate([codes, codes[close]])
-    key = distinct((offsets << 40) | (hashes.astype(np.int64) << 16) | codes.astype(np.int64))
+    return unpack_triplet_keys(distinct(pack_triplet_keys(hashes, codes, offsets)))
+
+
+def pack_triplet_keys(hashes: np.ndarray, thirds: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(pair hash, third point, anchor frame) as one int64, ordered by frame, hash, third point."""
+    return (offsets.astype(np.int64) << 40) | (hashes.astype(np.int64) << 16) | thirds.astype(np.int64)
+
+
+def unpack_triplet_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_triplet_keys`: hashes (uint32), thirds (uint16), offsets (int32)."""
     return (
-        ((key >> 16) & _HASH_MASK).astype(np.uint32),
-        (key & 0xFFFF).astype(np.uint16),
-        (key >> 40).astype(np.int32),
+        ((keys >> 16) & _HASH_MASK).astype(np.uint32),
+        (keys & 0xFFFF).astype(np.uint16),
+        (keys >> 40).astype(np.int32),
     )
 
 

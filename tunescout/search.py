@@ -17,6 +17,7 @@ from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, Song, instan
 from .storage.sharded import ShardedStore
 
 TOP_RESULTS = 3
+NOT_COUNTED = object()  # Searcher.search's default: the clip's hash counts are not asked yet
 ROBUST_FEATURE = "robust_digest"  # the instance meta key that says it holds the robust family
 # A song's pair rows over all its rows when both families are stored (174 songs: 0.556, p1-p99
 # 0.54-0.57): fingerprinted_confidence counts the pair hashes it expects over the clip's span.
@@ -102,7 +103,10 @@ class Searcher:
         return None if counts is None else (values, counts)
 
     def search(
-        self, hashes: np.ndarray, offsets: np.ndarray, counted: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        hashes: np.ndarray,
+        offsets: np.ndarray,
+        counted: tuple[np.ndarray, np.ndarray] | None | object = NOT_COUNTED,
     ) -> Search:
         """Look the clip's hashes up on every instance, rarest first, and score the candidate songs.
 
@@ -113,10 +117,12 @@ class Searcher:
         answer, and a best song out of reach of the bar (:func:`dejavu.out_of_reach`) means there
         is none. Every hash is looked up at once if no instance answers the counts; only a
         backend that counts exactly, ClickHouse, rules hashes out. The bar always counts every
-        hash the clip made. ``counted``: :meth:`hash_counts` of these hashes, if already asked.
+        hash the clip made. ``counted``: :meth:`hash_counts` of these hashes, if already asked (None
+        included: asked, and no instance answered).
         """
         n_query, top_k, match = int(hashes.size), self.match.candidates, self.match
-        counted = counted or self.hash_counts(hashes)
+        if counted is NOT_COUNTED:
+            counted = self.hash_counts(hashes)
         values, counts = counted if counted is not None else (None, None)
         if counts is None:
             lookup = self.store.lookup(hashes, offsets, top_k)

@@ -68,32 +68,30 @@ _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, 
 # not on the joined rows (77 -> 56 ms p50 at 1,000 songs).
 _DELTA_BITS = 33
 _GROUP = f"bitShiftLeft({_SONG_ID}, {_DELTA_BITS}) + toUInt64({_OFFSET} - toInt64(q_offset) + {1 << 32})"
-_ALIGN = f"""
+
+
+def _aligned(joined: str, key: str) -> str:
+    """The top songs' offset histograms of ``joined`` rows (each index row with its query offset),
+    counting the distinct ``key`` values of each (song, delta) group."""
+    return f"""
 SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
     SELECT bitShiftRight(k, {_DELTA_BITS}) AS song_id,
         toInt64(bitAnd(k, {(1 << _DELTA_BITS) - 1})) - {1 << 32} AS delta, cnt FROM (
-        SELECT {_GROUP} AS k, uniqExact(hash) AS cnt
-        FROM fingerprints ALL INNER JOIN q USING (hash)
-        PREWHERE hash IN (SELECT hash FROM q)
-        GROUP BY k))
+        SELECT {_GROUP} AS k, uniqExact({key}) AS cnt FROM {joined} GROUP BY k))
 GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
 """
+
+
+_ALIGN = _aligned("fingerprints ALL INNER JOIN q USING (hash) PREWHERE hash IN (SELECT hash FROM q)", "hash")
 # A clip's triplet keys: the rows whose (hash, third) the clip sends, grouped as in _ALIGN. The
 # (hash, third) prefix of the sort order lets each key read only its own granules (100,000 songs,
 # ~1,900 keys, one instance: 0.8-1.3 M rows read in 68-111 ms, against 1.5-4.5 M in 121-290 ms
 # reading every granule of the keys' hashes); each key is joined as one UInt64, hash << 16 | third.
-_TRIPLET_KEY = "bitShiftLeft(toUInt64(hash), 16) + third"
-_ALIGN_TRIPLETS = f"""
-SELECT song_id, groupArray(delta), groupArray(cnt), max(cnt) AS peak FROM (
-    SELECT bitShiftRight(k, {_DELTA_BITS}) AS song_id,
-        toInt64(bitAnd(k, {(1 << _DELTA_BITS) - 1})) - {1 << 32} AS delta, cnt FROM (
-        SELECT {_GROUP} AS k, uniqExact(key) AS cnt
-        FROM (SELECT {_TRIPLET_KEY} AS key, song_hi, song_lo, offset_hi, offset_lo FROM fingerprints
-            PREWHERE (hash, third) IN (SELECT hash, third FROM q) WHERE key IN (SELECT key FROM q))
-        ALL INNER JOIN q USING (key)
-        GROUP BY k))
-GROUP BY song_id HAVING song_id IN (SELECT song_id FROM songs) ORDER BY peak DESC, song_id LIMIT %(top_k)s
-"""
+_ALIGN_TRIPLETS = _aligned(
+    "(SELECT bitShiftLeft(toUInt64(hash), 16) + third AS key, song_hi, song_lo, offset_hi, offset_lo"
+    " FROM fingerprints PREWHERE (hash, third) IN (SELECT hash, third FROM q)) ALL INNER JOIN q USING (key)",
+    "key",
+)
 # Rows per hash value, counted in fingerprints itself: reading the hash column of the granules
 # the lookup reads anyway cost no more than the separate counts table of the previous layout
 # (5.5 vs 5.8 ms on one part), which took 2 kB per minute of audio. Rows of a song being deleted
