@@ -180,27 +180,12 @@ def test_the_cli_refuses_what_it_cannot_decode(tmp_path, config_file):
     assert result.exit_code == 1 and "Error:" in result.output
 
 
-def test_ctrl_c_ends_the_cli_with_what_is_known(broadcast, config_file):
-    _, path = broadcast
-    command = [sys.executable, "-m", "tunescout", "scan", "--config", str(config_file), str(path)]
-    scan_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        first = json.loads(scan_process.stdout.readline())
-        scan_process.send_signal(signal_module.SIGINT)
-        rest, _ = scan_process.communicate(timeout=30)
-    finally:
-        scan_process.kill()
-    assert first["song_name"] == "drascula-track1" and scan_process.returncode == 0
-    summary = json.loads(rest.splitlines()[-1])
-    assert summary["type"] == "summary" and summary["interrupted"] is True
-    assert summary["duration_seconds"] < 270
-
-
 class _SlowStream(http.server.BaseHTTPRequestHandler):
     """Serves the files of its folder as a live source does: no length, a piece at a time."""
 
     folder: Path
     requests: list[str]
+    trickle_from: float | None = None  # the share served at once; the rest a little at a time
 
     def do_GET(self):
         self.requests.append(self.path)
@@ -212,19 +197,32 @@ class _SlowStream(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/vnd.apple.mpegurl" if path.suffix == ".m3u8" else "audio/mpeg")
         self.end_headers()
         data = path.read_bytes()
-        for at in range(0, len(data), 32_768):
-            self.wfile.write(data[at : at + 32_768])
-            self.wfile.flush()
-            time.sleep(0.01)
+        fast = len(data) if self.trickle_from is None else round(len(data) * self.trickle_from)
+        pieces = [(at, min(at + 32_768, fast), 0.01) for at in range(0, fast, 32_768)]
+        # slower than it plays: a scan cannot reach the end of what trickles
+        pieces += [(at, at + 4_096, 0.5) for at in range(fast, len(data), 4_096)]
+        try:
+            for begin, end, pause in pieces:
+                self.wfile.write(data[begin:end])
+                self.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the scan stopped listening
 
     def log_message(self, *args):
         pass
 
 
+def _serve(folder: Path, trickle_from: float | None = None):
+    handler = type("Handler", (_SlowStream,), {"folder": folder, "requests": [], "trickle_from": trickle_from})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+
+
 @pytest.fixture(scope="module")
-def live_source(broadcast, tmp_path_factory):
-    """The broadcast as an MP3 stream and as an HLS playlist of 10 s MPEG-TS segments, served on
-    127.0.0.1 a piece at a time."""
+def live_folder(broadcast, tmp_path_factory) -> Path:
+    """The broadcast as an MP3 stream and as an HLS playlist of 10 s MPEG-TS segments."""
     need(shutil.which("ffmpeg") is not None, "ffmpeg (the live source's encodings)")
     _, path = broadcast
     folder = tmp_path_factory.mktemp("live")
@@ -232,10 +230,23 @@ def live_source(broadcast, tmp_path_factory):
     subprocess.run([*encode, str(folder / "live.mp3")], check=True)
     hls = ["-f", "hls", "-hls_time", "10", "-hls_list_size", "0"]
     subprocess.run([*encode, *hls, str(folder / "live.m3u8")], check=True)
-    handler = type("Handler", (_SlowStream,), {"folder": folder, "requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+    return folder
+
+
+@pytest.fixture(scope="module")
+def live_source(live_folder):
+    """The live source served on 127.0.0.1 a piece at a time: its address and the paths asked for."""
+    server, url, requests = _serve(live_folder)
+    yield url, requests
+    server.shutdown()
+
+
+@pytest.fixture
+def trickling_source(live_folder):
+    """The MP3 stream, of which each request gets the first half at once and the rest slower than it
+    plays, so that no scan reaches its end while a test runs."""
+    server, url, _ = _serve(live_folder, trickle_from=0.5)
+    yield f"{url}/live.mp3"
     server.shutdown()
 
 
@@ -264,3 +275,18 @@ def test_the_cli_follows_a_live_stream_and_reports_each_song_while_it_plays(broa
 def test_the_cli_refuses_a_missing_file_before_opening_the_index(tmp_path):
     result = CliRunner().invoke(main, ["scan", "--config", str(tmp_path / "none.json"), str(tmp_path / "absent.mp3")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_ctrl_c_ends_the_cli_with_what_is_known(config_file, trickling_source):
+    command = [sys.executable, "-m", "tunescout", "scan", "--config", str(config_file), trickling_source]
+    scan_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(scan_process.stdout.readline())
+        scan_process.send_signal(signal_module.SIGINT)
+        rest, _ = scan_process.communicate(timeout=30)
+    finally:
+        scan_process.kill()
+    assert first["song_name"] == "drascula-track1" and scan_process.returncode == 0
+    summary = json.loads(rest.splitlines()[-1])
+    assert summary["type"] == "summary" and summary["interrupted"] is True
+    assert summary["duration_seconds"] < 200
