@@ -1,5 +1,5 @@
 """fingerprint_reference / fingerprint_query: samples -> (hashes, offsets); fingerprint_triplets: a query's
-triplet keys."""
+triplet keys; query_peaks: a query's peaks (peak verification)."""
 
 from __future__ import annotations
 
@@ -121,6 +121,15 @@ def fingerprint_query(
         if per_block > floor:
             per_block = max(floor, min(per_block - 1, int(per_block * share)))
         pairs = pool_phases([_phase_pairs(view, params, per_block, fanout) for view in views])
+
+
+def query_peaks(
+    samples: np.ndarray, params: FingerprintParams, views: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's peaks at query density (``query_peaks_per_block``), from its first sample: ``(bins,
+    frames)`` as :func:`dejavu.peaks.find_peaks` gives them; the spectrogram from ``views`` when there."""
+    _, candidates = phase_view(samples, params, 0, views)
+    return ration_peaks(candidates, params, params.query_peaks_per_block)
 
 
 def phase_view(samples: np.ndarray, params: FingerprintParams, phase: int, kept: dict | None = None) -> tuple:

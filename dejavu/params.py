@@ -150,6 +150,9 @@ class MatchParams:
     ``-second_query_margin`` of the bar, is searched again with the richer second query
     (:func:`dejavu.fingerprint_query` with ``second=True``): rooms and crowds leave clips there, and
     the clips of catalogue songs it found on the real-world set all ended within 4.6 of the bar.
+
+    A clip that no search answered has its best candidates re-scored by their single peaks
+    (``peak_verification``; :mod:`dejavu.verify`, whose ``VerifyParams`` hold how).
     """
 
     tolerance_frames: int = 1
@@ -171,6 +174,7 @@ class MatchParams:
     triplet_margin: float = 5.0  # ... a song this far over their bar is the answer, without the pairs; ...
     triplet_reject: bool = False  # ... and, if set, a best song further below it than ...
     triplet_reject_margin: float = -3.0  # ... this is no answer, without the pairs or the robust path
+    peak_verification: bool = True  # a clip nothing answered: its best candidates re-scored by their peaks
 
     def validate(self) -> MatchParams:
         """Check ranges; return self.

@@ -106,7 +106,7 @@ class Engine:
         self.searcher = Searcher(store, params, match, robust)
         # A new instance records the robust family's digest, and (ClickHouse) that its pair rows carry
         # third points; one made by an earlier release that holds songs does not, and keeps what it
-        # has (its peaks are not stored: only its audio could add the rest).
+        # has (only the songs' audio could add the rest).
         store.ensure_schema(
             params.digest(), {ROBUST_FEATURE: robust.digest(), THIRD_POINT_FEATURE: THIRD_POINT_VERSION}
         )
@@ -253,6 +253,11 @@ class Engine:
             results, robust_unanswered = self.searcher.search_robust(decoded.samples, views)
             clock.lap("robust")
             unanswered = max(unanswered, robust_unanswered)
+        if not results and self.match.peak_verification:
+            # Nothing answered: the best candidates re-scored by their peaks (docs/ALGORITHM.md).
+            results, verify_unanswered = self.searcher.search_peaks(decoded.samples, search.scored, views)
+            clock.lap("verify")
+            unanswered = max(unanswered, verify_unanswered)
         return Recognition(results, clock.laps, unanswered)
 
     def _triplets_first(self, counted: tuple[np.ndarray, np.ndarray] | None) -> bool:

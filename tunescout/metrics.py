@@ -55,6 +55,11 @@ ROBUST_SEARCHES = Counter(
     "Searches of the robust path (speed, tempo, pitch) by row reads made (1: the rarest rows settled it)",
     ["lookups"],
 )
+PEAK_VERIFICATIONS = Counter(
+    "tunescout_peak_verifications_total",
+    "Clips that no search answered, whose best candidates were re-scored by their peaks, by outcome",
+    ["outcome"],
+)
 COUNTS_COPY_LOADS = Counter(
     "tunescout_counts_copy_loads_total",
     "Loads of an instance's common hash counts into a worker's memory (after a change)",
@@ -97,6 +102,11 @@ def triplet_search(outcome: str) -> None:
 
 def robust_finished(lookups: int) -> None:
     ROBUST_SEARCHES.labels(str(lookups)).inc()
+
+
+def peak_verification(outcome: str) -> None:
+    """outcome: answered, or none (no candidate cleared the bar, or none had peaks)."""
+    PEAK_VERIFICATIONS.labels(outcome).inc()
 
 
 def recognised(body: dict) -> None:

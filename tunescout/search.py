@@ -10,6 +10,9 @@ import numpy as np
 import dejavu
 from dejavu import Alignment, FingerprintParams, Histogram, MatchParams, RobustAlignment, RobustParams
 from dejavu import robust as triplets
+from dejavu import verify as verification
+from dejavu.fingerprint import query_peaks
+from dejavu.verify import DEFAULT_VERIFY, Verified, VerifyParams
 
 from . import metrics
 from .records import Match
@@ -43,11 +46,13 @@ class Searcher:
         params: FingerprintParams,
         match: MatchParams,
         robust: RobustParams = dejavu.DEFAULT_ROBUST,
+        verify: VerifyParams = DEFAULT_VERIFY,
     ):
         self.store = store
         self.params = params
         self.match = match
         self.robust = robust
+        self.verify = verify
 
     @property
     def robust(self) -> RobustParams:
@@ -226,6 +231,46 @@ class Searcher:
         songs, unnamed = self.store.get_songs([fits[0].song_id])
         found = [self._robust_match(fits[0], margin, songs[s], trip) for s in songs]
         return found, max(answer.unanswered, unnamed)
+
+    def search_peaks(
+        self, samples: np.ndarray, scored: list[tuple[float, Alignment]], views: dict | None = None
+    ) -> tuple[list[Match], int]:
+        """Peak verification (:mod:`dejavu.verify`): the best ``verify.candidates`` songs of a search
+        that answered nothing, re-scored by the clip's peaks against theirs; the best if it clears the
+        bar. Songs stored without peaks (by an earlier release) are left out. Also how many instances
+        did not answer."""
+        top = [a for _, a in scored[: self.verify.candidates]]
+        if not top:
+            return [], 0
+        packed, unanswered = self.store.song_peaks([a.song_id for a in top])
+        candidates = [
+            (a.song_id, a.offset_frames, verification.unpack_peaks(packed[a.song_id]))
+            for a in top
+            if a.song_id in packed
+        ]
+        clip = query_peaks(samples, self.params, views)
+        best = verification.verdict(verification.verify(clip, candidates, self.verify), self.verify)
+        metrics.peak_verification("none" if best is None else "answered")
+        if best is None:
+            return [], unanswered
+        songs, unnamed = self.store.get_songs([best.song_id])
+        found = [self._verified_match(best, songs[s], int(clip[0].size)) for s in songs]
+        return found, max(unanswered, unnamed)
+
+    def _verified_match(self, best: Verified, song: Song, clip_peaks: int) -> Match:
+        return Match(
+            song_id=song.song_id,
+            song_name=song.song_name,
+            input_total_hashes=clip_peaks,
+            fingerprinted_hashes_in_db=song.total_hashes,
+            hashes_matched_in_input=best.hits,
+            input_confidence=round(best.hits / max(clip_peaks, 1), 4),
+            fingerprinted_confidence=round(min(best.hits / max(best.song_peaks, 1), 1.0), 4),
+            offset=best.offset_frames,
+            offset_seconds=round(best.offset_frames * self.params.frame_seconds, 3),
+            blob_sha1=song.blob_sha1,
+            confidence=round(dejavu.margin_to_confidence(best.z - self.verify.min_z, self.match), 4),
+        )
 
     def _robust_match(self, fit: RobustAlignment, margin: float, song: Song, trip: triplets.Triplets) -> Match:
         frame_s = self.params.frame_seconds

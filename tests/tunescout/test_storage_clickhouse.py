@@ -86,7 +86,7 @@ def test_an_index_of_the_previous_layout_is_rewritten_on_open(name, rng):
     rows = make_old_index(name, rng)
     store = open_store(name)
     tables = {t for (t,) in store._run("SHOW TABLES")}
-    assert tables == {"meta", "songs", "fingerprints"}
+    assert tables == {"meta", "songs", "fingerprints", "peaks"}
     assert store.stats()["songs"] == 2
     assert int(store._run("SELECT count() FROM fingerprints")[0][0]) == len(rows)
     assert store.hash_counts(np.array([77])).tolist() == [3]

@@ -7,6 +7,7 @@ import collections
 import numpy as np
 import pytest
 
+from dejavu.verify import pair_peaks, unpack_peaks
 from tests import servers
 from tests.conftest import need
 from tunescout.config import DatabaseConfig
@@ -192,6 +193,18 @@ def test_list_delete_and_stats(store, rng):
     # A new song never takes a deleted song's hashes.
     new_id = store.add_song(make_song(rng))
     assert new_id not in ids
+
+
+def test_each_song_keeps_its_peaks_until_it_is_deleted(store, rng):
+    songs = [make_song(rng) for _ in range(3)]
+    ids = [store.add_song(s) for s in songs]
+    peaks = store.song_peaks([ids[0], ids[2], 10**9])
+    assert sorted(peaks) == [ids[0], ids[2]] and store.song_peaks([]) == {}
+    for i in (0, 2):
+        for got, want in zip(unpack_peaks(peaks[ids[i]]), pair_peaks(songs[i].hashes, songs[i].offsets)):
+            np.testing.assert_array_equal(got, want)
+    assert store.delete_song(ids[0])
+    assert store.song_peaks([ids[0], ids[1]]).keys() == {ids[1]}
 
 
 def test_empty_query_and_empty_index(store):

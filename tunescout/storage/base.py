@@ -11,6 +11,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from dejavu import Histogram
+from dejavu.verify import pack_peaks, pair_peaks
 
 from ..errors import IndexMismatchError
 
@@ -31,6 +32,10 @@ class NewSong:
     hashes: np.ndarray  # uint32 [n]
     offsets: np.ndarray  # int32 [n], frames
     thirds: np.ndarray | None = None  # uint16 [n], each pair row's third point (0: none, and robust rows)
+
+    def packed_peaks(self) -> bytes:
+        """The peaks of its pair rows, as kept beside them for peak verification (dejavu.verify)."""
+        return pack_peaks(*pair_peaks(self.hashes, self.offsets))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +146,10 @@ class FingerprintStore(Protocol):
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         """Songs by id (missing ids are left out)."""
 
+    def song_peaks(self, song_ids: list[int]) -> dict[int, bytes]:
+        """The packed peaks (NewSong.packed_peaks) of those songs that are stored here with them (a
+        song stored by an earlier release has none)."""
+
     def count_songs(self) -> int:
         """Number of fully stored songs (a new song goes to the instance with the fewest)."""
 
@@ -209,6 +218,9 @@ class StoreLayer:
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         return self.store.get_songs(song_ids)
+
+    def song_peaks(self, song_ids: list[int]) -> dict[int, bytes]:
+        return self.store.song_peaks(song_ids)
 
     def count_songs(self) -> int:
         return self.store.count_songs()

@@ -54,6 +54,8 @@ _SCHEMA = (
     " total_hashes UInt32, duration_seconds Float64, created DateTime DEFAULT now())"
     " ENGINE = MergeTree ORDER BY song_id SETTINGS index_granularity = 256",
     _FINGERPRINTS.format(table="fingerprints"),
+    "CREATE TABLE IF NOT EXISTS peaks (song_id UInt64, data String) ENGINE = MergeTree ORDER BY song_id"
+    " SETTINGS index_granularity = 256",
 )
 _SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 # The query's pairs travel as an external table. `hash IN (SELECT ...)` lets the primary key
@@ -322,6 +324,7 @@ class ClickHouseStore(_ClickHouseBase):
                 columns.append(thirds.astype(np.int64).tolist())
                 names += ", third"
             self._run(f"INSERT INTO fingerprints ({names}) VALUES", columns, columnar=True)
+            self._run("INSERT INTO peaks (song_id, data) VALUES", [(i, s.packed_peaks()) for i, s in zip(ids, songs)])
             self._run(
                 "INSERT INTO songs (song_id, song_name, blob_sha1, total_hashes, duration_seconds) VALUES",
                 [(i, s.song_name, s.blob_sha1, int(s.hashes.size), s.duration_seconds) for i, s in zip(ids, songs)],
@@ -403,6 +406,17 @@ class ClickHouseStore(_ClickHouseBase):
         )
         return {song.song_id: song for song in map(_song, rows)}
 
+    def song_peaks(self, song_ids: list[int]) -> dict[int, bytes]:
+        if not song_ids:
+            return {}
+        rows = self._run(
+            "SELECT song_id, any(data) FROM peaks WHERE song_id IN %(ids)s"
+            " AND song_id IN (SELECT song_id FROM songs) GROUP BY song_id",  # a deleted song's go in the background
+            {"ids": tuple(int(i) for i in song_ids)},
+            settings={"strings_as_bytes": True},
+        )
+        return {int(song_id): data for song_id, data in rows}
+
     def count_songs(self) -> int:
         return int(self._run("SELECT count() FROM songs")[0][0])
 
@@ -420,6 +434,7 @@ class ClickHouseStore(_ClickHouseBase):
                 return False
             self._mutate("songs", song_id)
             self._bump()
+            self._run("ALTER TABLE peaks DELETE WHERE song_id = %(id)s", {"id": int(song_id)})
             self._run(
                 "ALTER TABLE fingerprints DELETE WHERE song_hi = %(hi)s AND song_lo = %(lo)s",
                 {"hi": int(song_id) // _SPLIT, "lo": int(song_id) % _SPLIT},

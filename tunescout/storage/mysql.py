@@ -29,6 +29,8 @@ _SCHEMA = (
     " hash INT UNSIGNED NOT NULL, song_id BIGINT UNSIGNED NOT NULL, `offset` INT NOT NULL,"
     " PRIMARY KEY (hash, song_id, `offset`)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS hash_counts (hash INT UNSIGNED NOT NULL PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS peaks (song_id BIGINT UNSIGNED NOT NULL PRIMARY KEY, data MEDIUMBLOB NOT NULL)"
+    " ENGINE=InnoDB",
 )
 # Writers to one database take this named lock (GET_LOCK) for their transaction.
 _WRITER_LOCK = "CONCAT('tunescout:', LEFT(SHA1(DATABASE()), 32))"
@@ -141,7 +143,7 @@ class MySQLStore(_MySQL, SQLStore):
         conn = self.connect(reads=False)
         try:
             cur = conn.cursor()
-            cur.execute("OPTIMIZE TABLE songs, fingerprints, hash_counts")
+            cur.execute("OPTIMIZE TABLE songs, fingerprints, hash_counts, peaks")
             cur.fetchall()
         except MySQLdb.Error as exc:
             raise self.failed("Compact failed", exc) from exc

@@ -26,6 +26,7 @@ _SCHEMA = (
     " song_id BIGINT NOT NULL, hash INTEGER NOT NULL, offset_frames INTEGER NOT NULL,"
     " PRIMARY KEY (hash, song_id, offset_frames))",
     "CREATE TABLE IF NOT EXISTS hash_counts (hash INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS peaks (song_id BIGINT PRIMARY KEY, data BYTEA NOT NULL)",
 )
 # Writers to one database take this transaction-scoped advisory lock (the key is arbitrary).
 _WRITER_LOCK = "SELECT pg_advisory_xact_lock(7438020116)"
@@ -129,7 +130,7 @@ class PostgresStore(_Postgres, SQLStore):
         On a connection of its own, without the statement timeout."""
         try:
             with self.connect(reads=False) as conn:
-                conn.execute("VACUUM (ANALYZE) meta, songs, fingerprints, hash_counts")
+                conn.execute("VACUUM (ANALYZE) meta, songs, fingerprints, hash_counts, peaks")
                 conn.execute("REINDEX TABLE CONCURRENTLY fingerprints")
                 conn.execute("REINDEX TABLE CONCURRENTLY hash_counts")
         except psycopg.Error as exc:

@@ -155,13 +155,12 @@ class ShardedStore:
         """Songs by id, each read from the instance its id names, in parallel, even one in back-off
         (the id names no other place to ask); and how many of those instances did not answer in
         time (their songs are left out)."""
-        by_instance: dict[int, list[int]] = {}
-        for song_id in song_ids:
-            by_instance.setdefault(instance_of(song_id, len(self.stores)), []).append(song_id)
-        calls = {i: lambda s, ids=ids: s.get_songs(ids) for i, ids in by_instance.items()}
-        answers = self._fan_out_each(calls, backed_off_too=True)
-        songs = {song_id: song for answer in answers if answer for song_id, song in answer.items()}
-        return songs, sum(answers[i] is None for i in by_instance)
+        return self._by_id(song_ids, lambda s, ids: s.get_songs(ids), backed_off_too=True)
+
+    def song_peaks(self, song_ids: list[int]) -> tuple[dict[int, bytes], int]:
+        """The packed peaks of those songs that have them, each read from the instance its id names,
+        in parallel; and how many of those instances did not answer in time."""
+        return self._by_id(song_ids, lambda s, ids: s.song_peaks(ids))
 
     def list_songs(self, after_id: int, limit: int) -> tuple[list[Song], int]:
         """Up to limit songs with ids above after_id, by id, across instances; and how many
@@ -235,6 +234,17 @@ class ShardedStore:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for store in self.stores:
             store.close()
+
+    def _by_id(self, song_ids: list[int], call: Callable, backed_off_too: bool = False) -> tuple[dict, int]:
+        """call(store, ids) on the instance each id names, in parallel, the {id: value} answers
+        merged; and how many of those instances did not answer in time."""
+        by_instance: dict[int, list[int]] = {}
+        for song_id in song_ids:
+            by_instance.setdefault(instance_of(song_id, len(self.stores)), []).append(song_id)
+        calls = {i: lambda s, ids=ids: call(s, ids) for i, ids in by_instance.items()}
+        answers = self._fan_out_each(calls, backed_off_too)
+        merged = {song_id: value for answer in answers if answer for song_id, value in answer.items()}
+        return merged, sum(answers[i] is None for i in by_instance)
 
     def _fan_out(self, call: Callable[[FingerprintStore], object]) -> list:
         """call(store) on every usable instance in parallel; None where it failed."""

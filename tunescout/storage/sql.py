@@ -8,8 +8,10 @@ The tables (names of the dialect's own, so that an index made by an earlier rele
     fingerprints  (hash, song_id, offset), primary key in that order: a lookup reads only the rows
                   of the clip's hashes, and the key covers it
     hash_counts   hash -> rows, for the values with EXACT_COUNTS_FROM rows or more
+    peaks         song_id -> the peaks of its pair rows, packed (dejavu.verify.pack_peaks): what
+                  peak verification reads for a few candidate songs
 
-A song's row, its hashes, its counts and the generation change in one transaction: a song is
+A song's row, its hashes, its peaks, its counts and the generation change in one transaction: a song is
 visible to recognition only complete, and a crash leaves nothing behind. Writers to one database
 are serialised (the dialect's ``begin`` takes a lock), so ids, counts and the generation never race.
 
@@ -268,6 +270,9 @@ class SQLStore(SQLBase):
                     song_id = self.insert_song(cur, song)
                     hashes, offsets = distinct_pairs(song.hashes, song.offsets)
                     self.insert_fingerprints(cur, song_id, hashes, offsets)
+                    cur.execute(
+                        f"INSERT INTO peaks (song_id, data) VALUES ({self.p}, {self.p})", (song_id, song.packed_peaks())
+                    )
                     values, rows = np.unique(hashes, return_counts=True)
                     self._update_counts(cur, values, rows, removed=False)
                     ids.append(song_id)
@@ -330,6 +335,13 @@ class SQLStore(SQLBase):
         rows = self.query(f"SELECT {SONG_COLUMNS} FROM songs WHERE song_id IN ({marks})", tuple(song_ids))
         return {song.song_id: song for song in map(self.song_of_row, rows)}
 
+    def song_peaks(self, song_ids: list[int]) -> dict[int, bytes]:
+        if not song_ids:
+            return {}
+        marks = ",".join([self.p] * len(song_ids))
+        rows = self.query(f"SELECT song_id, data FROM peaks WHERE song_id IN ({marks})", tuple(song_ids))
+        return {int(song_id): bytes(data) for song_id, data in rows}
+
     def count_songs(self) -> int:
         return int(self.query("SELECT COUNT(*) FROM songs")[0][0])
 
@@ -350,6 +362,7 @@ class SQLStore(SQLBase):
             )
             counts = np.array(cur.fetchall(), np.int64).reshape(-1, 2)
             cur.execute(f"DELETE FROM fingerprints WHERE song_id = {p}", (song_id,))
+            cur.execute(f"DELETE FROM peaks WHERE song_id = {p}", (song_id,))
             self._update_counts(cur, counts[:, 0], counts[:, 1], removed=True)
             cur.execute(self.bump_generation)
         return found

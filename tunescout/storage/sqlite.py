@@ -23,6 +23,7 @@ _SCHEMA = (
     " hash INTEGER NOT NULL, song_id INTEGER NOT NULL, offset_frames INTEGER NOT NULL,"
     " PRIMARY KEY (hash, song_id, offset_frames)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS hash_counts (hash INTEGER PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS peaks (song_id INTEGER PRIMARY KEY, data BLOB NOT NULL)",
 )
 # A set of hash values travels as one JSON array (json_each), which costs half of filling a
 # temporary table; CROSS JOIN keeps it the outer loop, so each value is one probe of the key.

@@ -1,0 +1,191 @@
+"""Peak verification: the best candidates of a search re-scored by the clip's single peaks.
+
+A pair hash needs both of its peaks to survive. A room, a crowd or a phone in a bar leaves a clip
+20-40 % of its song's peaks, and so only 1-9 % of its pairs: the true song aligns too few pairs to
+clear the bar, though it is often among the best candidates. Its peaks then tell. Laid over the
+song's own peaks (every peak of its pair rows, kept per song) at the candidate's offset, many of the
+clip's peaks fall within a bin and a few frames of one (a room delays them); at any other offset of
+the same song, a steady share falls there by chance. How far the best offset near the candidate's
+stands above that chance, in standard deviations of the song's own other offsets (``z``), is the
+verdict: the best candidate passes when its ``z`` clears ``min_z`` and the runner-up's by ``lead``
+(docs/ALGORITHM.md, "Peak verification").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+
+import numpy as np
+
+from .errors import ParameterError
+from .hashing import unpack_hashes
+from .params import HASH_BITS
+
+_HEAD = struct.Struct("<BI")  # format version, number of peaks
+_VERSION = 1
+_MAX_BIN = 1023  # peaks' bins are below 2**FREQ_BITS plus the widest df, well under this
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyParams:
+    """How candidates are re-scored by their peaks, and the bar they must clear (query side only:
+    changing any of them needs no re-index)."""
+
+    candidates: int = 10  # best songs of the pair search re-scored (<= the songs each search returns)
+    offset_radius: int = 4  # frames tried either side of each candidate's offset
+    bin_tolerance: int = 1  # a clip peak hits a song peak within this many bins ...
+    early_frames: int = 1  # ... and from this many frames before it ...
+    late_frames: int = 3  # ... to this many after (a room delays peaks)
+    chance_offsets: int = 200  # offsets of the song at which its chance hits are counted, ...
+    chance_span: int = 3000  # ... within this many frames of the best one (70 s) ...
+    chance_gap: int = 40  # ... and none within this many
+    min_chance_offsets: int = 20  # a song too short for this many is not verified
+    min_z: float = 8.0  # the bar: deviations over chance at the best offset ...
+    lead: float = 0.0  # ... and over the runner-up's
+
+    def validate(self) -> VerifyParams:
+        """Check ranges; return self.
+
+        Raises
+        ------
+        ParameterError
+        """
+        if self.candidates < 1 or self.offset_radius < 0 or self.bin_tolerance < 0:
+            raise ParameterError("candidates >= 1, offset_radius >= 0, bin_tolerance >= 0")
+        if self.early_frames < 0 or self.late_frames < 0 or self.chance_gap < 0:
+            raise ParameterError("early_frames, late_frames and chance_gap must be >= 0")
+        if not 1 <= self.min_chance_offsets <= self.chance_offsets or self.lead < 0:
+            raise ParameterError("1 <= min_chance_offsets <= chance_offsets, lead >= 0")
+        if self.chance_span <= self.chance_gap:
+            raise ParameterError("chance_span must exceed chance_gap")
+        return self
+
+
+DEFAULT_VERIFY = VerifyParams().validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """One candidate re-scored: its best offset near the pair search's and how far above chance."""
+
+    song_id: int
+    offset_frames: int  # song frame at which the clip starts
+    hits: int  # clip peaks on the song's peaks there
+    song_peaks: int  # the song's peaks over the clip's span there
+    chance: float  # mean hits at the song's other offsets
+    z: float  # (hits - chance) / their standard deviation (at least 1)
+
+
+def pair_peaks(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct peaks of a song's pair rows, anchors and targets: ``(bins, frames)`` sorted by
+    frame, then bin (int32). Rows of other families (hashes from ``2**HASH_BITS``) are left out."""
+    pairs = np.asarray(hashes) < (1 << HASH_BITS)
+    anchor, df, dt = unpack_hashes(np.asarray(hashes)[pairs])
+    frames = np.asarray(offsets)[pairs].astype(np.int64)
+    bins = np.concatenate([anchor, anchor + df]).astype(np.int64)
+    frames = np.concatenate([frames, frames + dt])
+    keys = np.unique((frames * 1024 + bins)[(bins >= 0) & (bins < 1024)])  # (none outside, but from a client)
+    return (keys % 1024).astype(np.int32), (keys // 1024).astype(np.int32)
+
+
+def pack_peaks(bins: np.ndarray, frames: np.ndarray) -> bytes:
+    """A song's peaks as stored (docs/FORMAT.md, "Peaks"): sorted by frame, each frame as the step
+    from the previous one, zlib-compressed."""
+    order = np.lexsort((bins, frames))
+    bins, frames = np.asarray(bins, np.int64)[order], np.asarray(frames, np.int64)[order]
+    steps = np.diff(frames, prepend=0)
+    body = bins.astype("<u2").tobytes() + steps.astype("<u4").tobytes()
+    return _HEAD.pack(_VERSION, bins.size) + zlib.compress(body, 6)
+
+
+def unpack_peaks(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_peaks`: ``(bins, frames)``, int32.
+
+    Raises
+    ------
+    ParameterError
+        Not peaks of this format.
+    """
+    try:
+        version, n = _HEAD.unpack_from(data)
+        body = zlib.decompress(data[_HEAD.size :])
+    except (struct.error, zlib.error) as exc:
+        raise ParameterError("Not packed peaks") from exc
+    if version != _VERSION or len(body) != 6 * n:
+        raise ParameterError("Not packed peaks of this version")
+    bins = np.frombuffer(body, "<u2", n).astype(np.int32)
+    frames = np.cumsum(np.frombuffer(body, "<u4", n, offset=2 * n).astype(np.int64)).astype(np.int32)
+    return bins, frames
+
+
+def verify(
+    clip: tuple[np.ndarray, np.ndarray],
+    candidates: list[tuple[int, int, tuple[np.ndarray, np.ndarray]]],
+    params: VerifyParams = DEFAULT_VERIFY,
+) -> list[Verified]:
+    """Each candidate ``(song_id, offset_frames, song peaks)`` re-scored by the clip's peaks
+    ``(bins, frames)``, best ``z`` first; a song too short to measure its chance is left out."""
+    bins, frames = (np.asarray(a, np.int64) for a in clip)
+    if bins.size == 0:
+        return []
+    clip_frames = int(frames.max()) + 1
+    verified = []
+    for song_id, offset, (song_bins, song_frames) in candidates:
+        song_bins, song_frames = np.asarray(song_bins, np.int64), np.asarray(song_frames, np.int64)
+        # the cells the clip can meet at the offsets tried: the song's peaks around the offset, widened
+        reach = params.offset_radius + params.chance_span + params.late_frames
+        first = offset - reach
+        grid = _hit_grid(song_bins, song_frames, first, 2 * reach + clip_frames + 1, params)
+        near = np.arange(offset - params.offset_radius, offset + params.offset_radius + 1)
+        hits = _hits(grid, first, bins, frames, near)
+        start = int(near[np.argmax(hits)])
+        others = _chance_offsets(start, clip_frames, int(song_frames.max(initial=0)) + 1, params)
+        if others.size < params.min_chance_offsets:
+            continue
+        chance = _hits(grid, first, bins, frames, others)
+        z = (hits.max() - chance.mean()) / max(float(chance.std()), 1.0)
+        inside = int(np.count_nonzero((song_frames >= start) & (song_frames < start + clip_frames)))
+        verified.append(Verified(song_id, start, int(hits.max()), inside, float(chance.mean()), float(z)))
+    return sorted(verified, key=lambda v: -v.z)
+
+
+def verdict(verified: list[Verified], params: VerifyParams = DEFAULT_VERIFY) -> Verified | None:
+    """The best candidate if it clears the bar (``min_z``, and the runner-up's ``z`` by ``lead``)."""
+    if not verified:
+        return None
+    best, runner_up = verified[0], verified[1].z if len(verified) > 1 else -np.inf
+    return best if best.z >= params.min_z and best.z - runner_up >= params.lead else None
+
+
+def _hit_grid(bins: np.ndarray, frames: np.ndarray, first: int, width: int, params: VerifyParams) -> np.ndarray:
+    """grid[bin, frame - first]: whether a clip peak there hits one of the song's peaks (within
+    ``bin_tolerance`` bins, ``early_frames`` before to ``late_frames`` after), over ``width`` frames."""
+    grid = np.zeros((_MAX_BIN + params.bin_tolerance + 1, width), bool)
+    inside = (frames >= first - params.late_frames) & (frames < first + width + params.early_frames)
+    bins, frames = bins[inside], frames[inside] - first
+    for df in range(-params.bin_tolerance, params.bin_tolerance + 1):
+        for dt in range(-params.early_frames, params.late_frames + 1):
+            at = frames + dt
+            ok = (at >= 0) & (at < width) & (bins + df >= 0)
+            grid[bins[ok] + df, at[ok]] = True
+    return grid
+
+
+def _hits(grid: np.ndarray, first: int, bins: np.ndarray, frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """How many clip peaks hit the song's at each offset (the song frame of the clip's start)."""
+    at = frames[:, None] + offsets[None, :] - first
+    inside = (at >= 0) & (at < grid.shape[1]) & (bins[:, None] < grid.shape[0])
+    return (grid[np.minimum(bins, grid.shape[0] - 1)[:, None], np.clip(at, 0, grid.shape[1] - 1)] & inside).sum(axis=0)
+
+
+def _chance_offsets(best: int, clip_frames: int, song_frames: int, params: VerifyParams) -> np.ndarray:
+    """Up to ``chance_offsets`` offsets within ``chance_span`` of the best one but not within
+    ``chance_gap``, where the clip overlaps the song at least half."""
+    first = max(-clip_frames // 2, best - params.chance_span)
+    last = min(song_frames - clip_frames // 2, best + params.chance_span)
+    if last <= first:
+        return np.zeros(0, np.int64)
+    offsets = np.unique(np.linspace(first, last, params.chance_offsets).round().astype(np.int64))
+    return offsets[np.abs(offsets - best) > params.chance_gap]
