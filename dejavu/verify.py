@@ -25,7 +25,7 @@ from .params import HASH_BITS
 
 _HEAD = struct.Struct("<BI")  # format version, number of peaks
 _VERSION = 1
-_MAX_BIN = 1023  # peaks' bins are below 2**FREQ_BITS plus the widest df, well under this
+_BIN_SPAN = 1024  # a peak's key in pair_peaks: frame * _BIN_SPAN + bin (bins are under 2**FREQ_BITS + 128)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +86,13 @@ def pair_peaks(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
     frames = np.asarray(offsets)[pairs].astype(np.int64)
     bins = np.concatenate([anchor, anchor + df]).astype(np.int64)
     frames = np.concatenate([frames, frames + dt])
-    keys = np.unique((frames * 1024 + bins)[(bins >= 0) & (bins < 1024)])  # (none outside, but from a client)
-    return (keys % 1024).astype(np.int32), (keys // 1024).astype(np.int32)
+    keys = np.unique((frames * _BIN_SPAN + bins)[(bins >= 0) & (bins < _BIN_SPAN)])  # (none outside, but from a client)
+    return (keys % _BIN_SPAN).astype(np.int32), (keys // _BIN_SPAN).astype(np.int32)
 
 
 def pack_peaks(bins: np.ndarray, frames: np.ndarray) -> bytes:
-    """A song's peaks as stored (docs/FORMAT.md, "Peaks"): sorted by frame, each frame as the step
-    from the previous one, zlib-compressed."""
+    """A song's peaks as stored: a version byte and the count (uint32), then zlib of the bins (uint16)
+    and of each frame as the step from the previous one (uint32), sorted by frame, then bin."""
     order = np.lexsort((bins, frames))
     bins, frames = np.asarray(bins, np.int64)[order], np.asarray(frames, np.int64)[order]
     steps = np.diff(frames, prepend=0)
@@ -131,11 +131,11 @@ def verify(
     if bins.size == 0:
         return []
     clip_frames = int(frames.max()) + 1
+    # the cells the clip can meet at the offsets tried: the song's peaks around the offset, widened
+    reach = params.offset_radius + params.chance_span + params.late_frames
     verified = []
     for song_id, offset, (song_bins, song_frames) in candidates:
         song_bins, song_frames = np.asarray(song_bins, np.int64), np.asarray(song_frames, np.int64)
-        # the cells the clip can meet at the offsets tried: the song's peaks around the offset, widened
-        reach = params.offset_radius + params.chance_span + params.late_frames
         first = offset - reach
         grid = _hit_grid(song_bins, song_frames, first, 2 * reach + clip_frames + 1, params)
         near = np.arange(offset - params.offset_radius, offset + params.offset_radius + 1)
@@ -162,7 +162,7 @@ def verdict(verified: list[Verified], params: VerifyParams = DEFAULT_VERIFY) -> 
 def _hit_grid(bins: np.ndarray, frames: np.ndarray, first: int, width: int, params: VerifyParams) -> np.ndarray:
     """grid[bin, frame - first]: whether a clip peak there hits one of the song's peaks (within
     ``bin_tolerance`` bins, ``early_frames`` before to ``late_frames`` after), over ``width`` frames."""
-    grid = np.zeros((_MAX_BIN + params.bin_tolerance + 1, width), bool)
+    grid = np.zeros((int(bins.max(initial=0)) + params.bin_tolerance + 1, width), bool)
     inside = (frames >= first - params.late_frames) & (frames < first + width + params.early_frames)
     bins, frames = bins[inside], frames[inside] - first
     for df in range(-params.bin_tolerance, params.bin_tolerance + 1):

@@ -410,8 +410,8 @@ class ClickHouseStore(_ClickHouseBase):
         if not song_ids:
             return {}
         rows = self._run(
-            "SELECT song_id, any(data) FROM peaks WHERE song_id IN %(ids)s"
-            " AND song_id IN (SELECT song_id FROM songs) GROUP BY song_id",  # a deleted song's go in the background
+            "SELECT song_id, data FROM peaks WHERE song_id IN %(ids)s"
+            " AND song_id IN (SELECT song_id FROM songs)",  # a deleted song's peaks go in the background
             {"ids": tuple(int(i) for i in song_ids)},
             settings={"strings_as_bytes": True},
         )
