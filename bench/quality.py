@@ -102,10 +102,14 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
             scored = engine.searcher.search(hashes, offsets).scored  # as Engine.match_samples
         t2 = time.perf_counter()
         top_margin, top = scored[0] if scored else (-1e9, None)
-        robust = None
-        if top_margin < 0:  # as Engine.match_samples: the robust path when the pair path finds no song
+        later, path = None, "pair" if top_margin >= 0 else "none"
+        if top_margin < 0:  # as Engine.match_samples: the robust path when the pair path finds no song, ...
             found, _ = engine.searcher.search_robust(decoded.samples, views)
-            robust = found[0] if found else None
+            path = "robust" if found else path
+            if not found and engine.match.peak_verification:  # ... then its candidates verified by their peaks
+                found, _ = engine.searcher.search_peaks(decoded.samples, scored, views)
+                path = "verify" if found else path
+            later = found[0] if found else None
         t3 = time.perf_counter()
         if http:
             import requests
@@ -115,16 +119,16 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         out.append(
             {
                 **row,
-                "top": robust.song_name if robust else name,
+                "top": later.song_name if later else name,
                 "margin": top_margin,
-                "path": "robust" if robust else "pair" if top_margin >= 0 else "none",
-                "offset_s": robust.offset_seconds
-                if robust
+                "path": path,
+                "offset_s": later.offset_seconds
+                if later
                 else top.offset_frames * engine.params.frame_seconds
                 if top
                 else None,
-                "time_scale": robust.time_scale if robust else 1.0,
-                "frequency_scale": robust.frequency_scale if robust else 1.0,
+                "time_scale": later.time_scale if later else 1.0,
+                "frequency_scale": later.frequency_scale if later else 1.0,
                 "server_ms": (t3 - t1) * 1000,
                 "pair_ms": (t2 - t1) * 1000,
                 "robust_ms": (t3 - t2) * 1000 if top_margin < 0 else None,
@@ -284,7 +288,7 @@ def _song_offset(row) -> float:
 
 def _answered(row, bar_shift) -> bool:
     """Whether the clip got an answer; the bar shift moves the pair path's bar only."""
-    return row["margin"] >= bar_shift or (row.get("path") == "robust" and bar_shift <= 0)
+    return row["margin"] >= bar_shift or (row.get("path") in ("robust", "verify") and bar_shift <= 0)
 
 
 def _correct(row, bar_shift) -> bool:
