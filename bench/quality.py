@@ -86,6 +86,8 @@ def fingerprint_speed(files: list[str], params, robust=None) -> float:
 
 
 def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
+    """Each clip through ``Engine.match_samples`` (the answer, its path and the server-side time), and
+    the pair path's best margin apart (untimed), for the accuracy curve over the pair bar."""
     rows = list(csv.DictReader((queries / "ground_truth.csv").open()))
     out = []
     for row in rows:
@@ -93,49 +95,42 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
         t0 = time.perf_counter()
         decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, engine.config.recognizing.max_duration)
         t1 = time.perf_counter()
-        views: dict = {}  # as Engine.match_samples: one spectrogram per phase for every query of the clip
-        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, views=views)
-        search = engine.searcher.search(hashes, offsets)
-        scored = search.scored
-        if (not scored or scored[0][0] < 0) and engine.searcher.worth_a_second_query(search):
-            hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True, views=views)
-            scored = engine.searcher.search(hashes, offsets).scored  # as Engine.match_samples
+        found = engine.match_samples(decoded)
         t2 = time.perf_counter()
-        top_margin, top = scored[0] if scored else (-1e9, None)
-        later, path = None, "pair" if top_margin >= 0 else "none"
-        if top_margin < 0:  # as Engine.match_samples: the robust path when the pair path finds no song, ...
-            found, _ = engine.searcher.search_robust(decoded.samples, views)
-            path = "robust" if found else path
-            if not found and engine.match.peak_verification:  # ... then its candidates verified by their peaks
-                found, _ = engine.searcher.search_peaks(decoded.samples, scored, views)
-                path = "verify" if found else path
-            later = found[0] if found else None
-        t3 = time.perf_counter()
         if http:
             import requests
 
             requests.post(f"{http}/api/recognize", files={"file": ("q.wav", data)}, timeout=30)
-        name = engine.store.get_songs([top.song_id])[0][top.song_id].song_name if top else None
+        laps, best = found.timings, found.results[0] if found.results else None
+        path = "none" if best is None else "verify" if "verify" in laps else "robust" if "robust" in laps else "pair"
         out.append(
             {
                 **row,
-                "top": later.song_name if later else name,
-                "margin": top_margin,
+                "top": best.song_name if best else None,
+                "margin": pair_margin(engine, decoded),
                 "path": path,
-                "offset_s": later.offset_seconds
-                if later
-                else top.offset_frames * engine.params.frame_seconds
-                if top
-                else None,
-                "time_scale": later.time_scale if later else 1.0,
-                "frequency_scale": later.frequency_scale if later else 1.0,
-                "server_ms": (t3 - t1) * 1000,
-                "pair_ms": (t2 - t1) * 1000,
-                "robust_ms": (t3 - t2) * 1000 if top_margin < 0 else None,
+                "offset_s": best.offset_seconds if best else None,
+                "time_scale": best.time_scale if best else 1.0,
+                "frequency_scale": best.frequency_scale if best else 1.0,
+                "server_ms": (t2 - t1) * 1000,
+                "robust_ms": laps.get("robust"),
+                "tempo_ms": laps.get("tempo"),
                 "decode_ms": (t1 - t0) * 1000,
             }
         )
     return out
+
+
+def pair_margin(engine: Engine, decoded) -> float:
+    """The pair path's best no-match margin (its second query's when it would ask one), -1e9 for none."""
+    views: dict = {}
+    hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, views=views)
+    search = engine.searcher.search(hashes, offsets)
+    scored = search.scored
+    if (not scored or scored[0][0] < 0) and engine.searcher.worth_a_second_query(search):
+        hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True, views=views)
+        scored = engine.searcher.search(hashes, offsets).scored
+    return scored[0][0] if scored else -1e9
 
 
 REPEAT_CORRELATION = 0.8  # the song's audio at both offsets is this alike: a repeat of the passage
@@ -209,6 +204,7 @@ def summarise(results: list[dict]) -> dict:
     server = np.array([r["server_ms"] for r in results])
     ten = np.array([r["server_ms"] for r in results if r["length_s"] == "10"] or [np.nan])
     robust_ms = np.array([r["robust_ms"] for r in results if r.get("robust_ms") is not None] or [np.nan])
+    tempo_ms = np.array([r["tempo_ms"] for r in results if r.get("tempo_ms") is not None] or [np.nan])
     return {
         "accuracy": table,
         "false_positive_rate": float(fp),
@@ -218,6 +214,12 @@ def summarise(results: list[dict]) -> dict:
             "runs": int(np.isfinite(robust_ms).sum()),
             "p50": float(np.nanmedian(robust_ms)),
             "p95": float(np.nanpercentile(robust_ms, 95)),
+        },
+        "tempo_fit_ms": {  # every pair answer; the peaks are read and fitted only for those that drift
+            "runs": int(np.isfinite(tempo_ms).sum()),
+            "p50": float(np.nanmedian(tempo_ms)),
+            "p95": float(np.nanpercentile(tempo_ms, 95)),
+            "p99": float(np.nanpercentile(tempo_ms, 99)),
         },
         "threshold_curve": curve,
         "offset_within_50ms": float(np.mean(errors <= OFFSET_TOLERANCE_S)) if right else None,
@@ -269,6 +271,7 @@ def _scale_errors(right: list[dict]) -> dict:
         out[deg] = {
             "answers": len(cell),
             "robust": sum(r["path"] == "robust" for r in cell),
+            "tempo_fitted": sum(r["path"] == "pair" and r["time_scale"] != 1.0 for r in cell),
             "time_scale_error_pct_p50": float(np.median(err_t)),
             "time_scale_error_pct_p90": float(np.percentile(err_t, 90)),
             "frequency_scale_error_pct_p50": float(np.median(err_f)),
@@ -282,8 +285,8 @@ def _speed(row) -> float:
 
 
 def _song_offset(row) -> float:
-    """The answer's offset in the song's own time (the pair path's of a speed+-2 clip: scaled back)."""
-    return row["offset_s"] if row.get("path") == "robust" else row["offset_s"] / _speed(row)
+    """The answer's offset in the song's own time (an unscaled answer to a speed+-2 clip: scaled back)."""
+    return row["offset_s"] if row["time_scale"] != 1.0 else row["offset_s"] / _speed(row)
 
 
 def _answered(row, bar_shift) -> bool:
@@ -330,12 +333,14 @@ def print_report(summary: dict, ingest_stats: dict, speed: float, kb_per_min: fl
         print(
             f"{deg:10} scale error |estimate/truth - 1| p50/p90: time {e['time_scale_error_pct_p50']:.2f}/"
             f"{e['time_scale_error_pct_p90']:.2f} %, frequency {e['frequency_scale_error_pct_p50']:.2f}/"
-            f"{e['frequency_scale_error_pct_p90']:.2f} % ({e['robust']} of {e['answers']} right answers robust)"
+            f"{e['frequency_scale_error_pct_p90']:.2f} % ({e['robust']} of {e['answers']} right answers robust,"
+            f" {e['tempo_fitted']} pair answers with a fitted tempo)"
         )
-    rob = summary["robust_path_ms"]
+    rob, tempo = summary["robust_path_ms"], summary["tempo_fit_ms"]
     print(
         f"robust path (clips the pair path left): {rob['runs']} runs, p50 {rob['p50']:.1f} ms, p95 {rob['p95']:.1f} ms"
     )
+    print(f"tempo fit (pair answers): p50 {tempo['p50']:.2f} ms, p95 {tempo['p95']:.2f} ms, p99 {tempo['p99']:.2f} ms")
     print(
         "bar shift -> accuracy / false positives: "
         + ", ".join(

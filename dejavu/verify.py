@@ -9,6 +9,9 @@ the same song, a steady share falls there by chance. How far the best offset nea
 stands above that chance, in standard deviations of the song's own other offsets (``z``), is the
 verdict: the best candidate passes when its ``z`` clears ``min_z`` and the runner-up's by ``lead``
 (docs/ALGORITHM.md, "Peak verification").
+
+The same peaks give the time scale of a clip that the pair hashes found in spite of a tempo change
+(:func:`fit_time_scale`): the line through the song's peaks that meets the most of the clip's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .params import HASH_BITS
 
 _HEAD = struct.Struct("<BI")  # format version, number of peaks
 _VERSION = 1
+_REFITS = 3  # least-squares fits of a time scale, each through the peaks near the last line
 _BIN_SPAN = 1024  # a peak's key in pair_peaks: frame * _BIN_SPAN + bin (bins are under 2**FREQ_BITS + 128)
 
 
@@ -44,6 +48,13 @@ class VerifyParams:
     min_chance_offsets: int = 20  # a song too short for this many is not verified
     min_z: float = 8.0  # the bar: deviations over chance at the best offset ...
     lead: float = 0.0  # ... and over the runner-up's
+    # The time scale of a pair-path answer (a tempo change the pair hashes survive): fitted over
+    # this range either side of 1 in these steps, ...
+    scale_range: float = 0.12
+    scale_step: float = 0.005
+    scale_gain: float = 0.3  # ... and reported when its hits beat those at 1.0 by this share ...
+    scale_min_hits: int = 10  # ... and this many; fitted only for answers whose matching hashes spread
+    scale_spread: float = 1.5  # within scale_range of the clip's length to this many times the aligned ones
 
     def validate(self) -> VerifyParams:
         """Check ranges; return self.
@@ -60,6 +71,10 @@ class VerifyParams:
             raise ParameterError("1 <= min_chance_offsets <= chance_offsets, lead >= 0")
         if self.chance_span <= self.chance_gap:
             raise ParameterError("chance_span must exceed chance_gap")
+        if not (0 <= self.scale_range < 0.5 and 0 < self.scale_step and self.scale_gain >= 0):
+            raise ParameterError("0 <= scale_range < 0.5, scale_step > 0, scale_gain >= 0")
+        if self.scale_min_hits < 0 or self.scale_spread < 1:
+            raise ParameterError("scale_min_hits >= 0, scale_spread >= 1")
         return self
 
 
@@ -157,6 +172,76 @@ def verdict(verified: list[Verified], params: VerifyParams = DEFAULT_VERIFY) -> 
         return None
     best, runner_up = verified[0], verified[1].z if len(verified) > 1 else -np.inf
     return best if best.z >= params.min_z and best.z - runner_up >= params.lead else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleFit:
+    """The line ``song frame = offset_frames + clip frame / time_scale`` that the most clip peaks meet."""
+
+    time_scale: float  # clip seconds per song second (1.0: no tempo change found)
+    offset_frames: int  # song frame at which the clip starts
+    hits: int  # clip peaks on the song's peaks along that line
+    hits_unscaled: int  # the most at time scale 1.0
+
+
+def fit_time_scale(
+    clip: tuple[np.ndarray, np.ndarray],
+    song: tuple[np.ndarray, np.ndarray],
+    offset: int,
+    params: VerifyParams = DEFAULT_VERIFY,
+) -> ScaleFit:
+    """The time scale of a clip found at song frame ``offset`` by hashes that a tempo change leaves
+    (short frame distances): every scale within ``scale_range`` of 1, each with its best offset, the
+    clip's peaks ``(bins, frames)`` laid over the song's as :func:`verify` does. A scale other than
+    1.0 is kept only when it meets ``scale_gain`` more of them and at least ``scale_min_hits``."""
+    bins, frames = (np.asarray(a, np.int64) for a in clip)
+    song_bins, song_frames = (np.asarray(a, np.int64) for a in song)
+    if bins.size == 0:
+        return ScaleFit(1.0, offset, 0, 0)
+    span = int(frames.max()) + 1
+    # A clip found at `offset` by aligned hashes may start up to scale_range of its length either side.
+    reach = int(np.ceil(span * params.scale_range)) + params.offset_radius + params.late_frames
+    near = (song_frames >= offset - reach) & (song_frames < offset + span * (1 + params.scale_range) + reach)
+    song_bins, song_frames = song_bins[near], song_frames[near]
+    order = np.argsort(song_bins, kind="stable")
+    song_bins, song_frames = song_bins[order], song_frames[order]
+    # every (clip peak, song peak) within bin_tolerance bins
+    lo = np.searchsorted(song_bins, bins - params.bin_tolerance)
+    hi = np.searchsorted(song_bins, bins + params.bin_tolerance, side="right")
+    each = hi - lo
+    clip_at = np.repeat(frames, each)
+    song_at = song_frames[np.repeat(lo - np.cumsum(each) + each, each) + np.arange(int(each.sum()))]
+    steps = int(round(params.scale_range / params.scale_step))
+    scales = 1.0 + params.scale_step * np.arange(-steps, steps + 1)
+    # where each pair puts the clip's start at each scale; a clip peak from early_frames before to
+    # late_frames after its song peak hits, so offset o counts the pairs at o - early .. o + late
+    starts = np.rint(song_at[None, :] - clip_at[None, :] / scales[:, None]).astype(np.int64)
+    first = offset - reach - params.early_frames
+    width = 2 * reach + params.early_frames + params.late_frames + 1
+    starts -= first
+    wide = width + params.early_frames + params.late_frames
+    cells = (starts + wide * np.arange(scales.size)[:, None])[(starts >= 0) & (starts < width)]
+    counts = np.bincount(cells, minlength=scales.size * wide).reshape(scales.size, wide)
+    hits = sum(counts[:, k : k + width] for k in range(params.early_frames + params.late_frames + 1))
+    best = np.unravel_index(np.argmax(hits), hits.shape)
+    unscaled = hits[steps]
+    at_one = int(np.argmax(unscaled))
+    top, one = int(hits[best]), int(unscaled[at_one])
+    to_offset = first + params.late_frames  # hits[:, k] counts the starts from k - late to k + early
+    if top < max(one * (1 + params.scale_gain), one + params.scale_min_hits) or best[0] == steps:
+        return ScaleFit(1.0, at_one + to_offset, one, one)
+    # Least squares through the pairs on the line (song frame = offset + clip frame / scale), the
+    # pairs taken again around each fit: the grid's line is a step off, and takes pairs to its tilt.
+    slope, start = 1 / scales[best[0]], float(int(best[1]) + to_offset)
+    for _ in range(_REFITS):
+        late = start + clip_at * slope - song_at  # a clip peak's lateness, in song frames
+        on = (late >= -params.early_frames) & (late <= params.late_frames)
+        if np.unique(clip_at[on]).size < 2:
+            break
+        slope, start = np.polyfit(clip_at[on], song_at[on], 1)
+    if not abs(1 / max(slope, 1e-9) - scales[best[0]]) <= 4 * params.scale_step:  # degenerate: the grid's
+        slope, start = 1 / scales[best[0]], int(best[1]) + to_offset
+    return ScaleFit(float(1 / slope), int(round(start)), top, one)
 
 
 def _hit_grid(bins: np.ndarray, frames: np.ndarray, first: int, width: int, params: VerifyParams) -> np.ndarray:

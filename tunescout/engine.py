@@ -232,6 +232,9 @@ class Engine:
             metrics.triplet_search(outcome)
             if outcome == "answered":
                 results, unnamed = self.searcher.rank(first.scored, int(keys[0].size), query_frames)
+                if drifting := self.searcher.drifting(results, first, query_frames):
+                    results = self.searcher.tempo_fitted(results, drifting, decoded.samples, views)
+                    clock.lap("tempo")
                 return Recognition(results, clock.laps, max(first.unanswered, unnamed))
             if outcome == "rejected":
                 return Recognition([], clock.laps, first.unanswered)
@@ -248,6 +251,10 @@ class Engine:
             results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
             clock.lap("second")
             unanswered = max(unanswered, search.unanswered, unnamed)
+        if drifting := self.searcher.drifting(results, search, query_frames):
+            # A tempo change the pairs survive: the time scale from the clip's peaks (docs/ALGORITHM.md).
+            results = self.searcher.tempo_fitted(results, drifting, decoded.samples, views)
+            clock.lap("tempo")
         if not results and any(self.searcher.robust_instances()):
             # The pair path found no song: try speed, tempo and pitch changes (docs/ALGORITHM.md).
             results, robust_unanswered = self.searcher.search_robust(decoded.samples, views)

@@ -60,6 +60,11 @@ PEAK_VERIFICATIONS = Counter(
     "Clips that no search answered, whose best candidates were re-scored by their peaks, by outcome",
     ["outcome"],
 )
+TEMPO_FITS = Counter(
+    "tunescout_tempo_fits_total",
+    "Hash-search answers whose matches drifted, fitted by their peaks, by outcome (scaled: a tempo change found)",
+    ["outcome"],
+)
 COUNTS_COPY_LOADS = Counter(
     "tunescout_counts_copy_loads_total",
     "Loads of an instance's common hash counts into a worker's memory (after a change)",
@@ -107,6 +112,10 @@ def robust_finished(lookups: int) -> None:
 def peak_verification(outcome: str) -> None:
     """outcome: answered, or none (no candidate cleared the bar, or none had peaks)."""
     PEAK_VERIFICATIONS.labels(outcome).inc()
+
+
+def tempo_fit(scaled: int) -> None:
+    TEMPO_FITS.labels("scaled" if scaled else "unscaled").inc()
 
 
 def recognised(body: dict) -> None:

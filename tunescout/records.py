@@ -20,7 +20,7 @@ class Match:
     offset_seconds: float  # the same in seconds of the song's own time
     blob_sha1: str
     confidence: float  # in [0, 1]: 0.5 at the no-match bar, rising with the margin
-    time_scale: float = 1.0  # clip seconds per song second (> 1: the clip plays slower); 1.0 on the pair path
+    time_scale: float = 1.0  # clip seconds per song second (> 1: the clip plays slower)
     frequency_scale: float = 1.0  # clip Hz per song Hz (> 1: the clip sounds higher); 1.0 on the pair path
 
 

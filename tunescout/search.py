@@ -35,6 +35,7 @@ class Search:
     unanswered: int  # instances that were down, slow or failing
     lookups: int  # steps taken: 1 when the rarest hashes settle it (or one lookup held them all)
     hopeless: bool = False  # no song shares a hash, or a step before the last found the best out of reach
+    histograms: tuple[Histogram, ...] = ()  # the last lookup's, per candidate song
 
 
 class Searcher:
@@ -80,7 +81,7 @@ class Searcher:
         pair: it reads a small share of the rows, and chance alignments stay few (docs/SCALE.md)."""
         lookup = self.store.triplet_lookup(hashes, thirds, offsets, self.match.candidates)
         scored = self.score(lookup.histograms, int(hashes.size))
-        return Search(scored, lookup.unanswered, 1, hopeless=not scored)
+        return Search(scored, lookup.unanswered, 1, not scored, tuple(lookup.histograms))
 
     def triplet_outcome(self, search: Search) -> str:
         """What a triplet lookup settles: "answered" (its best song clears the bar by
@@ -133,7 +134,7 @@ class Searcher:
             lookup = self.store.lookup(hashes, offsets, top_k)
             metrics.search_finished(1)
             scored = self.score(lookup.histograms, n_query)
-            return Search(scored, lookup.unanswered, 1, hopeless=not scored)
+            return Search(scored, lookup.unanswered, 1, not scored, tuple(lookup.histograms))
         steps = dejavu.lookup_steps(values, counts, match.row_budget, match.row_growth)
         rows = max(int(counts[np.isin(values, steps[-1])].sum()), 1)
         for step, chosen in enumerate(steps, 1):
@@ -145,7 +146,7 @@ class Searcher:
                 metrics.search_finished(step)
                 # no song at all, or the best out of reach before the last step
                 hopeless = not scored or (step < len(steps) and scored[0][0] < match.early_stop_margin)
-                return Search(scored, lookup.unanswered, step, hopeless)
+                return Search(scored, lookup.unanswered, step, hopeless, tuple(lookup.histograms))
         raise AssertionError("lookup_steps ends with every held hash")  # pragma: no cover
 
     def worth_a_second_query(self, search: Search) -> bool:
@@ -257,6 +258,42 @@ class Searcher:
         found = [self._verified_match(best, songs[s], int(clip[0].size)) for s in songs]
         return found, max(unanswered, unnamed)
 
+    def drifting(self, matches: list[Match], search: Search, query_frames: int) -> list[int]:
+        """The answers of a hash search whose matching hashes spread over the drift a tempo change
+        gives (``verify.scale_spread`` times the aligned ones, within ``verify.scale_range`` of the
+        clip's length): a tempo change that the short pairs survive leaves the offsets drifting along
+        the clip. The others are exact copies."""
+        drift = math.ceil(query_frames * self.verify.scale_range)
+        histograms = {h.song_id: h for h in search.histograms}
+        return [m.song_id for m in matches if _drifts(histograms.get(m.song_id), m, drift, self.verify)]
+
+    def tempo_fitted(
+        self, matches: list[Match], drifting: list[int], samples: np.ndarray, views: dict | None = None
+    ) -> list[Match]:
+        """The answers with their time scale and start fitted by the clip's peaks
+        (:func:`dejavu.verify.fit_time_scale`), those of the ``drifting`` songs (:meth:`drifting`)."""
+        vp = self.verify
+        packed, _ = self.store.song_peaks(drifting)
+        clip = query_peaks(samples, self.params, views)
+        fitted = []
+        for m in matches:
+            fit = (
+                verification.fit_time_scale(clip, verification.unpack_peaks(packed[m.song_id]), m.offset, vp)
+                if m.song_id in packed  # (only the drifting songs)
+                else None
+            )
+            if fit is not None and fit.time_scale != 1.0:  # (at 1.0 the hashes' offset is the finer one)
+                frames = fit.offset_frames
+                m = dataclasses.replace(
+                    m,
+                    offset=frames,
+                    offset_seconds=round(frames * self.params.frame_seconds, 3),
+                    time_scale=round(fit.time_scale, 4),
+                )
+            fitted.append(m)
+        metrics.tempo_fit(sum(m.time_scale != 1.0 for m in fitted))
+        return fitted
+
     def _verified_match(self, best: Verified, song: Song, clip_peaks: int) -> Match:
         return Match(
             song_id=song.song_id,
@@ -314,3 +351,12 @@ class Searcher:
             blob_sha1=song.blob_sha1,
             confidence=round(dejavu.margin_to_confidence(margin, self.match), 4),
         )
+
+
+def _drifts(histogram: Histogram | None, match: Match, drift: int, params: VerifyParams) -> bool:
+    """Whether a song's matching hashes within ``drift`` frames of its offset reach
+    ``params.scale_spread`` times those aligned there (a clip whose offsets drift)."""
+    if histogram is None:
+        return False
+    near = np.abs(histogram.deltas - match.offset) <= drift
+    return int(histogram.counts[near].sum()) >= params.scale_spread * match.hashes_matched_in_input

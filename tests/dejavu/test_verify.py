@@ -7,7 +7,16 @@ from dejavu.fingerprint import query_peaks
 from dejavu.hashing import generate_hashes
 from dejavu.peaks import find_peaks
 from dejavu.spectrogram import spectrogram
-from dejavu.verify import DEFAULT_VERIFY, VerifyParams, pack_peaks, pair_peaks, unpack_peaks, verdict, verify
+from dejavu.verify import (
+    DEFAULT_VERIFY,
+    VerifyParams,
+    fit_time_scale,
+    pack_peaks,
+    pair_peaks,
+    unpack_peaks,
+    verdict,
+    verify,
+)
 from tests.conftest import SR, music_like
 
 
@@ -89,3 +98,32 @@ def test_a_song_too_short_to_measure_its_chance_is_left_out(rng):
 def test_params_out_of_range_are_refused(change):
     with pytest.raises(ParameterError):
         VerifyParams(**change).validate()
+
+
+def _clip_of_peaks(rng, song, start, time_scale, frames):
+    """Half the song's peaks from ``start`` on as a clip played at ``time_scale`` (clip seconds per song
+    second), up to 3 frames late, among as many peaks of noise."""
+    bins, song_frames = song
+    at = (song_frames - start) * time_scale
+    keep = (at >= 0) & (at < frames) & (rng.random(bins.size) < 0.5)
+    late = rng.integers(0, 4, int(keep.sum()))
+    noise = rng.integers(0, frames, int(keep.sum())), rng.integers(6, 372, int(keep.sum()))
+    return np.r_[bins[keep], noise[1]], np.r_[np.floor(at[keep]).astype(int) + late, noise[0]]
+
+
+@pytest.mark.parametrize("time_scale", [1 / 1.1, 1 / 1.03, 1.08])
+def test_a_tempo_change_is_fitted_from_where_the_hashes_aligned(rng, time_scale):
+    song = (rng.integers(6, 372, 6000), np.sort(rng.integers(0, 10_000, 6000)))  # 24 peaks a second
+    clip = _clip_of_peaks(rng, song, 4000, time_scale, 430)
+    aligned_at = 4000 + round(200 * (1 / time_scale - 1))  # where the hashes of clip frame 200 align
+    fit = fit_time_scale(clip, song, aligned_at)
+    assert fit.time_scale == pytest.approx(time_scale, rel=0.002)
+    assert fit.offset_frames == pytest.approx(4000, abs=2) and fit.hits > 1.2 * fit.hits_unscaled
+
+
+def test_an_unchanged_tempo_stays_one(rng):
+    song = (rng.integers(6, 372, 6000), np.sort(rng.integers(0, 10_000, 6000)))
+    fit = fit_time_scale(_clip_of_peaks(rng, song, 4000, 1.0, 430), song, 4001)
+    assert fit.time_scale == 1.0 and fit.offset_frames == pytest.approx(4000, abs=2)
+    noise = rng.integers(6, 372, 300), rng.integers(0, 430, 300)  # no line at all: no scale either
+    assert fit_time_scale(noise, song, 4000).time_scale == 1.0

@@ -4,6 +4,7 @@ previous release keeps the pair path."""
 
 import dataclasses
 import io
+import subprocess
 
 import numpy as np
 import pytest
@@ -30,6 +31,13 @@ def _clip(samples: np.ndarray, start_s: float, seconds: float, speed: float = 1.
     """``seconds`` of the song from ``start_s`` on, played ``speed`` times as fast (resampled)."""
     part = samples[int(start_s * SR) : int((start_s + seconds * speed) * SR)]
     return wav_bytes(signal.resample(part, round(part.size / speed)) if speed != 1.0 else part)
+
+
+def _tempo_clip(samples: np.ndarray, start_s: float, seconds: float, tempo: float) -> bytes:
+    """``seconds`` of the song from ``start_s`` on, played ``tempo`` times as fast with its pitch kept."""
+    part = samples[int(start_s * SR) : int((start_s + seconds * tempo) * SR)]
+    stretch = ["ffmpeg", "-v", "error", "-i", "pipe:", "-filter:a", f"atempo={tempo}", "-f", "wav", "pipe:"]
+    return subprocess.run(stretch, input=wav_bytes(part), capture_output=True, check=True).stdout
 
 
 def _recognize(client, data: bytes) -> dict:
@@ -83,6 +91,16 @@ def test_a_clean_clip_is_answered_by_the_pair_path_at_scale_one(robust_app, corp
     assert best["song_name"] == "drascula-track1" and best["offset_seconds"] == pytest.approx(50.0, abs=0.05)
     assert best["time_scale"] == 1.0 and best["frequency_scale"] == 1.0
     assert "robust" not in body["timings"]
+
+
+@pytest.mark.parametrize("tempo", [1.1, 0.92])
+def test_a_tempo_change_the_pairs_survive_is_answered_with_its_time_scale(robust_app, corpus, tempo):
+    samples = _samples(corpus, "drascula-track10")
+    body = _recognize(robust_app.test_client(), _tempo_clip(samples, 30.0, 10.0, tempo))
+    best = body["results"][0]
+    assert best["song_name"] == "drascula-track10" and "robust" not in body["timings"]
+    assert best["time_scale"] == pytest.approx(1 / tempo, rel=0.005) and best["frequency_scale"] == 1.0
+    assert best["offset_seconds"] == pytest.approx(30.0, abs=0.1)  # the clip's start, in the song's own time
 
 
 def _robust_searches() -> dict[str, float]:
