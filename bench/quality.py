@@ -102,12 +102,14 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
 
             requests.post(f"{http}/api/recognize", files={"file": ("q.wav", data)}, timeout=30)
         laps, best = found.timings, found.results[0] if found.results else None
+        margin, pair_top = pair_margin(engine, decoded)
         path = "none" if best is None else "verify" if "verify" in laps else "robust" if "robust" in laps else "pair"
         out.append(
             {
                 **row,
                 "top": best.song_name if best else None,
-                "margin": pair_margin(engine, decoded),
+                "margin": margin,
+                "pair_top": pair_top,
                 "path": path,
                 "offset_s": best.offset_seconds if best else None,
                 "time_scale": best.time_scale if best else 1.0,
@@ -121,8 +123,9 @@ def run_queries(engine: Engine, queries: Path, http: str | None) -> list[dict]:
     return out
 
 
-def pair_margin(engine: Engine, decoded) -> float:
-    """The pair path's best no-match margin (its second query's when it would ask one), -1e9 for none."""
+def pair_margin(engine: Engine, decoded) -> tuple[float, str | None]:
+    """The pair path's best song and its no-match margin (its second query's when it would ask one;
+    -1e9 and None for no song)."""
     views: dict = {}
     hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, views=views)
     search = engine.searcher.search(hashes, offsets)
@@ -130,7 +133,10 @@ def pair_margin(engine: Engine, decoded) -> float:
     if (not scored or scored[0][0] < 0) and engine.searcher.worth_a_second_query(search):
         hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params, second=True, views=views)
         scored = engine.searcher.search(hashes, offsets).scored
-    return scored[0][0] if scored else -1e9
+    if not scored:
+        return -1e9, None
+    margin, best = scored[0]
+    return margin, engine.store.get_songs([best.song_id])[0][best.song_id].song_name
 
 
 REPEAT_CORRELATION = 0.8  # the song's audio at both offsets is this alike: a repeat of the passage
@@ -289,13 +295,20 @@ def _song_offset(row) -> float:
     return row["offset_s"] if row["time_scale"] != 1.0 else row["offset_s"] / _speed(row)
 
 
+def _answer(row, bar_shift) -> str | None:
+    """The clip's answer with the pair path's bar moved by bar_shift: the pair path's best song when it
+    clears that bar; below it, the later paths' answer, counted at the default bar and under."""
+    if row["margin"] >= bar_shift:
+        return row["pair_top"]
+    return row["top"] if row["path"] in ("robust", "verify") and bar_shift <= 0 else None
+
+
 def _answered(row, bar_shift) -> bool:
-    """Whether the clip got an answer; the bar shift moves the pair path's bar only."""
-    return row["margin"] >= bar_shift or (row.get("path") in ("robust", "verify") and bar_shift <= 0)
+    return _answer(row, bar_shift) is not None
 
 
 def _correct(row, bar_shift) -> bool:
-    return row["top"] == row["track_id"] and _answered(row, bar_shift)
+    return _answer(row, bar_shift) == row["track_id"]
 
 
 def chart(summary: dict, path: Path) -> None:

@@ -285,6 +285,21 @@ def compact(config_path):
 
 @main.command()
 @config_option
+def upgrade(config_path):
+    """Bring an index made by an earlier release up to this one, without audio.
+
+    Songs stored without peaks get them from their stored rows, so that peak verification and the
+    tempo fit reach them (`GET /api/health` says `peak_verification`). Recognition and ingest go on
+    meanwhile; stopped, it goes on where it stopped when run again.
+    """
+    with tqdm(unit="song", desc="songs given peaks", disable=None) as bar:
+        body = _call(config_path, "upgrade", bar.update)
+    if body["status"] != "success":
+        raise click.ClickException("some instances did not answer (see above)")
+
+
+@main.command()
+@config_option
 def stats(config_path):
     """Songs, hashes and index bytes per instance; results stored."""
     _call(config_path, "stats")

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import PurePath
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 import dejavu
 from dejavu import FingerprintParams, MatchParams, RobustParams
 from dejavu import robust as triplets
+from dejavu.verify import pack_peaks, pair_peaks
 
 from . import metrics
 from .audio import MAX_START_SECONDS, Decoded, decode_audio, decode_query
@@ -27,19 +29,22 @@ from .records import (
     Health,
     InstanceStats,
     Part,
+    PeaksAdded,
     Recognition,
     SongInfo,
     SongPage,
     Stats,
     StoredSong,
+    Upgrade,
 )
 from .results import ResultShards
 from .search import ROBUST_FEATURE, Searcher
-from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, NewSong, Song, instance_of
+from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, FingerprintStore, NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 from .storage.stack import open_catalogue, open_result_stores
 
 MAX_SONG_ID = 2**53  # larger ids are never handed out (and overflow some drivers)
+UPGRADE_BATCH = 500  # songs whose rows one read of `tunescout upgrade` takes (a full scan on some backends)
 _UNSAFE = re.compile(r"[^\w\s.,()&'+-]+")
 
 
@@ -288,13 +293,14 @@ class Engine:
         """Status and round trip of every fingerprint instance and result shard, and whether the
         other services they use (Redis) answer."""
         instances = [
-            Part(i, inst.database_type, ms, robust, third)
-            for i, (inst, ms, robust, third) in enumerate(
+            Part(i, inst.database_type, ms, robust, third, peaks)
+            for i, (inst, ms, robust, third, peaks) in enumerate(
                 zip(
                     self.config.instances,
                     self.store.check_all(),
                     self.searcher.robust_instances(),
                     self.searcher.third_instances(),
+                    self.store.keep_peaks(),
                 )
             )
         ]
@@ -375,6 +381,22 @@ class Engine:
             done.append(Compacted(i, before, after, round(time.perf_counter() - start, 3)))
         return Compaction(done)
 
+    def upgrade(self, progress: Callable[[int], None] = lambda songs: None) -> Upgrade:
+        """Bring every instance up to this release without audio: songs stored without peaks (by an
+        earlier release) get the peaks of their stored pair rows, ``UPGRADE_BATCH`` at a time
+        (``progress`` is told each batch's size). Recognition and ingest go on meanwhile; run again,
+        it goes on where it stopped. An instance that fails is reported as down."""
+        done = []
+        for i in range(len(self.store.stores)):
+            start = time.perf_counter()
+            try:
+                songs = _add_peaks(self.store.prepared(i), progress)
+            except StorageError:
+                done.append(PeaksAdded(i, None, None))
+                continue
+            done.append(PeaksAdded(i, songs, round(time.perf_counter() - start, 3)))
+        return Upgrade(done)
+
     def _info(self, song: Song) -> SongInfo:
         return SongInfo(
             song.song_id,
@@ -389,6 +411,17 @@ class Engine:
     def close(self) -> None:
         self.store.close()
         self.results.close()
+
+
+def _add_peaks(store: FingerprintStore, progress: Callable[[int], None]) -> int:
+    """Peaks for the songs of one instance that have none, from their stored rows; how many."""
+    after, added = 0, 0
+    while ids := store.songs_without_peaks(after, UPGRADE_BATCH):
+        rows = store.song_rows(ids)  # a song deleted meanwhile has none: it is skipped
+        added += store.add_peaks({i: pack_peaks(*pair_peaks(*rows[i])) for i in ids if i in rows})
+        progress(len(ids))
+        after = ids[-1]
+    return added
 
 
 @dataclasses.dataclass

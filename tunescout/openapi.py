@@ -114,6 +114,10 @@ _PART = {
             "description": "fingerprint instances: its pair rows carry third points (a ClickHouse instance that was"
             " empty when this version first opened it)",
         },
+        "peaks": {
+            "type": "boolean",
+            "description": "fingerprint instances: every song keeps its peaks (absent: the instance did not answer)",
+        },
     },
 }
 _HEALTH = {
@@ -131,6 +135,12 @@ _HEALTH = {
             "type": "boolean",
             "description": "every instance keeps third points: a clip's triplet keys are looked up first, and a "
             "clear clip is answered from their few rows (docs/SCALE.md)",
+        },
+        "peak_verification": {
+            "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["partial"]}],
+            "description": "every song keeps its peaks, so peak verification and the tempo fit reach it: on every "
+            "instance that answered, none, or some (songs stored by an earlier release: `tunescout upgrade` gives "
+            "them peaks from their stored rows)",
         },
         "instances": {"type": "array", "items": _ref("Part")},
         "results": {"type": "array", "items": _ref("Part")},

@@ -106,6 +106,7 @@ class Part:
     latency_ms: float | None  # None: it did not answer
     speed_pitch_robust: bool | None = None  # fingerprint instances: holds the robust family (None: a result shard)
     triplet_keys: bool | None = None  # fingerprint instances: its pair rows carry third points
+    peaks: bool | None = None  # fingerprint instances: every song keeps its peaks (None: a shard, or no answer)
 
     @property
     def up(self) -> bool:
@@ -119,7 +120,11 @@ class Part:
             "latency_ms": round(self.latency_ms, 2) if self.up else None,
         } | {
             name: value
-            for name, value in (("speed_pitch_robust", self.speed_pitch_robust), ("triplet_keys", self.triplet_keys))
+            for name, value in (
+                ("speed_pitch_robust", self.speed_pitch_robust),
+                ("triplet_keys", self.triplet_keys),
+                ("peaks", self.peaks),
+            )
             if value is not None
         }
 
@@ -150,6 +155,14 @@ class Health:
         return all(robust) if all(robust) or not any(robust) else "partial"
 
     @property
+    def peak_verification(self) -> bool | str:
+        """Whether peak verification and the tempo fit reach every song: True when every instance
+        that answered keeps every song's peaks, False when none does (songs stored by an earlier
+        release: `tunescout upgrade` gives them peaks), "partial" otherwise."""
+        peaks = [p.peaks for p in self.instances if p.peaks is not None]
+        return all(peaks) if all(peaks) or not any(peaks) else "partial"
+
+    @property
     def triplet_keys(self) -> bool:
         """Whether the triplet lookup runs: every instance keeps its pair rows' third points."""
         return all(bool(p.triplet_keys) for p in self.instances)
@@ -160,6 +173,7 @@ class Health:
             "params_digest": self.params_digest,
             "speed_pitch_robust": self.speed_pitch_robust,
             "triplet_keys": self.triplet_keys,
+            "peak_verification": self.peak_verification,
             "instances": [p.body() for p in self.instances],
             "results": [p.body() for p in self.results],
         }
@@ -219,6 +233,32 @@ class Compacted:
         if self.seconds is None:
             return {"index": self.index, "status": "down"}
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PeaksAdded:
+    """One instance's songs given the peaks of their stored rows, or down (None)."""
+
+    index: int
+    songs: int | None
+    seconds: float | None
+
+    def body(self) -> dict:
+        if self.seconds is None:
+            return {"index": self.index, "status": "down"}
+        return {"index": self.index, "songs_given_peaks": self.songs, "seconds": self.seconds}
+
+
+@dataclasses.dataclass(frozen=True)
+class Upgrade:
+    instances: list[PeaksAdded]
+
+    @property
+    def complete(self) -> bool:
+        return all(p.seconds is not None for p in self.instances)
+
+    def body(self) -> dict:
+        return {"status": "success" if self.complete else "degraded", "instances": [p.body() for p in self.instances]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,16 +4,21 @@ previous release keeps the pair path."""
 
 import dataclasses
 import io
+import json
+import sqlite3
 import subprocess
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from prometheus_client import REGISTRY
 from scipy import signal
 
 from tests.conftest import wav_bytes
 from tunescout.app import create_app
 from tunescout.audio import decode_audio
+from tunescout.cli import main
+from tunescout.config import load_config
 from tunescout.engine import analyse
 from tunescout.storage.stack import open_catalogue
 
@@ -164,6 +169,32 @@ def test_an_index_of_the_previous_release_keeps_the_pair_path(corpus, sqlite_con
             content_type="multipart/form-data",
         )
         assert resp.get_json()["total_hashes"] == pair_hashes  # a new song: the pair family only
+    finally:
+        app.extensions["tunescout"].close()
+
+
+def test_upgrade_gives_songs_of_an_earlier_release_their_peaks_without_audio(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default config: ./data/fingerprints.sqlite
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(corpus / "tracks" / "drascula-track10.ogg")]).exit_code == 0
+    with sqlite3.connect(tmp_path / "data" / "fingerprints.sqlite") as db:
+        db.execute("DROP TABLE peaks")  # as a release before peak verification left it
+    samples = _samples(corpus, "drascula-track10")
+    (tmp_path / "tempo.wav").write_bytes(_tempo_clip(samples, 30.0, 10.0, 1.1))
+
+    def recognised():
+        return json.loads(runner.invoke(main, ["recognize", str(tmp_path / "tempo.wav")]).output)["results"][0]
+
+    app = create_app(load_config(None))
+    try:
+        assert app.test_client().get("/api/health").get_json()["peak_verification"] is False
+        assert recognised()["time_scale"] == 1.0  # found, but its tempo is not measured
+        upgraded = runner.invoke(main, ["upgrade"])
+        assert upgraded.exit_code == 0, upgraded.output
+        assert '"songs_given_peaks": 1' in upgraded.output
+        assert app.test_client().get("/api/health").get_json()["peak_verification"] is True
+        assert recognised()["time_scale"] == pytest.approx(1 / 1.1, rel=0.005)
+        assert '"songs_given_peaks": 0' in runner.invoke(main, ["upgrade"]).output  # nothing left to do
     finally:
         app.extensions["tunescout"].close()
 

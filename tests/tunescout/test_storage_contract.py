@@ -7,7 +7,7 @@ import collections
 import numpy as np
 import pytest
 
-from dejavu.verify import pair_peaks, unpack_peaks
+from dejavu.verify import pack_peaks, pair_peaks, unpack_peaks
 from tests import servers
 from tests.conftest import need
 from tunescout.config import DatabaseConfig
@@ -205,6 +205,44 @@ def test_each_song_keeps_its_peaks_until_it_is_deleted(store, rng):
             np.testing.assert_array_equal(got, want)
     assert store.delete_song(ids[0])
     assert store.song_peaks([ids[0], ids[1]]).keys() == {ids[1]}
+
+
+def _reopened_without_peaks(backend, store, name):
+    """The store's database without its peaks table, as one made before it existed, opened again
+    (which creates the table empty)."""
+    if backend.kind == "clickhouse":
+        store._run("DROP TABLE peaks")
+    else:
+        with store.transaction("test") as cur:
+            cur.execute("DROP TABLE peaks")
+    store.close()
+    return backend.store(name)
+
+
+def test_songs_stored_without_peaks_get_them_from_their_rows(backend, rng):
+    name = servers.fresh_name()
+    songs = [make_song(rng, name=f"s{i}") for i in range(4)]
+    first = backend.store(name)
+    ids = [first.add_song(s) for s in songs]
+    store = _reopened_without_peaks(backend, first, name)
+    assert store.song_peaks(ids) == {} and store.songs_without_peaks(0, 10) == ids
+    assert store.songs_without_peaks(ids[1], 2) == ids[2:4]
+
+    rows = store.song_rows([ids[0], ids[2], 10**9])
+    assert sorted(rows) == [ids[0], ids[2]] and store.song_rows([]) == {}
+    for i in (0, 2):
+        got = sorted(zip(rows[ids[i]][0].tolist(), rows[ids[i]][1].tolist()))
+        assert got == sorted(set(zip(songs[i].hashes.tolist(), songs[i].offsets.tolist())))
+
+    assert store.delete_song(ids[3])  # deleted meanwhile: its peaks are not stored
+    packed = {i: pack_peaks(*pair_peaks(*rows[i])) for i in rows} | {ids[3]: b"x"}
+    assert store.add_peaks(packed) == 2 and store.add_peaks(packed) == 0  # once only
+    assert store.songs_without_peaks(0, 10) == [ids[1]]
+    assert store.song_peaks(ids).keys() == {ids[0], ids[2]}
+    want = pair_peaks(songs[2].hashes, songs[2].offsets)
+    for got, expected in zip(unpack_peaks(store.song_peaks([ids[2]])[ids[2]]), want):
+        np.testing.assert_array_equal(got, expected)
+    store.close()
 
 
 def test_empty_query_and_empty_index(store):

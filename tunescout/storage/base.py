@@ -67,6 +67,9 @@ class IdSlot:
         return f"{self.index}/{self.count}"
 
 
+SongRows = dict[int, tuple[np.ndarray, np.ndarray]]  # song_id -> (hashes uint32, offsets int64) of its rows
+
+
 def instance_of(song_id: int, n_instances: int) -> int:
     """Index of the instance that holds song_id."""
     return (song_id - 1) % n_instances
@@ -150,6 +153,19 @@ class FingerprintStore(Protocol):
         """The packed peaks (NewSong.packed_peaks) of those songs that are stored here with them (a
         song stored by an earlier release has none)."""
 
+    def songs_without_peaks(self, after_id: int, limit: int) -> list[int]:
+        """Up to limit ids above after_id, ascending, of songs stored here without peaks (by an
+        earlier release)."""
+
+    def song_rows(self, song_ids: list[int]) -> SongRows:
+        """Every index row of those songs that are stored here: ``{song_id: (hashes uint32, offsets
+        int64)}`` in any order, offsets as stored. A backend may read its whole table for one call:
+        ask for many songs at once."""
+
+    def add_peaks(self, peaks: dict[int, bytes]) -> int:
+        """Store the packed peaks of songs stored here without them (a song deleted meanwhile, or
+        one that has peaks, is left as it is); how many were stored."""
+
     def count_songs(self) -> int:
         """Number of fully stored songs (a new song goes to the instance with the fewest)."""
 
@@ -222,6 +238,15 @@ class StoreLayer:
     def song_peaks(self, song_ids: list[int]) -> dict[int, bytes]:
         return self.store.song_peaks(song_ids)
 
+    def songs_without_peaks(self, after_id: int, limit: int) -> list[int]:
+        return self.store.songs_without_peaks(after_id, limit)
+
+    def song_rows(self, song_ids: list[int]) -> SongRows:
+        return self.store.song_rows(song_ids)
+
+    def add_peaks(self, peaks: dict[int, bytes]) -> int:
+        return self.store.add_peaks(peaks)
+
     def count_songs(self) -> int:
         return self.store.count_songs()
 
@@ -282,6 +307,18 @@ def arrays_of_rows(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """rows()' answer from (hash, song_id, offset) rows: (hashes uint32, song_ids int64, offsets int64)."""
     flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, 3 * len(rows)).reshape(-1, 3)
     return flat[:, 0].astype(np.uint32), flat[:, 1].copy(), flat[:, 2].copy()
+
+
+def rows_by_song(song_ids: np.ndarray, hashes: np.ndarray, offsets: np.ndarray) -> SongRows:
+    """song_rows()' answer from parallel arrays of rows: {song_id: (hashes uint32, offsets int64)}."""
+    order = np.argsort(song_ids, kind="stable")
+    song_ids, hashes, offsets = song_ids[order], hashes[order], offsets[order]
+    songs, first = np.unique(song_ids, return_index=True)
+    ends = np.r_[first[1:], song_ids.size]
+    return {
+        int(song): (hashes[a:b].astype(np.uint32), offsets[a:b].astype(np.int64))
+        for song, a, b in zip(songs, first, ends)
+    }
 
 
 def arrays_of_counts(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from .base import (
     IdSlot,
     NewSong,
     Song,
+    SongRows,
     ThreadConnections,
     arrays_of_counts,
     arrays_of_rows,
@@ -31,6 +32,7 @@ from .base import (
     counts_of_rows,
     features_to_record,
     recorded_features,
+    rows_by_song,
 )
 
 # Fingerprints sorted by hash, then by the pair's third point (0 for none), so that a triplet key
@@ -416,6 +418,41 @@ class ClickHouseStore(_ClickHouseBase):
             settings={"strings_as_bytes": True},
         )
         return {int(song_id): data for song_id, data in rows}
+
+    def songs_without_peaks(self, after_id: int, limit: int) -> list[int]:
+        rows = self._run(
+            "SELECT song_id FROM songs WHERE song_id > %(after)s AND song_id NOT IN (SELECT song_id FROM peaks)"
+            " ORDER BY song_id LIMIT %(limit)s",
+            {"after": int(after_id), "limit": int(limit)},
+        )
+        return [int(song_id) for (song_id,) in rows]
+
+    def song_rows(self, song_ids: list[int]) -> SongRows:
+        """One scan of the fingerprints (sorted by hash, not by song), of the songs still stored."""
+        if not song_ids:
+            return {}
+        columns = self._run(
+            f"SELECT {_SONG_ID} AS song_id, hash, {_OFFSET} FROM fingerprints"
+            " WHERE song_id IN %(ids)s AND song_id IN (SELECT song_id FROM songs)",
+            {"ids": tuple(int(i) for i in song_ids)},
+            columnar=True,
+        )
+        if not columns:
+            return {}
+        return rows_by_song(*(np.array(c, np.int64) for c in columns))
+
+    def add_peaks(self, peaks: dict[int, bytes]) -> int:
+        if not peaks:
+            return 0
+        with self._writer():
+            wanted = self._run(
+                "SELECT song_id FROM songs WHERE song_id IN %(ids)s AND song_id NOT IN (SELECT song_id FROM peaks)",
+                {"ids": tuple(int(i) for i in peaks)},
+            )
+            wanted = {int(song_id) for (song_id,) in wanted}
+            if wanted:
+                self._run("INSERT INTO peaks (song_id, data) VALUES", [(i, peaks[i]) for i in sorted(wanted)])
+        return len(wanted)
 
     def count_songs(self) -> int:
         return int(self._run("SELECT count() FROM songs")[0][0])

@@ -162,6 +162,10 @@ class ShardedStore:
         in parallel; and how many of those instances did not answer in time."""
         return self._by_id(song_ids, lambda s, ids: s.song_peaks(ids))
 
+    def keep_peaks(self) -> list[bool | None]:
+        """Whether each instance keeps every song's peaks (None: it did not answer)."""
+        return self._fan_out(lambda s: not s.songs_without_peaks(0, 1))
+
     def list_songs(self, after_id: int, limit: int) -> tuple[list[Song], int]:
         """Up to limit songs with ids above after_id, by id, across instances; and how many
         instances did not answer (their songs are missing from the page)."""

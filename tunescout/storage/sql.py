@@ -42,6 +42,7 @@ from .base import (
     IdSlot,
     NewSong,
     Song,
+    SongRows,
     ThreadConnections,
     arrays_of_counts,
     arrays_of_rows,
@@ -49,6 +50,7 @@ from .base import (
     counts_of_rows,
     features_to_record,
     recorded_features,
+    rows_by_song,
 )
 
 log = logging.getLogger(__name__)
@@ -341,6 +343,40 @@ class SQLStore(SQLBase):
         marks = ",".join([self.p] * len(song_ids))
         rows = self.query(f"SELECT song_id, data FROM peaks WHERE song_id IN ({marks})", tuple(song_ids))
         return {int(song_id): bytes(data) for song_id, data in rows}
+
+    def songs_without_peaks(self, after_id: int, limit: int) -> list[int]:
+        p = self.p
+        rows = self.query(
+            f"SELECT s.song_id FROM songs s LEFT JOIN peaks k ON k.song_id = s.song_id"
+            f" WHERE k.song_id IS NULL AND s.song_id > {p} ORDER BY s.song_id LIMIT {p}",
+            (after_id, limit),
+        )
+        return [int(song_id) for (song_id,) in rows]
+
+    def song_rows(self, song_ids: list[int]) -> SongRows:
+        """One pass over the fingerprints (no index leads with song_id), grouped in numpy."""
+        if not song_ids:
+            return {}
+        marks = ",".join([self.p] * len(song_ids))
+        rows = self.query(
+            f"SELECT f.song_id, f.hash, f.{self.offset} FROM fingerprints f"
+            f" WHERE f.song_id IN ({marks}) AND f.song_id IN (SELECT song_id FROM songs)",
+            tuple(song_ids),
+        )
+        flat = np.array(rows, np.int64).reshape(-1, 3)
+        return rows_by_song(flat[:, 0], flat[:, 1], flat[:, 2])
+
+    def add_peaks(self, peaks: dict[int, bytes]) -> int:
+        p, stored = self.p, 0
+        with self.transaction("Cannot store the peaks") as cur:
+            for song_id, data in peaks.items():
+                cur.execute(
+                    f"INSERT INTO peaks (song_id, data) SELECT song_id, {p} FROM songs WHERE song_id = {p}"
+                    f" AND song_id NOT IN (SELECT song_id FROM peaks)",
+                    (data, song_id),
+                )
+                stored += max(cur.rowcount, 0)
+        return stored
 
     def count_songs(self) -> int:
         return int(self.query("SELECT COUNT(*) FROM songs")[0][0])
