@@ -297,6 +297,7 @@ def run_queries(
             "fp": [],
             "by_degradation": {},
             "robust_ms": [],
+            "steps_ms": {},  # each step of Engine.match_samples that ran (its timings) -> ms
             "by_triplets": [],
         }
         for v in variants
@@ -318,6 +319,8 @@ def run_queries(
                 f["kinds"][kind].append(f["latency"][-1])
                 if "robust" in found.timings:
                     f["robust_ms"].append(found.timings["robust"])
+                for step, ms in found.timings.items():
+                    f["steps_ms"].setdefault(step, []).append(ms)
                 f["by_triplets"].append("triplets" in found.timings and "query" not in found.timings)
                 match = found.results[0].song_name if found.results else None
                 if row["is_negative"] == "1":
@@ -340,6 +343,12 @@ def run_queries(
             "robust_path_ms": percentiles(f["robust_ms"]),
             "robust_path_share": len(f["robust_ms"]) / max(len(f["latency"]), 1),
             "triplet_settled_share": float(np.mean(f["by_triplets"] or [0])),  # answered or rejected
+            # every step (pair lookup "query", "second", "robust", "verify", "tempo", ...): its ms where
+            # it ran, and on what share of the clips
+            "steps_ms": {
+                step: {**percentiles(ms), "share": round(len(ms) / max(len(f["latency"]), 1), 3)}
+                for step, ms in f["steps_ms"].items()
+            },
         }
         for variant, f in figures.items()
     }
@@ -542,6 +551,14 @@ def main() -> None:
                     f"settled by triplets {100 * f['triplet_settled_share']:.0f} %, "
                     f"robust path on {100 * f['robust_path_share']:.0f} % of clips, "
                     f"{f['robust_path_ms'].get('p50', 0):.1f} ms p50",
+                    flush=True,
+                )
+                print(
+                    "    steps (ms p50/p95 where run, share of clips): "
+                    + ", ".join(
+                        f"{step} {t['p50']:.1f}/{t['p95']:.1f} ({100 * t['share']:.0f} %)"
+                        for step, t in f["steps_ms"].items()
+                    ),
                     flush=True,
                 )
         engine.close()

@@ -277,13 +277,22 @@ def test_the_cli_refuses_a_missing_file_before_opening_the_index(tmp_path):
     assert result.exit_code == 2 and "no such file" in result.output
 
 
-def test_ctrl_c_ends_the_cli_with_what_is_known(config_file, trickling_source):
-    command = [sys.executable, "-m", "tunescout", "scan", "--config", str(config_file), trickling_source]
-    scan_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def test_ctrl_c_ends_the_cli_with_what_is_known(config_file, trickling_source, tmp_path):
+    command = [sys.executable, "-X", "faulthandler", "-m", "tunescout", "scan", "--config", str(config_file)]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        scan_process = subprocess.Popen(
+            [*command, trickling_source], cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
     try:
         first = json.loads(scan_process.stdout.readline())
         scan_process.send_signal(signal_module.SIGINT)
-        rest, _ = scan_process.communicate(timeout=30)
+        try:
+            rest, _ = scan_process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            scan_process.send_signal(signal_module.SIGABRT)  # faulthandler: where each thread is
+            scan_process.wait(timeout=10)
+            pytest.fail(f"still running 30 s after Ctrl-C:\n{errors.read_text()}")
     finally:
         scan_process.kill()
     assert first["song_name"] == "drascula-track1" and scan_process.returncode == 0
