@@ -55,6 +55,7 @@ class VerifyParams:
     scale_gain: float = 0.3  # ... and reported when its hits beat those at 1.0 by this share ...
     scale_min_hits: int = 10  # ... and this many; fitted only for answers whose matching hashes spread
     scale_spread: float = 1.5  # within scale_range of the clip's length to this many times the aligned ones
+    frequency_range: float = 0.03  # the frequency scale of a fitted line, within this of 1
 
     def validate(self) -> VerifyParams:
         """Check ranges; return self.
@@ -182,6 +183,7 @@ class ScaleFit:
     offset_frames: int  # song frame at which the clip starts
     hits: int  # clip peaks on the song's peaks along that line
     hits_unscaled: int  # the most at time scale 1.0
+    frequency_scale: float = 1.0  # clip Hz per song Hz along that line (a speed change moves both)
 
 
 def fit_time_scale(
@@ -205,9 +207,11 @@ def fit_time_scale(
     song_bins, song_frames = song_bins[near], song_frames[near]
     order = np.argsort(song_bins, kind="stable")
     song_bins, song_frames = song_bins[order], song_frames[order]
-    # every (clip peak, song peak) within bin_tolerance bins
-    lo = np.searchsorted(song_bins, bins - params.bin_tolerance)
-    hi = np.searchsorted(song_bins, bins + params.bin_tolerance, side="right")
+    # every (clip peak, song peak) within bin_tolerance bins, widened by frequency_range: a clip played
+    # fast is higher too (its frequency scale is fitted along the line found)
+    reach_bins = params.bin_tolerance + np.ceil(bins * params.frequency_range).astype(np.int64)
+    lo = np.searchsorted(song_bins, bins - reach_bins)
+    hi = np.searchsorted(song_bins, bins + reach_bins, side="right")
     each = hi - lo
     clip_at = np.repeat(frames, each)
     song_at = song_frames[np.repeat(lo - np.cumsum(each) + each, each) + np.arange(int(each.sum()))]
@@ -241,7 +245,28 @@ def fit_time_scale(
         slope, start = np.polyfit(clip_at[on], song_at[on], 1)
     if not abs(1 / max(slope, 1e-9) - scales[best[0]]) <= 4 * params.scale_step:  # degenerate: the grid's
         slope, start = 1 / scales[best[0]], int(best[1]) + to_offset
-    return ScaleFit(float(1 / slope), int(round(start)), top, one)
+    frequency = _frequency_scale((bins, frames), (song_bins, song_frames), slope, start, params)
+    return ScaleFit(float(1 / slope), int(round(start)), top, one, frequency)
+
+
+def _frequency_scale(
+    clip: tuple[np.ndarray, np.ndarray], song: tuple[np.ndarray, np.ndarray], slope: float, start: float, params
+) -> float:
+    """The frequency scale along a fitted line: a clip played fast (resampled) is higher too, by as
+    much as the pair hashes let through (``frequency_range``). Each scale of the grid maps the clip's
+    bins back to the song's and counts the clip peaks that then meet a song peak on the line; one
+    other than 1.0 must beat 1.0's count as a time scale must (``scale_gain``, ``scale_min_hits``)."""
+    bins, frames = clip
+    at = np.rint(start + frames * slope).astype(np.int64)  # the song frame each clip peak lies on
+    first = int(at.min(initial=0)) - params.late_frames
+    grid = _hit_grid(song[0], song[1], first, int(at.max(initial=0)) - first + params.early_frames + 1, params)
+    steps = int(round(params.frequency_range / params.scale_step))
+    scales = 1.0 + params.scale_step * np.arange(-steps, steps + 1)
+    song_bins = np.rint(bins[None, :] / scales[:, None]).astype(np.int64)  # each clip peak's bin at each scale
+    inside = song_bins < grid.shape[0]
+    hits = (grid[np.where(inside, song_bins, 0), at[None, :] - first] & inside).sum(axis=1)
+    best, one = int(np.argmax(hits)), int(hits[steps])
+    return float(scales[best]) if hits[best] >= max(one * (1 + params.scale_gain), one + params.scale_min_hits) else 1.0
 
 
 def _hit_grid(bins: np.ndarray, frames: np.ndarray, first: int, width: int, params: VerifyParams) -> np.ndarray:

@@ -250,20 +250,11 @@ class PeaksAdded:
 
 
 @dataclasses.dataclass(frozen=True)
-class Upgrade:
-    instances: list[PeaksAdded]
+class Maintenance:
+    """A maintenance task run on every instance in turn: each one's record (Compacted, PeaksAdded),
+    whose ``seconds`` is None where the instance was down."""
 
-    @property
-    def complete(self) -> bool:
-        return all(p.seconds is not None for p in self.instances)
-
-    def body(self) -> dict:
-        return {"status": "success" if self.complete else "degraded", "instances": [p.body() for p in self.instances]}
-
-
-@dataclasses.dataclass(frozen=True)
-class Compaction:
-    instances: list[Compacted]
+    instances: list
 
     @property
     def complete(self) -> bool:
@@ -271,3 +262,11 @@ class Compaction:
 
     def body(self) -> dict:
         return {"status": "success" if self.complete else "degraded", "instances": [c.body() for c in self.instances]}
+
+
+class Compaction(Maintenance):
+    """`tunescout compact`: each instance's index bytes before and after."""
+
+
+class Upgrade(Maintenance):
+    """`tunescout upgrade`: each instance's songs given peaks."""

@@ -289,6 +289,7 @@ class Searcher:
                     offset=frames,
                     offset_seconds=round(frames * self.params.frame_seconds, 3),
                     time_scale=round(fit.time_scale, 4),
+                    frequency_scale=round(fit.frequency_scale, 4),
                 )
             fitted.append(m)
         metrics.tempo_fit(sum(m.time_scale != 1.0 for m in fitted))

@@ -100,15 +100,16 @@ def test_params_out_of_range_are_refused(change):
         VerifyParams(**change).validate()
 
 
-def _clip_of_peaks(rng, song, start, time_scale, frames):
+def _clip_of_peaks(rng, song, start, time_scale, frames, frequency_scale=1.0):
     """Half the song's peaks from ``start`` on as a clip played at ``time_scale`` (clip seconds per song
-    second), up to 3 frames late, among as many peaks of noise."""
+    second) and ``frequency_scale``, up to 3 frames late, among as many peaks of noise."""
     bins, song_frames = song
     at = (song_frames - start) * time_scale
     keep = (at >= 0) & (at < frames) & (rng.random(bins.size) < 0.5)
     late = rng.integers(0, 4, int(keep.sum()))
     noise = rng.integers(0, frames, int(keep.sum())), rng.integers(6, 372, int(keep.sum()))
-    return np.r_[bins[keep], noise[1]], np.r_[np.floor(at[keep]).astype(int) + late, noise[0]]
+    moved = np.rint(bins[keep] * frequency_scale).astype(int)
+    return np.r_[moved, noise[1]], np.r_[np.floor(at[keep]).astype(int) + late, noise[0]]
 
 
 @pytest.mark.parametrize("time_scale", [1 / 1.1, 1 / 1.03, 1.08])
@@ -117,8 +118,17 @@ def test_a_tempo_change_is_fitted_from_where_the_hashes_aligned(rng, time_scale)
     clip = _clip_of_peaks(rng, song, 4000, time_scale, 430)
     aligned_at = 4000 + round(200 * (1 / time_scale - 1))  # where the hashes of clip frame 200 align
     fit = fit_time_scale(clip, song, aligned_at)
-    assert fit.time_scale == pytest.approx(time_scale, rel=0.002)
+    assert fit.time_scale == pytest.approx(time_scale, rel=0.002) and fit.frequency_scale == 1.0  # pitch kept
     assert fit.offset_frames == pytest.approx(4000, abs=2) and fit.hits > 1.2 * fit.hits_unscaled
+
+
+@pytest.mark.parametrize("speed", [1.02, 0.975])
+def test_a_speed_change_is_fitted_in_time_and_frequency(rng, speed):
+    song = (rng.integers(6, 372, 6000), np.sort(rng.integers(0, 10_000, 6000)))
+    clip = _clip_of_peaks(rng, song, 4000, 1 / speed, 430, frequency_scale=speed)
+    fit = fit_time_scale(clip, song, 4000 + round(200 * (speed - 1)))
+    assert fit.time_scale == pytest.approx(1 / speed, rel=0.002)
+    assert fit.frequency_scale == pytest.approx(speed, abs=0.0026)  # the grid's step, 0.5 %, halved
 
 
 def test_an_unchanged_tempo_stays_one(rng):
