@@ -11,6 +11,7 @@ import argparse
 import collections
 import concurrent.futures as cf
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -394,11 +395,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--name", default="quality", help="file name of the JSON and PNG written to --out")
     parser.add_argument("--http", help="also send every query to this running server")
+    parser.add_argument(
+        "--params",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="index another fingerprint design: FingerprintParams fields changed (e.g. peak_tilt_db_per_octave=2)",
+    )
     args = parser.parse_args()
+    fields = {f.name: f.type for f in dataclasses.fields(dejavu.FingerprintParams)}
+    changed = {
+        name: float(value) if "float" in fields[name] else int(value)
+        for name, value in (p.split("=") for p in args.params)
+    }
+    params = dataclasses.replace(dejavu.DEFAULT_PARAMS, **changed).validate()
     keep_freed_memory()  # as `tunescout serve` and `ingest` do
     files = [line for line in (args.queries / "ingest.txt").read_text().split() if line]
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine.from_config(config_from_dict({"data_dir": tmp}))
+        engine = Engine.from_config(config_from_dict({"data_dir": tmp}), params)
         stats = ingest(engine, files, args.workers)
         speed = fingerprint_speed(files, engine.params)
         speed_both = fingerprint_speed(files, engine.params, engine.robust)
@@ -417,7 +431,8 @@ def main() -> None:
         "fingerprint_x_realtime": speed,
         "fingerprint_both_families_x_realtime": speed_both,
         "index_kb_per_min": kb_per_min,
-        "params_digest": dejavu.DEFAULT_PARAMS.digest(),
+        "params_digest": params.digest(),
+        "params_changed": changed,
         "robust_digest": dejavu.DEFAULT_ROBUST.digest(),
     }
     json_path, png_path = (

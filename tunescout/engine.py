@@ -117,11 +117,12 @@ class Engine:
         )
 
     @classmethod
-    def from_config(cls, config: Config) -> Engine:
-        """Open every configured instance's stack and result shard (tunescout.storage.stack)."""
+    def from_config(cls, config: Config, params: FingerprintParams = dejavu.DEFAULT_PARAMS) -> Engine:
+        """Open every configured instance's stack and result shard (tunescout.storage.stack); ``params``
+        another fingerprint design than the default (bench/quality.py --params)."""
         store = open_catalogue(config, on_failure=metrics.instance_failed, on_counts_load=metrics.counts_copy_loaded)
         match = dataclasses.replace(dejavu.DEFAULT_MATCH, triplet_reject=config.recognizing.reject_on_triplets)
-        return cls(config, store, ResultShards(open_result_stores(config)), match=match)
+        return cls(config, store, ResultShards(open_result_stores(config)), params=params, match=match)
 
     @property
     def match(self) -> MatchParams:
