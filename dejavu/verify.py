@@ -195,7 +195,8 @@ def fit_time_scale(
     """The time scale of a clip found at song frame ``offset`` by hashes that a tempo change leaves
     (short frame distances): every scale within ``scale_range`` of 1, each with its best offset, the
     clip's peaks ``(bins, frames)`` laid over the song's as :func:`verify` does. A scale other than
-    1.0 is kept only when it meets ``scale_gain`` more of them and at least ``scale_min_hits``."""
+    1.0 is kept only when it meets ``scale_gain`` more of them and at least ``scale_min_hits``; then
+    the frequency scale along it too (a clip played fast is higher)."""
     bins, frames = (np.asarray(a, np.int64) for a in clip)
     song_bins, song_frames = (np.asarray(a, np.int64) for a in song)
     if bins.size == 0:

@@ -270,8 +270,8 @@ class Searcher:
     def tempo_fitted(
         self, matches: list[Match], drifting: list[int], samples: np.ndarray, views: dict | None = None
     ) -> list[Match]:
-        """The answers with their time scale and start fitted by the clip's peaks
-        (:func:`dejavu.verify.fit_time_scale`), those of the ``drifting`` songs (:meth:`drifting`)."""
+        """The answers of the ``drifting`` songs (:meth:`drifting`) with their time scale, start and
+        frequency scale fitted by the clip's peaks (:func:`dejavu.verify.fit_time_scale`)."""
         vp = self.verify
         packed, _ = self.store.song_peaks(drifting)
         clip = query_peaks(samples, self.params, views)
