@@ -45,7 +45,8 @@ class VerifyParams:
     chance_offsets: int = 200  # offsets of the song at which its chance hits are counted, ...
     chance_span: int = 3000  # ... within this many frames of the best one (70 s) ...
     chance_gap: int = 40  # ... and none within this many
-    min_chance_offsets: int = 20  # a song too short for this many is not verified
+    min_chance_offsets: int = 20  # a song too short for this many is not verified ...
+    min_clip_frames: int = 129  # ... nor a clip under 3 s: too few peaks (1-2 s clips of unknown songs reached z 9.1)
     min_z: float = 8.0  # the bar: deviations over chance at the best offset ...
     lead: float = 0.0  # ... and over the runner-up's
     # The time scale of a pair-path answer (a tempo change the pair hashes survive): fitted over
@@ -64,8 +65,8 @@ class VerifyParams:
         ------
         ParameterError
         """
-        if self.candidates < 1 or self.offset_radius < 0 or self.bin_tolerance < 0:
-            raise ParameterError("candidates >= 1, offset_radius >= 0, bin_tolerance >= 0")
+        if self.candidates < 1 or self.offset_radius < 0 or self.bin_tolerance < 0 or self.min_clip_frames < 1:
+            raise ParameterError("candidates >= 1, offset_radius >= 0, bin_tolerance >= 0, min_clip_frames >= 1")
         if self.early_frames < 0 or self.late_frames < 0 or self.chance_gap < 0:
             raise ParameterError("early_frames, late_frames and chance_gap must be >= 0")
         if not 1 <= self.min_chance_offsets <= self.chance_offsets or self.lead < 0:
@@ -142,11 +143,12 @@ def verify(
     params: VerifyParams = DEFAULT_VERIFY,
 ) -> list[Verified]:
     """Each candidate ``(song_id, offset_frames, song peaks)`` re-scored by the clip's peaks
-    ``(bins, frames)``, best ``z`` first; a song too short to measure its chance is left out."""
+    ``(bins, frames)``, best ``z`` first; a song too short to measure its chance is left out, and
+    every candidate of a clip shorter than ``min_clip_frames``."""
     bins, frames = (np.asarray(a, np.int64) for a in clip)
-    if bins.size == 0:
+    clip_frames = int(frames.max(initial=-1)) + 1
+    if clip_frames < params.min_clip_frames:
         return []
-    clip_frames = int(frames.max()) + 1
     # the cells the clip can meet at the offsets tried: the song's peaks around the offset, widened
     reach = params.offset_radius + params.chance_span + params.late_frames
     verified = []

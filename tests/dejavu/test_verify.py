@@ -87,9 +87,17 @@ def test_a_clip_of_no_candidate_is_no_answer(rng):
 def test_a_song_too_short_to_measure_its_chance_is_left_out(rng):
     song = music_like(rng, 2.0)  # 86 frames: 87 offsets, all but 6 within chance_gap of the best
     clip = song[: 3 * SR // 2]
-    assert verify(query_peaks(clip, P), [(1, 0, _song_peaks(song))]) == []
-    wide = VerifyParams(chance_gap=0, min_chance_offsets=10)
+    assert verify(query_peaks(clip, P), [(1, 0, _song_peaks(song))], VerifyParams(min_clip_frames=1)) == []
+    wide = VerifyParams(chance_gap=0, min_chance_offsets=10, min_clip_frames=1)
     assert abs(verify(query_peaks(clip, P), [(1, 0, _song_peaks(song))], wide)[0].offset_frames) <= 1
+
+
+def test_a_clip_too_short_to_tell_its_chance_is_not_verified(rng):
+    song = music_like(rng, 60.0)
+    start = 20 * SR
+    candidates = [(1, round(start / P.hop_length), _song_peaks(song))]
+    assert verify(query_peaks(song[start : start + 4 * SR], P), candidates)  # 4 s: verified
+    assert verify(query_peaks(song[start : start + 2 * SR], P), candidates) == []  # 2 s: too few peaks
 
 
 @pytest.mark.parametrize(
