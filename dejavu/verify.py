@@ -10,8 +10,9 @@ stands above that chance, in standard deviations of the song's own other offsets
 verdict: the best candidate passes when its ``z`` clears ``min_z`` and the runner-up's by ``lead``
 (docs/ALGORITHM.md, "Peak verification").
 
-The same peaks give the time scale of a clip that the pair hashes found in spite of a tempo change
-(:func:`fit_time_scale`): the line through the song's peaks that meets the most of the clip's.
+The same peaks give the time (and frequency) scale of a clip that the pair hashes found in spite of
+a tempo or speed change (:func:`fit_scales`): the line through the song's peaks that meets the most
+of the clip's.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class ScaleFit:
     frequency_scale: float = 1.0  # clip Hz per song Hz along that line (a speed change moves both)
 
 
-def fit_time_scale(
+def fit_scales(
     clip: tuple[np.ndarray, np.ndarray],
     song: tuple[np.ndarray, np.ndarray],
     offset: int,
@@ -211,7 +212,8 @@ def fit_time_scale(
     order = np.argsort(song_bins, kind="stable")
     song_bins, song_frames = song_bins[order], song_frames[order]
     # every (clip peak, song peak) within bin_tolerance bins, widened by frequency_range: a clip played
-    # fast is higher too (its frequency scale is fitted along the line found)
+    # fast is higher too (its frequency scale is fitted along the line found); the song peaks of clip
+    # peak i are song_bins[lo[i]:hi[i]], laid end to end
     reach_bins = params.bin_tolerance + np.ceil(bins * params.frequency_range).astype(np.int64)
     lo = np.searchsorted(song_bins, bins - reach_bins)
     hi = np.searchsorted(song_bins, bins + reach_bins, side="right")
@@ -234,7 +236,7 @@ def fit_time_scale(
     unscaled = hits[steps]
     at_one = int(np.argmax(unscaled))
     top, one = int(hits[best]), int(unscaled[at_one])
-    to_offset = first + params.late_frames  # hits[:, k] counts the starts from k - late to k + early
+    to_offset = first + params.late_frames  # hits[:, k]: the clip starting at song frame k + to_offset
     if top < max(one * (1 + params.scale_gain), one + params.scale_min_hits) or best[0] == steps:
         return ScaleFit(1.0, at_one + to_offset, one, one)
     # Least squares through the pairs on the line (song frame = offset + clip frame / scale), the

@@ -271,14 +271,14 @@ class Searcher:
         self, matches: list[Match], drifting: list[int], samples: np.ndarray, views: dict | None = None
     ) -> list[Match]:
         """The answers of the ``drifting`` songs (:meth:`drifting`) with their time scale, start and
-        frequency scale fitted by the clip's peaks (:func:`dejavu.verify.fit_time_scale`)."""
+        frequency scale fitted by the clip's peaks (:func:`dejavu.verify.fit_scales`)."""
         vp = self.verify
         packed, _ = self.store.song_peaks(drifting)
         clip = query_peaks(samples, self.params, views)
         fitted = []
         for m in matches:
             fit = (
-                verification.fit_time_scale(clip, verification.unpack_peaks(packed[m.song_id]), m.offset, vp)
+                verification.fit_scales(clip, verification.unpack_peaks(packed[m.song_id]), m.offset, vp)
                 if m.song_id in packed  # (only the drifting songs)
                 else None
             )

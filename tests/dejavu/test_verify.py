@@ -10,7 +10,7 @@ from dejavu.spectrogram import spectrogram
 from dejavu.verify import (
     DEFAULT_VERIFY,
     VerifyParams,
-    fit_time_scale,
+    fit_scales,
     pack_peaks,
     pair_peaks,
     unpack_peaks,
@@ -125,7 +125,7 @@ def test_a_tempo_change_is_fitted_from_where_the_hashes_aligned(rng, time_scale)
     song = (rng.integers(6, 372, 6000), np.sort(rng.integers(0, 10_000, 6000)))  # 24 peaks a second
     clip = _clip_of_peaks(rng, song, 4000, time_scale, 430)
     aligned_at = 4000 + round(200 * (1 / time_scale - 1))  # where the hashes of clip frame 200 align
-    fit = fit_time_scale(clip, song, aligned_at)
+    fit = fit_scales(clip, song, aligned_at)
     assert fit.time_scale == pytest.approx(time_scale, rel=0.002) and fit.frequency_scale == 1.0  # pitch kept
     assert fit.offset_frames == pytest.approx(4000, abs=2) and fit.hits > 1.2 * fit.hits_unscaled
 
@@ -134,14 +134,14 @@ def test_a_tempo_change_is_fitted_from_where_the_hashes_aligned(rng, time_scale)
 def test_a_speed_change_is_fitted_in_time_and_frequency(rng, speed):
     song = (rng.integers(6, 372, 6000), np.sort(rng.integers(0, 10_000, 6000)))
     clip = _clip_of_peaks(rng, song, 4000, 1 / speed, 430, frequency_scale=speed)
-    fit = fit_time_scale(clip, song, 4000 + round(200 * (speed - 1)))
+    fit = fit_scales(clip, song, 4000 + round(200 * (speed - 1)))
     assert fit.time_scale == pytest.approx(1 / speed, rel=0.002)
     assert fit.frequency_scale == pytest.approx(speed, abs=0.0026)  # the grid's step, 0.5 %, halved
 
 
 def test_an_unchanged_tempo_stays_one(rng):
     song = (rng.integers(6, 372, 6000), np.sort(rng.integers(0, 10_000, 6000)))
-    fit = fit_time_scale(_clip_of_peaks(rng, song, 4000, 1.0, 430), song, 4001)
+    fit = fit_scales(_clip_of_peaks(rng, song, 4000, 1.0, 430), song, 4001)
     assert fit.time_scale == 1.0 and fit.offset_frames == pytest.approx(4000, abs=2)
     noise = rng.integers(6, 372, 300), rng.integers(0, 430, 300)  # no line at all: no scale either
-    assert fit_time_scale(noise, song, 4000).time_scale == 1.0
+    assert fit_scales(noise, song, 4000).time_scale == 1.0
