@@ -7,6 +7,8 @@ import hashlib
 import io
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -282,6 +284,32 @@ def stream_windows(
         raise BadAudioError("No audio in the file")
     if tail.shape[0] > (size - hop if start else 0):  # samples no window has held yet
         yield Window(start / sample_rate_hz, tail, sample_rate_hz)
+
+
+def read_ahead(windows: Iterator[Window], depth: int = 2) -> Iterator[Window]:
+    """The windows, decoded on a thread of their own at most ``depth`` ahead of the caller.
+
+    The caller can stop at any time, Ctrl-C included: FFmpeg's read of a live stream may block in C
+    for as long as the stream trickles (a signal there makes it reconnect and read again, not
+    return), where Python cannot raise KeyboardInterrupt. The decoding thread is then left behind
+    (a daemon, holding at most ``depth`` windows); an error it meets is raised to the caller."""
+    handed: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def decode() -> None:
+        try:
+            for window in windows:
+                handed.put(window)
+        except BaseException as exc:  # raised in the caller's thread instead
+            handed.put(exc)
+        else:
+            handed.put(end)
+
+    threading.Thread(target=decode, name="decode", daemon=True).start()
+    while (item := handed.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _stream_pcm(source, sample_rate_hz: int) -> Iterator[np.ndarray]:

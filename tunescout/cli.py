@@ -320,7 +320,7 @@ def scan(config_path, source, output, window, hop, follow):
     """Scan SOURCE for catalogued songs: each segment as soon as it has ended, then a summary (json:
     one JSON line each). SOURCE is a file of any length or a live stream's http(s) URL (Icecast,
     Shoutcast, HLS .m3u8), followed until it ends. Ctrl-C stops with what is known."""
-    from .audio import is_stream_url, stream_windows
+    from .audio import is_stream_url, read_ahead, stream_windows
     from .scan import Scanner, ScanParams
 
     if hop > window:
@@ -332,7 +332,7 @@ def scan(config_path, source, output, window, hop, follow):
     show = _show_json if output == "json" else _show_row
     interrupted = False
     try:
-        for piece in stream_windows(source, engine.params.sample_rate_hz, window, hop):
+        for piece in read_ahead(stream_windows(source, engine.params.sample_rate_hz, window, hop)):
             for segment in scanner.feed(piece):
                 show(segment.body())
             for report in scanner.playing(follow) if follow else []:

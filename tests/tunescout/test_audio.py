@@ -245,3 +245,30 @@ def test_streaming_holds_one_window_whatever_the_length(ten_hours_of_silence):
     tracemalloc.stop()
     windows.close()
     assert peak < 8 * 10 * SR * 4
+
+
+def test_read_ahead_hands_on_windows_and_errors_and_lets_the_caller_stop_while_the_source_blocks():
+    import threading
+
+    from tunescout.audio import read_ahead
+
+    def failing():
+        yield 1
+        yield 2
+        raise BadAudioError("Broken stream")
+
+    got = []
+    with pytest.raises(BadAudioError, match="Broken stream"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+    never = threading.Event()
+
+    def stuck():  # a live stream whose read never returns
+        yield "first"
+        never.wait()
+
+    windows = read_ahead(stuck())
+    assert next(windows) == "first"  # and the caller may now stop: nothing waits for the source
+    windows.close()
