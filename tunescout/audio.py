@@ -286,13 +286,17 @@ def stream_windows(
         yield Window(start / sample_rate_hz, tail, sample_rate_hz)
 
 
+_POLL_SECONDS = 0.2  # read_ahead's longest wait without running Python code (and so without seeing Ctrl-C)
+
+
 def read_ahead(windows: Iterator[Window], depth: int = 2) -> Iterator[Window]:
     """The windows, decoded on a thread of their own at most ``depth`` ahead of the caller.
 
     The caller can stop at any time, Ctrl-C included: FFmpeg's read of a live stream may block in C
-    for as long as the stream trickles (a signal there makes it reconnect and read again, not
-    return), where Python cannot raise KeyboardInterrupt. The decoding thread is then left behind
-    (a daemon, holding at most ``depth`` windows); an error it meets is raised to the caller."""
+    for as long as the stream trickles, and the signal may be taken by any thread, while Python
+    raises KeyboardInterrupt only in the main thread, once it runs Python code again. So the caller
+    waits in short steps, and the decoding thread is left behind when it stops (a daemon, holding at
+    most ``depth`` windows); an error that thread meets is raised to the caller."""
     handed: queue.Queue = queue.Queue(maxsize=depth)
     end = object()
 
@@ -306,7 +310,13 @@ def read_ahead(windows: Iterator[Window], depth: int = 2) -> Iterator[Window]:
             handed.put(end)
 
     threading.Thread(target=decode, name="decode", daemon=True).start()
-    while (item := handed.get()) is not end:
+    while True:
+        try:
+            item = handed.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            continue  # back in Python now and then: a Ctrl-C that another thread took is raised here
+        if item is end:
+            return
         if isinstance(item, BaseException):
             raise item
         yield item
