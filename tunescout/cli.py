@@ -331,6 +331,10 @@ def scan(config_path, source, output, window, hop, follow):
     scanner = Scanner(engine, ScanParams(window_seconds=window, hop_seconds=hop))
     show = _show_json if output == "json" else _show_row
     interrupted = False
+    # Ctrl-C ends the scan with what is known, also when a shell started it in the background with
+    # SIGINT ignored (a shell without job control does that to `&` jobs); decoding runs on a thread
+    # of its own (read_ahead), so the signal is seen even while FFmpeg waits on a stream.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for piece in read_ahead(stream_windows(source, engine.params.sample_rate_hz, window, hop)):
             for segment in scanner.feed(piece):

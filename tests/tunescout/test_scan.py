@@ -281,15 +281,8 @@ def test_ctrl_c_ends_the_cli_with_what_is_known(config_file, trickling_source, t
     command = [sys.executable, "-X", "faulthandler", "-m", "tunescout", "scan", "--config", str(config_file)]
     errors = tmp_path / "stderr.txt"
     with errors.open("w") as stderr:
-        # A run started in the background by a shell without job control (`make test &`) inherits
-        # SIGINT ignored, and so would the scan, as a user's `nohup tunescout scan ... &` rightly does.
         scan_process = subprocess.Popen(
-            [*command, trickling_source],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            preexec_fn=lambda: signal_module.signal(signal_module.SIGINT, signal_module.SIG_DFL),
+            [*command, trickling_source], cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True
         )
     try:
         first = json.loads(scan_process.stdout.readline())
