@@ -255,7 +255,11 @@ def fit_scales(
 
 
 def _frequency_scale(
-    clip: tuple[np.ndarray, np.ndarray], song: tuple[np.ndarray, np.ndarray], slope: float, start: float, params
+    clip: tuple[np.ndarray, np.ndarray],
+    song: tuple[np.ndarray, np.ndarray],
+    slope: float,
+    start: float,
+    params: VerifyParams,
 ) -> float:
     """The frequency scale along a fitted line: a clip played fast (resampled) is higher too, by as
     much as the pair hashes let through (``frequency_range``). Each scale of the grid maps the clip's

@@ -38,7 +38,7 @@ from .records import (
     Upgrade,
 )
 from .results import ResultShards
-from .search import ROBUST_FEATURE, Searcher
+from .search import ROBUST_FEATURE, Search, Searcher
 from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, FingerprintStore, NewSong, Song, instance_of
 from .storage.sharded import ShardedStore
 from .storage.stack import open_catalogue, open_result_stores
@@ -238,9 +238,7 @@ class Engine:
             metrics.triplet_search(outcome)
             if outcome == "answered":
                 results, unnamed = self.searcher.rank(first.scored, int(keys[0].size), query_frames)
-                if drifting := self.searcher.drifting(results, first, query_frames):
-                    results = self.searcher.tempo_fitted(results, drifting, decoded.samples, views)
-                    clock.lap("tempo")
+                results = self._tempo_fitted(results, first, decoded, query_frames, views, clock)
                 return Recognition(results, clock.laps, max(first.unanswered, unnamed))
             if outcome == "rejected":
                 return Recognition([], clock.laps, first.unanswered)
@@ -257,10 +255,7 @@ class Engine:
             results, unnamed = self.searcher.rank(search.scored, int(hashes.size), query_frames)
             clock.lap("second")
             unanswered = max(unanswered, search.unanswered, unnamed)
-        if drifting := self.searcher.drifting(results, search, query_frames):
-            # A tempo change the pairs survive: the time scale from the clip's peaks (docs/ALGORITHM.md).
-            results = self.searcher.tempo_fitted(results, drifting, decoded.samples, views)
-            clock.lap("tempo")
+        results = self._tempo_fitted(results, search, decoded, query_frames, views, clock)
         if not results and any(self.searcher.robust_instances()):
             # The pair path found no song: try speed, tempo and pitch changes (docs/ALGORITHM.md).
             results, robust_unanswered = self.searcher.search_robust(decoded.samples, views)
@@ -272,6 +267,17 @@ class Engine:
             clock.lap("verify")
             unanswered = max(unanswered, verify_unanswered)
         return Recognition(results, clock.laps, unanswered)
+
+    def _tempo_fitted(
+        self, results: list, search: Search, decoded: Decoded, query_frames: int, views: dict, clock: _Stopwatch
+    ) -> list:
+        """A hash search's answers, those whose matches drift (a tempo change the hashes survive) with
+        their scales fitted by the clip's peaks (docs/ALGORITHM.md, "The tempo of pair answers")."""
+        if not (drifting := self.searcher.drifting(results, search, query_frames)):
+            return results
+        fitted = self.searcher.tempo_fitted(results, drifting, decoded.samples, views)
+        clock.lap("tempo")
+        return fitted
 
     def _triplets_first(self, counted: tuple[np.ndarray, np.ndarray] | None) -> bool:
         """Whether a clip's triplet keys are looked up before its pairs: every instance keeps third

@@ -309,8 +309,9 @@ def arrays_of_rows(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return flat[:, 0].astype(np.uint32), flat[:, 1].copy(), flat[:, 2].copy()
 
 
-def rows_by_song(song_ids: np.ndarray, hashes: np.ndarray, offsets: np.ndarray) -> SongRows:
-    """song_rows()' answer from parallel arrays of rows: {song_id: (hashes uint32, offsets int64)}."""
+def rows_by_song(hashes: np.ndarray, song_ids: np.ndarray, offsets: np.ndarray) -> SongRows:
+    """song_rows()' answer from the arrays of rows that arrays_of_rows gives: {song_id: (hashes
+    uint32, offsets int64)}."""
     order = np.argsort(song_ids, kind="stable")
     song_ids, hashes, offsets = song_ids[order], hashes[order], offsets[order]
     songs, first = np.unique(song_ids, return_index=True)

@@ -432,7 +432,7 @@ class ClickHouseStore(_ClickHouseBase):
         if not song_ids:
             return {}
         columns = self._run(
-            f"SELECT {_SONG_ID} AS song_id, hash, {_OFFSET} FROM fingerprints"
+            f"SELECT hash, {_SONG_ID} AS song_id, {_OFFSET} FROM fingerprints"
             " WHERE song_id IN %(ids)s AND song_id IN (SELECT song_id FROM songs)",
             {"ids": tuple(int(i) for i in song_ids)},
             columnar=True,

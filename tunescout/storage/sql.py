@@ -359,12 +359,11 @@ class SQLStore(SQLBase):
             return {}
         marks = ",".join([self.p] * len(song_ids))
         rows = self.query(
-            f"SELECT f.song_id, f.hash, f.{self.offset} FROM fingerprints f"
+            f"SELECT f.hash, f.song_id, f.{self.offset} FROM fingerprints f"
             f" WHERE f.song_id IN ({marks}) AND f.song_id IN (SELECT song_id FROM songs)",
             tuple(song_ids),
         )
-        flat = np.array(rows, np.int64).reshape(-1, 3)
-        return rows_by_song(flat[:, 0], flat[:, 1], flat[:, 2])
+        return rows_by_song(*arrays_of_rows(rows))
 
     def add_peaks(self, peaks: dict[int, bytes]) -> int:
         p, stored = self.p, 0
