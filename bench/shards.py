@@ -280,15 +280,47 @@ VARIANTS = {
     "triplet-reject": {"triplet_reject": True},  # recognizing.reject_on_triplets
     "triplet-reject-1": {"triplet_reject": True, "triplet_reject_margin": -1.0},
     "triplet-reject-4": {"triplet_reject": True, "triplet_reject_margin": -4.0},
+    # lookups answered from each instance's rows held in memory (recognizing.memory_index)
+    "memory": {"memory_index": True},
+    "memory-triplet-reject": {"memory_index": True, "triplet_reject": True},
 }
 
 
+def memory_engine(engine: Engine) -> tuple[Engine, dict]:
+    """An engine on the same instances with recognizing.memory_index, its copies loaded; and what
+    loading them took (seconds, rows, bytes)."""
+    recognizing = dataclasses.replace(engine.config.recognizing, memory_index=True)
+    memory = Engine.from_config(dataclasses.replace(engine.config, recognizing=recognizing))
+    return memory, load_memory(memory)
+
+
+def load_memory(engine: Engine) -> dict:
+    """Bring the engine's memory copies up to date; what it took."""
+    t = time.perf_counter()
+    for store in engine.store.stores:
+        store.refresh()
+    helds = [store.held for store in engine.store.stores]
+    return {
+        "load_s": round(time.perf_counter() - t, 1),
+        "rows": sum(h.rows for h in helds),
+        "bytes": sum(h.nbytes for h in helds),
+    }
+
+
 def run_queries(
-    engine: Engine, rows: list[dict], queries: Path, names: dict, max_queries: int, variants: list[str]
+    engine: Engine,
+    rows: list[dict],
+    queries: Path,
+    names: dict,
+    max_queries: int,
+    variants: list[str],
+    in_memory: Engine | None = None,
 ) -> dict:
     """Every clip under each variant in turn (the same machine state for all): latency of catalogue
-    clips and of unknown ones apart, accuracy, false positives and lookup steps, per variant."""
+    clips and of unknown ones apart, accuracy, false positives and lookup steps, per variant. The
+    variants with ``memory_index`` run on ``in_memory`` (:func:`memory_engine`)."""
     default, default_robust, default_params = engine.searcher.match, engine.searcher.robust, engine.params
+    default_engine = engine
     figures = {
         v: {
             "latency": [],
@@ -307,6 +339,7 @@ def run_queries(
             decoded = decode_clip(engine, queries, row)
             for variant in variants:
                 overrides = dict(VARIANTS[variant])
+                engine = in_memory if overrides.pop("memory_index", False) else default_engine
                 engine.searcher.robust = dataclasses.replace(default_robust, **overrides.pop("robust", {}))
                 fingerprint = dataclasses.replace(default_params, **overrides.pop("fingerprint", {}))
                 engine.params = engine.searcher.params = fingerprint
@@ -329,8 +362,9 @@ def run_queries(
                     f["correct"].append(match == row["track_id"])
                     f["by_degradation"].setdefault(row["degradation"], []).append(match == row["track_id"])
     finally:
-        engine.searcher.match, engine.searcher.robust = default, default_robust
-        engine.params = engine.searcher.params = default_params
+        for engine in filter(None, (default_engine, in_memory)):
+            engine.searcher.match, engine.searcher.robust = default, default_robust
+            engine.params = engine.searcher.params = default_params
     return {
         variant: {
             "latency_p50_ms": float(np.median(f["latency"])),
@@ -494,6 +528,7 @@ def main() -> None:
             song_names = real_song_names(engine)[0]
             seconds += (held - songs) * float(np.median(durations))
             songs = held
+        in_memory = None  # the engine of the memory_index variants, once one runs
         for size in sorted(int(s) for s in args.sizes.split(",")):
             if size > songs:
                 t = time.perf_counter()
@@ -518,7 +553,16 @@ def main() -> None:
             stats = [s.stats() for s in engine.store.stores]
             index_bytes = sum(s["index_bytes"] for s in stats)
             hashes = sum(s["hashes"] for s in stats)
-            variants = run_queries(engine, rows, args.queries, song_names, args.max_queries, args.variants.split(","))
+            memory = None
+            if any(VARIANTS[v].get("memory_index") for v in args.variants.split(",")):
+                if in_memory is None:
+                    in_memory, memory = memory_engine(engine)
+                else:
+                    memory = load_memory(in_memory)
+                print(f"memory index: {memory}")
+            variants = run_queries(
+                engine, rows, args.queries, song_names, args.max_queries, args.variants.split(","), in_memory
+            )
             figures = variants[args.variants.split(",")[0]]
             if args.trace:
                 with args.trace.open("a") as out:
@@ -529,6 +573,7 @@ def main() -> None:
                 "hashes": hashes,
                 "index_bytes": index_bytes,
                 "index_kb_per_min": index_bytes / 1000 / (seconds / 60),
+                "memory_index": memory,  # the memory variants' copies: load seconds, rows, bytes
                 "load_seconds": load_s,
                 "load_rows_per_s": hashes / load_s if load_s else None,
                 "compact_seconds": compact_s,
@@ -562,6 +607,8 @@ def main() -> None:
                     flush=True,
                 )
         engine.close()
+        if in_memory is not None:
+            in_memory.close()
     if not args.keep:
         for name in names:
             drop(name)

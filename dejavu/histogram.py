@@ -1,4 +1,4 @@
-"""Histogram: a candidate song's offset-difference histogram; histograms_of_postings builds them from index rows."""
+"""Histogram: a candidate song's offset-difference histogram; histograms_of_rows builds them from joined index rows."""
 
 from __future__ import annotations
 
@@ -41,18 +41,66 @@ def histograms_of_postings(
     lo = np.searchsorted(q_hash, p_hash, "left")
     n = np.searchsorted(q_hash, p_hash, "right") - lo  # query pairs per posting
     posting = np.repeat(np.arange(p_hash.size), n)
-    pair = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    song, delta, hashes = p_song[posting], p_offset[posting] - q_offset[pair], p_hash[posting]
+    pair = np.repeat(lo, n) + ragged_arange(n)
+    return histograms_of_rows(p_song[posting], p_offset[posting] - q_offset[pair], p_hash[posting], top_k)
+
+
+def ragged_arange(lengths: np.ndarray) -> np.ndarray:
+    """``0..lengths[0]-1, 0..lengths[1]-1, ...`` as one int64 array (each row's place in its run)."""
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+# histograms_of_rows packs (song, delta, hash) into one uint64 when each fits its field: one sort
+# of a single key instead of a lexsort of two (650,000 rows: about 4 times faster).
+_PACK_HASH_BITS = 24  # pair hashes (dejavu.params.HASH_BITS)
+_PACK_DELTA_BITS = 20  # |delta| < 2**19 frames: over three hours of audio at the default hop
+_PACK_SONG_BITS = 64 - _PACK_HASH_BITS - _PACK_DELTA_BITS
+
+
+def histograms_of_rows(songs: np.ndarray, deltas: np.ndarray, hashes: np.ndarray, top_k: int) -> list[Histogram]:
+    """The top_k songs' offset histograms from joined rows: per (song, delta), the distinct hashes.
+
+    Parameters
+    ----------
+    songs : np.ndarray [shape=(n,)], int, >= 0: each joined row's song
+    deltas : np.ndarray [shape=(n,)], int, frames: the row's song offset minus its query offset
+    hashes : np.ndarray [shape=(n,)], int, >= 0: the hash the row was joined on
+    top_k : int
+    """
+    if songs.size == 0:
+        return []
+    songs, deltas, hashes = (np.asarray(a, np.int64) for a in (songs, deltas, hashes))
+    bias = 1 << (_PACK_DELTA_BITS - 1)
+    if (
+        songs.max() < 1 << _PACK_SONG_BITS
+        and hashes.max() < 1 << _PACK_HASH_BITS
+        and -bias <= deltas.min()
+        and deltas.max() < bias
+    ):
+        key = (
+            (songs.astype(np.uint64) << np.uint64(_PACK_DELTA_BITS + _PACK_HASH_BITS))
+            | ((deltas + bias).astype(np.uint64) << np.uint64(_PACK_HASH_BITS))
+            | hashes.astype(np.uint64)
+        )
+        key = np.sort(key)
+        group = key[np.r_[True, key[1:] != key[:-1]]] >> np.uint64(_PACK_HASH_BITS)  # distinct hashes
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        firsts = group[starts]
+        song = (firsts >> np.uint64(_PACK_DELTA_BITS)).astype(np.int64)
+        delta = (firsts & np.uint64((1 << _PACK_DELTA_BITS) - 1)).astype(np.int64) - bias
+        return top_histograms(song, delta, np.diff(np.r_[starts, group.size]), top_k)
     # Distinct (song, delta, hash), then count per (song, delta). delta and hash share one int64:
     # |delta| < 2**30 frames (centuries of audio) and hashes have < 32 bits.
-    low = ((delta + (1 << 30)) << 32) | hashes
-    order = np.lexsort((low, song))
-    song, low = song[order], low[order]
-    distinct = np.r_[True, (song[1:] != song[:-1]) | (low[1:] != low[:-1])]
-    song, group = song[distinct], low[distinct] >> 32
-    starts = np.flatnonzero(np.r_[True, (song[1:] != song[:-1]) | (group[1:] != group[:-1])])
-    counts = np.diff(np.r_[starts, song.size])
-    return top_histograms(song[starts], group[starts] - (1 << 30), counts, top_k)
+    low = ((deltas + (1 << 30)) << 32) | hashes
+    order = np.lexsort((low, songs))
+    songs, low = songs[order], low[order]
+    distinct = np.r_[True, (songs[1:] != songs[:-1]) | (low[1:] != low[:-1])]
+    songs, group = songs[distinct], low[distinct] >> 32
+    starts = np.flatnonzero(np.r_[True, (songs[1:] != songs[:-1]) | (group[1:] != group[:-1])])
+    counts = np.diff(np.r_[starts, songs.size])
+    return top_histograms(songs[starts], group[starts] - (1 << 30), counts, top_k)
 
 
 def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray, top_k: int) -> list[Histogram]:

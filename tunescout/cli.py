@@ -44,12 +44,14 @@ def _config(config_path):
 
 
 def _engine(config_path):
-    """An engine for one command. It asks the instances for hash counts: keeping a copy in memory
-    (recognizing.counts_refresh_s) pays off over many clips, not one."""
+    """An engine for one command. It asks the instances for hash counts and lookups: keeping a copy
+    in memory (recognizing.counts_refresh_s, recognizing.memory_index) pays off over many clips, not one."""
     from .engine import Engine
 
     config = _config(config_path)
-    config = dataclasses.replace(config, recognizing=dataclasses.replace(config.recognizing, counts_refresh_s=0))
+    config = dataclasses.replace(
+        config, recognizing=dataclasses.replace(config.recognizing, counts_refresh_s=0, memory_index=False)
+    )
     try:
         return Engine.from_config(config)
     except TuneScoutError as exc:

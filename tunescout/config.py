@@ -74,6 +74,14 @@ class RecognizingConfig:
         "How often each worker brings its in-memory copy of every instance's common hash counts up "
         "to date (they choose which hashes are looked up first); 0 asks the instances for every clip.",
     )
+    memory_index: bool = _field(
+        False,
+        "Each worker holds a copy of every instance's index rows in memory (about 8 bytes a row: "
+        "`tunescout stats` counts them as hashes) and answers lookups from it, several times faster than "
+        "the databases (docs/SCALE.md). It is read from the instances in the background at start, and "
+        "brought up to date every counts_refresh_s (which must be > 0): a song added through another "
+        "worker is found within that time.",
+    )
     reject_on_triplets: bool = _field(
         False,
         "On an index whose instances all keep third points (ClickHouse): a clip whose triplet keys leave "
@@ -275,6 +283,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"recognizing.{key}: must be > 0")
     if config.recognizing.counts_refresh_s < 0:
         raise ConfigError("recognizing.counts_refresh_s: must be >= 0")
+    if config.recognizing.memory_index and not config.recognizing.counts_refresh_s:
+        raise ConfigError("recognizing.memory_index: needs recognizing.counts_refresh_s > 0 (its refresh period)")
     for key in ("max_file_size_mb", "max_duration"):
         if getattr(config.fingerprinting, key) <= 0:
             raise ConfigError(f"fingerprinting.{key}: must be > 0")

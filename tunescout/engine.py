@@ -120,7 +120,12 @@ class Engine:
     def from_config(cls, config: Config, params: FingerprintParams = dejavu.DEFAULT_PARAMS) -> Engine:
         """Open every configured instance's stack and result shard (tunescout.storage.stack); ``params``
         another fingerprint design than the default (bench/quality.py --params)."""
-        store = open_catalogue(config, on_failure=metrics.instance_failed, on_counts_load=metrics.counts_copy_loaded)
+        store = open_catalogue(
+            config,
+            on_failure=metrics.instance_failed,
+            on_counts_load=metrics.counts_copy_loaded,
+            on_memory_load=metrics.memory_index_loaded,
+        )
         match = dataclasses.replace(dejavu.DEFAULT_MATCH, triplet_reject=config.recognizing.reject_on_triplets)
         return cls(config, store, ResultShards(open_result_stores(config)), params=params, match=match)
 

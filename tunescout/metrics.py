@@ -76,6 +76,18 @@ COUNTS_COPY_VALUES = Gauge(
     ["instance"],
     multiprocess_mode="livemax",
 )
+MEMORY_INDEX_ROWS = Gauge(
+    "tunescout_memory_index_rows",
+    "Index rows in the largest worker's in-memory copy of an instance (recognizing.memory_index)",
+    ["instance"],
+    multiprocess_mode="livemax",
+)
+MEMORY_INDEX_BYTES = Gauge(
+    "tunescout_memory_index_bytes",
+    "Bytes of the largest worker's in-memory copy of an instance (recognizing.memory_index)",
+    ["instance"],
+    multiprocess_mode="livemax",
+)
 INSTANCE_FAILURES = Counter(
     "tunescout_instance_failures_total",
     "Fingerprint instance calls that failed, by instance and kind (error, timeout)",
@@ -90,6 +102,11 @@ def instance_failed(index: int, kind: str) -> None:
 def counts_copy_loaded(index: int, values: int) -> None:
     COUNTS_COPY_LOADS.labels(str(index)).inc()
     COUNTS_COPY_VALUES.labels(str(index)).set(values)
+
+
+def memory_index_loaded(index: int, rows: int, nbytes: int) -> None:
+    MEMORY_INDEX_ROWS.labels(str(index)).set(rows)
+    MEMORY_INDEX_BYTES.labels(str(index)).set(nbytes)
 
 
 def search_finished(lookups: int) -> None:

@@ -35,6 +35,10 @@ def test_defaults_are_one_sqlite_instance_and_shard():
         ({"recognizing": {"max_duration": "long"}}, "recognizing.max_duration"),
         ({"recognizing": {"max_duration": -1}}, "recognizing.max_duration: must be > 0"),
         ({"recognizing": {"counts_refresh_s": -1}}, "recognizing.counts_refresh_s: must be >= 0"),
+        (
+            {"recognizing": {"memory_index": True, "counts_refresh_s": 0}},
+            "recognizing.memory_index: needs recognizing.counts_refresh_s > 0",
+        ),
         ({"nonsense": 1}, "nonsense: unknown key"),
         (
             {"instances": [{"database_type": "mysql", "database": {"host": "h"}}]},

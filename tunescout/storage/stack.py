@@ -4,7 +4,8 @@ An instance's stack, from the database up:
 
     backend (BACKENDS[database_type])   rows in its database
     -> CachedStore     if redis.host is set: lookups and hash counts cached in Redis
-    -> CountsSnapshot  if recognizing.counts_refresh_s > 0: common hash counts held in memory
+    -> MemoryIndex     if recognizing.memory_index: every row held in memory, lookups answered there
+    or CountsSnapshot  if recognizing.counts_refresh_s > 0: common hash counts held in memory
 and the N stacks under one ShardedStore, which fans reads out in parallel.
 Each layer is a FingerprintStore over the one below it (base.StoreLayer).
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from ..config import Config, DatabaseConfig, InstanceConfig, sqlite_path
 from . import BACKENDS, result_store_class, store_class
 from .base import FingerprintStore, IdSlot, ResultStore, StoreLayer
+from .memindex import MemoryIndex
 from .sharded import ShardedStore
 from .snapshot import CountsSnapshot
 
@@ -32,7 +34,10 @@ def database_of(config: Config, instance: InstanceConfig) -> DatabaseConfig:
 
 
 def open_instance(
-    config: Config, index: int, on_counts_load: Callable[[int, int], None] = lambda index, values: None
+    config: Config,
+    index: int,
+    on_counts_load: Callable[[int, int], None] = lambda index, values: None,
+    on_memory_load: Callable[[int, int, int], None] = lambda index, rows, nbytes: None,
 ) -> FingerprintStore:
     """Fingerprint instance ``index``'s stack (connections are made on first use)."""
     instance = config.instances[index]
@@ -45,7 +50,11 @@ def open_instance(
         store = CachedStore(
             store, redis_client(config.redis, instance.redis_db_index), config.redis.prefix, config.redis.ttl_s
         )
-    if config.recognizing.counts_refresh_s:
+    if config.recognizing.memory_index:  # (its counts are exact: no CountsSnapshot over it)
+        store = MemoryIndex(
+            store, config.recognizing.counts_refresh_s, on_load=functools.partial(on_memory_load, index)
+        )
+    elif config.recognizing.counts_refresh_s:
         store = CountsSnapshot(
             store, config.recognizing.counts_refresh_s, on_load=functools.partial(on_counts_load, index)
         )
@@ -56,13 +65,15 @@ def open_catalogue(
     config: Config,
     on_failure: Callable[[int, str], None] = lambda index, kind: None,
     on_counts_load: Callable[[int, int], None] = lambda index, values: None,
+    on_memory_load: Callable[[int, int, int], None] = lambda index, rows, nbytes: None,
 ) -> ShardedStore:
     """Every configured fingerprint instance under one ShardedStore.
 
     on_failure(index, "error" | "timeout") is called when an instance fails a request;
-    on_counts_load(index, values) when an instance's counts copy is loaded.
+    on_counts_load(index, values) when an instance's counts copy is loaded, on_memory_load(index,
+    rows, nbytes) when its memory index changes.
     """
-    stores = [open_instance(config, i, on_counts_load) for i in range(len(config.instances))]
+    stores = [open_instance(config, i, on_counts_load, on_memory_load) for i in range(len(config.instances))]
     return ShardedStore(stores, config.recognizing.instance_timeout_s, on_failure=on_failure)
 
 

@@ -1,0 +1,207 @@
+"""MemoryIndex: lookups answered from rows in memory, the same as the instance's own, and kept up to date."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dejavu.histogram import histograms_of_rows
+from dejavu.postings import Postings
+from tests import servers
+from tests.conftest import need
+from tunescout.config import DatabaseConfig
+from tunescout.errors import StorageError
+from tunescout.storage.base import EXACT_COUNTS_FROM, IdSlot, NewSong
+from tunescout.storage.clickhouse import ClickHouseStore
+from tunescout.storage.memindex import MemoryIndex
+from tunescout.storage.sqlite import SQLiteStore
+
+from .test_snapshot import eventually
+
+
+def random_song(rng, n: int = 3000, values: int = 4000) -> NewSong:
+    """Rows of a few thousand values, so that songs share many of them at many offsets."""
+    hashes = rng.integers(0, values, n).astype(np.uint32)
+    return NewSong("s", rng.bytes(20).hex(), 60.0, hashes, rng.integers(0, 2500, n).astype(np.int64))
+
+
+def clip_of(song: NewSong, rng, start: int = 500, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of a clip cut from the song at ``start`` (its rows there), with as many random pairs."""
+    near = np.flatnonzero((song.offsets >= start) & (song.offsets < start + 300))[:n]
+    hashes = np.r_[song.hashes[near], rng.integers(0, 4000, n).astype(np.uint32)]
+    offsets = np.r_[song.offsets[near] - start, rng.integers(0, 300, n)]
+    return hashes, offsets
+
+
+def same_histograms(a, b) -> bool:
+    key = lambda hs: sorted((h.song_id, sorted(zip(h.deltas.tolist(), h.counts.tolist()))) for h in hs)  # noqa: E731
+    return key(a) == key(b)
+
+
+def test_packed_grouping_counts_as_the_general_one(rng):
+    songs = rng.integers(0, 50, 20_000)
+    deltas = rng.integers(-40, 40, 20_000)
+    hashes = rng.integers(0, 300, 20_000)
+    packed = histograms_of_rows(songs, deltas, hashes, top_k=50)
+    general = histograms_of_rows(songs + (1 << 40), deltas, hashes, top_k=50)  # too big to pack
+    assert len(packed) == 50 and all(h.counts.sum() > 0 for h in packed)
+    assert [(h.song_id, h.deltas.tolist(), h.counts.tolist()) for h in packed] == [
+        (h.song_id - (1 << 40), h.deltas.tolist(), h.counts.tolist()) for h in general
+    ]
+
+
+def test_postings_count_and_return_the_rows_of_each_value(rng):
+    hashes = rng.integers(0, 100, 5000).astype(np.uint32)
+    songs, offsets = rng.integers(0, 7, 5000), rng.integers(0, 1000, 5000)
+    postings = Postings.build(hashes, songs, offsets)
+    probe = np.array([3, 50, 99, 100, 12345])
+    assert postings.counts(probe).tolist() == [int((hashes == v).sum()) for v in probe]
+    got_h, got_s, got_o = postings.rows(np.array([3, 50, 777]))
+    want = np.isin(hashes, [3, 50])
+    assert sorted(zip(got_h.tolist(), got_s.tolist(), got_o.tolist())) == sorted(
+        zip(hashes[want].tolist(), songs[want].tolist(), offsets[want].tolist())
+    )
+    assert Postings.build(np.zeros(0, np.uint32), [], []).counts(probe).tolist() == [0] * 5
+
+
+def test_lookups_from_memory_equal_the_instances_own(tmp_path, rng):
+    store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1))
+    store.ensure_schema("digest-1")
+    songs = [random_song(rng) for _ in range(6)]
+    ids = [store.add_song(s) for s in songs]
+    memory = MemoryIndex(store, refresh_s=30.0)
+    memory.refresh()
+    assert memory.held.rows == sum(s.hashes.size for s in songs)
+    hashes, offsets = clip_of(songs[2], rng)
+    from_memory = memory.best_alignments(hashes, offsets, top_k=20)
+    assert from_memory[0].song_id == ids[2]  # the clip's song leads: its rows align at offset 500
+    assert same_histograms(from_memory, store.best_alignments(hashes, offsets, top_k=20))
+    values = np.unique(hashes)
+    exact = [sum(int((s.hashes == v).sum()) for s in songs) for v in values]
+    assert memory.hash_counts(values).tolist() == [max(n, 1) for n in exact]  # exact (an instance's only from 8)
+    common = np.array(exact) >= EXACT_COUNTS_FROM
+    assert common.any() and memory.hash_counts(values)[common].tolist() == store.hash_counts(values)[common].tolist()
+    mine, theirs = memory.rows(values[:50]), store.rows(values[:50])
+    as_set = lambda r: sorted(zip(*(a.tolist() for a in r)))  # noqa: E731
+    assert as_set(mine) == as_set(theirs)
+    assert mine[0].dtype == np.uint32 and mine[1].dtype == mine[2].dtype == np.int64
+    memory.close()
+
+
+def test_changes_through_the_layer_are_seen_at_once_and_others_at_the_next_refresh(tmp_path, rng):
+    store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1))
+    store.ensure_schema("digest-1")
+    first = random_song(rng)
+    first_id = store.add_song(first)
+    now = [0.0]
+    memory = MemoryIndex(store, refresh_s=30.0, clock=lambda: now[0])
+    hashes, offsets = clip_of(first, rng)
+    # No copy yet: the instance answers (and the first load starts in the background).
+    assert memory.best_alignments(hashes, offsets, 5)[0].song_id == first_id
+    eventually(lambda: memory.held is not None)
+    # Added through the layer: held at once, in the segments.
+    second = random_song(rng)
+    second_id = memory.add_song(second)
+    h2, o2 = clip_of(second, rng)
+    assert memory.best_alignments(h2, o2, 5)[0].song_id == second_id
+    # Added by another writer (another worker): not held until the next refresh is due.
+    third = random_song(rng)
+    third_id = store.add_song(third)
+    h3, o3 = clip_of(third, rng)
+    assert third_id not in [h.song_id for h in memory.best_alignments(h3, o3, 5)]
+    now[0] = 31.0
+    memory.best_alignments(h3, o3, 5)  # starts the refresh
+    eventually(lambda: memory.best_alignments(h3, o3, 5)[0].song_id == third_id)
+    assert same_histograms(memory.best_alignments(h3, o3, 20), store.best_alignments(h3, o3, 20))
+    # Deleted through the layer: gone at once; deleted elsewhere: gone at the next refresh.
+    assert memory.delete_song(second_id)
+    assert second_id not in [h.song_id for h in memory.best_alignments(h2, o2, 20)]
+    assert second_id not in set(memory.rows(np.unique(h2))[1].tolist())
+    store.delete_song(first_id)
+    now[0] = 62.0
+    memory.best_alignments(hashes, offsets, 5)
+    eventually(lambda: first_id not in [h.song_id for h in memory.best_alignments(hashes, offsets, 20)])
+    assert same_histograms(memory.best_alignments(h3, o3, 20), store.best_alignments(h3, o3, 20))
+    memory.close()
+
+
+def test_many_songs_added_through_the_layer_stay_in_few_segments(tmp_path, rng):
+    store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1))
+    store.ensure_schema("digest-1")
+    memory = MemoryIndex(store, refresh_s=30.0)
+    memory.refresh()
+    songs = [random_song(rng, n=500) for _ in range(40)]
+    ids = [memory.add_song(s) for s in songs]
+    assert len(memory.held.segments) <= 6  # log2 of the songs
+    assert memory.held.rows == 40 * 500
+    hashes, offsets = clip_of(songs[17], rng, start=200, n=100)
+    assert memory.best_alignments(hashes, offsets, 3)[0].song_id == ids[17]
+    assert same_histograms(memory.best_alignments(hashes, offsets, 40), store.best_alignments(hashes, offsets, 40))
+    memory.close()
+
+
+def test_a_copy_that_fails_to_refresh_keeps_answering(tmp_path, rng):
+    need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
+    private = servers.PrivateClickHouse()
+    private.start()
+    try:
+        db = DatabaseConfig(**servers.clickhouse_database(servers.fresh_name(), port=private.port))
+        store = ClickHouseStore(db, IdSlot(0, 1))
+        store.ensure_schema("digest-1")
+        song = random_song(rng)
+        song_id = store.add_song(song)
+        now = [0.0]
+        memory = MemoryIndex(store, refresh_s=30.0, clock=lambda: now[0])
+        memory.refresh()
+        hashes, offsets = clip_of(song, rng)
+        assert same_histograms(memory.best_alignments(hashes, offsets, 5), store.best_alignments(hashes, offsets, 5))
+        private.stop()
+        now[0] = 31.0
+        assert memory.best_alignments(hashes, offsets, 5)[0].song_id == song_id  # its refresh fails
+        memory.refresh()  # so does this one, quietly
+        assert memory.best_alignments(hashes, offsets, 5)[0].song_id == song_id
+        with pytest.raises(StorageError):
+            store.best_alignments(hashes, offsets, 5)  # the instance itself is down
+        memory.close()
+    finally:
+        private.remove()
+
+
+def engine_config(tmp_path, memory: bool):
+    from tunescout.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "data_dir": str(tmp_path),
+            "recognizing": {"memory_index": memory},
+            "instances": [{"database_type": "sqlite", "database": {"database": f"fp{i}.sqlite"}} for i in range(2)],
+        }
+    )
+
+
+def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
+    import io
+
+    from tests.conftest import music_like, wav_bytes
+    from tunescout.engine import Engine
+    from tunescout.storage.stack import layers
+
+    rng = np.random.default_rng(7)
+    songs = [music_like(rng, 30) for _ in range(4)]
+    memory = Engine.from_config(engine_config(tmp_path, memory=True))
+    assert all(isinstance(s, MemoryIndex) for s in memory.store.stores)
+    for store in memory.store.stores:
+        store.refresh()  # (an empty copy: what the service starts with on a new index)
+    ids = [memory.fingerprint(io.BytesIO(wav_bytes(s)), f"song{i}").song_id for i, s in enumerate(songs)]
+    plain = Engine.from_config(engine_config(tmp_path, memory=False))
+    assert not any(isinstance(layer, MemoryIndex) for s in plain.store.stores for layer in layers(s))
+    for i, song in enumerate(songs):
+        clip = wav_bytes(song[5 * 11025 : 12 * 11025])
+        with_memory, without = memory.recognize(clip).body(), plain.recognize(clip).body()
+        assert [r["song_id"] for r in with_memory["results"]][:1] == [ids[i]]
+        assert with_memory["results"] == without["results"]
+    memory.delete_song(ids[1])
+    clip = wav_bytes(songs[1][5 * 11025 : 12 * 11025])
+    assert ids[1] not in [r["song_id"] for r in memory.recognize(clip).body()["results"]]
+    memory.close()
+    plain.close()
