@@ -282,7 +282,8 @@ VARIANTS = {
     "triplet-reject-4": {"triplet_reject": True, "triplet_reject_margin": -4.0},
     # lookups answered from each instance's rows held in memory (recognizing.memory_index)
     "memory": {"memory_index": True},
-    "memory-triplet-reject": {"memory_index": True, "triplet_reject": True},
+    "memory-triplets": {"memory_index": True, "triplets": True},  # the triplet keys first all the same
+    "memory-triplet-reject": {"memory_index": True, "triplets": True, "triplet_reject": True},
 }
 
 
@@ -319,8 +320,9 @@ def run_queries(
     """Every clip under each variant in turn (the same machine state for all): latency of catalogue
     clips and of unknown ones apart, accuracy, false positives and lookup steps, per variant. The
     variants with ``memory_index`` run on ``in_memory`` (:func:`memory_engine`)."""
-    default, default_robust, default_params = engine.searcher.match, engine.searcher.robust, engine.params
     default_engine = engine
+    engines = [e for e in (engine, in_memory) if e is not None]
+    defaults = {id(e): (e.searcher.match, e.searcher.robust, e.params) for e in engines}  # (each engine's own)
     figures = {
         v: {
             "latency": [],
@@ -340,6 +342,7 @@ def run_queries(
             for variant in variants:
                 overrides = dict(VARIANTS[variant])
                 engine = in_memory if overrides.pop("memory_index", False) else default_engine
+                default, default_robust, default_params = defaults[id(engine)]
                 engine.searcher.robust = dataclasses.replace(default_robust, **overrides.pop("robust", {}))
                 fingerprint = dataclasses.replace(default_params, **overrides.pop("fingerprint", {}))
                 engine.params = engine.searcher.params = fingerprint
@@ -362,9 +365,9 @@ def run_queries(
                     f["correct"].append(match == row["track_id"])
                     f["by_degradation"].setdefault(row["degradation"], []).append(match == row["track_id"])
     finally:
-        for engine in filter(None, (default_engine, in_memory)):
-            engine.searcher.match, engine.searcher.robust = default, default_robust
-            engine.params = engine.searcher.params = default_params
+        for engine in engines:
+            engine.searcher.match, engine.searcher.robust, engine.params = defaults[id(engine)]
+            engine.searcher.params = engine.params
     return {
         variant: {
             "latency_p50_ms": float(np.median(f["latency"])),

@@ -78,9 +78,10 @@ class RecognizingConfig:
         False,
         "Each worker holds a copy of every instance's index rows in memory (about 8 bytes a row: "
         "`tunescout stats` counts them as hashes) and answers lookups from it, several times faster than "
-        "the databases (docs/SCALE.md). It is read from the instances in the background at start, and "
-        "brought up to date every counts_refresh_s (which must be > 0): a song added through another "
-        "worker is found within that time.",
+        "the databases (docs/SCALE.md); the triplet keys are then not looked up first (unless "
+        "reject_on_triplets). It is read from the instances in the background at start (until then they "
+        "answer), and brought up to date every counts_refresh_s (which must be > 0): a song added or "
+        "deleted through another worker is seen within that time.",
     )
     reject_on_triplets: bool = _field(
         False,

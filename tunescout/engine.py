@@ -126,7 +126,14 @@ class Engine:
             on_counts_load=metrics.counts_copy_loaded,
             on_memory_load=metrics.memory_index_loaded,
         )
-        match = dataclasses.replace(dejavu.DEFAULT_MATCH, triplet_reject=config.recognizing.reject_on_triplets)
+        recognizing = config.recognizing
+        # Pairs from memory cost less than the triplet keys' lookup in the databases (docs/SCALE.md):
+        # the triplet keys are looked up first only to reject on them.
+        match = dataclasses.replace(
+            dejavu.DEFAULT_MATCH,
+            triplets=recognizing.reject_on_triplets or not recognizing.memory_index,
+            triplet_reject=recognizing.reject_on_triplets,
+        )
         return cls(config, store, ResultShards(open_result_stores(config)), params=params, match=match)
 
     @property

@@ -190,6 +190,7 @@ def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
     songs = [music_like(rng, 30) for _ in range(4)]
     memory = Engine.from_config(engine_config(tmp_path, memory=True))
     assert all(isinstance(s, MemoryIndex) for s in memory.store.stores)
+    assert not memory.match.triplets  # the pairs from memory cost less than the triplet keys' lookup
     for store in memory.store.stores:
         store.refresh()  # (an empty copy: what the service starts with on a new index)
     ids = [memory.fingerprint(io.BytesIO(wav_bytes(s)), f"song{i}").song_id for i, s in enumerate(songs)]
@@ -205,3 +206,65 @@ def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
     assert ids[1] not in [r["song_id"] for r in memory.recognize(clip).body()["results"]]
     memory.close()
     plain.close()
+
+
+def test_merged_postings_hold_every_row_of_the_parts_in_their_order(rng):
+    parts_rows = [
+        (rng.integers(0, 500, n).astype(np.uint32), rng.integers(0, 9, n), rng.integers(0, 10**6, n))
+        for n in (3000, 10, 0, 1700)
+    ]
+    parts = [Postings.build(*rows) for rows in parts_rows]
+    merged = Postings.merged(parts, chunk_rows=100)  # many chunks
+    whole = Postings.build(*(np.concatenate([r[i] for r in parts_rows]) for i in range(3)))
+    assert merged.values.tolist() == whole.values.tolist() and merged.starts.tolist() == whole.starts.tolist()
+    assert merged.songs.tolist() == whole.songs.tolist()  # (a stable sort keeps the parts' order too)
+    assert merged.offsets.tolist() == whole.offsets.tolist()
+
+
+def test_a_first_load_in_many_reads_holds_each_song_once(tmp_path, rng, monkeypatch):
+    from tunescout.storage import memindex
+    from tunescout.storage.base import StoreLayer
+
+    monkeypatch.setattr(memindex, "LOAD_ROWS", 5000)  # two songs a read
+    store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1))
+    store.ensure_schema("digest-1")
+    songs = [random_song(rng) for _ in range(7)]
+    ids = [store.add_song(s) for s in songs]
+    late = random_song(rng)
+
+    class WriteDuringLoad(StoreLayer):
+        """A song written through the memory index as a refresh runs: committed before the refresh lists
+        the songs, held by the layer after the refresh has compared the list with its copy."""
+
+        committed: list[int] = []
+        written: list[int] = []
+
+        def list_songs(self, after_id, limit):
+            if memory.held is not None and not self.committed:
+                self.committed.append(store.add_song(late))
+            return super().list_songs(after_id, limit)
+
+        def song_rows(self, song_ids):
+            if self.committed and not self.written:
+                self.written.append(memory.add_song(late))
+            return super().song_rows(song_ids)
+
+        def add_song(self, song):
+            return self.committed[0] if song is late else super().add_song(song)
+
+    memory = MemoryIndex(WriteDuringLoad(store), refresh_s=30.0)
+    memory.refresh()  # the first load (nothing held yet: the write waits for the next load)
+    assert memory.held.rows == 7 * 3000 and len(memory.held.segments) <= 3
+    for i in (0, 3, 6):
+        hashes, offsets = clip_of(songs[i], rng)
+        assert same_histograms(memory.best_alignments(hashes, offsets, 10), store.best_alignments(hashes, offsets, 10))
+    store.add_song(random_song(rng))  # another writer: the next load reads it, and the late song is written then
+    memory.refresh()
+    assert WriteDuringLoad.written
+    assert memory.held.song_ids.tolist().count(WriteDuringLoad.written[0]) == 2  # read twice, held once
+    assert not memory.held.all_alive
+    hashes, offsets = clip_of(late, rng)
+    assert memory.best_alignments(hashes, offsets, 3)[0].song_id == WriteDuringLoad.written[0]
+    assert same_histograms(memory.best_alignments(hashes, offsets, 20), store.best_alignments(hashes, offsets, 20))
+    assert sorted(memory.held.alive_ids()) == sorted(ids + [ids[-1] + 1, WriteDuringLoad.written[0]])
+    memory.close()

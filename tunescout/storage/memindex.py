@@ -16,11 +16,11 @@ from dejavu.histogram import histograms_of_rows
 from dejavu.postings import Postings
 
 from ..errors import StorageError
-from .base import FingerprintStore, NewSong, StoreLayer
+from .base import FingerprintStore, NewSong, Song, StoreLayer
 
 log = logging.getLogger(__name__)
 
-LOAD_SONGS = 2000  # songs whose rows are read from the instance at once (song_rows)
+LOAD_ROWS = 2_000_000  # rows read from the instance at once (song_rows of songs holding about as many)
 LIST_PAGE = 10_000  # songs listed at once when the held copy is compared with the instance
 
 
@@ -47,18 +47,21 @@ class Held:
 
     def with_songs(self, song_ids: list[int], rows: dict[int, tuple[np.ndarray, np.ndarray]]) -> Held:
         """This copy and those songs (ids ascending, each with its ``(hashes, offsets)``) added."""
-        first = self.song_ids.size
-        numbers = [np.full(rows[s][0].size, first + i, np.int32) for i, s in enumerate(song_ids)]
-        new = Postings.build(
-            np.concatenate([rows[s][0] for s in song_ids] or [np.zeros(0, np.uint32)]),
-            np.concatenate(numbers or [np.zeros(0, np.int32)]),
-            np.concatenate([rows[s][1] for s in song_ids] or [np.zeros(0, np.int64)]),
+        return self.with_held(
+            Held(np.asarray(song_ids, np.int64), np.ones(len(song_ids), bool), (_segment(song_ids, rows),))
         )
+
+    def with_held(self, other: Held) -> Held:
+        """This copy and another's songs (numbered from 0 there) after its own."""
+        first, segments = self.song_ids.size, self.segments
+        for segment in other.segments:
+            if segment.size:
+                segments = _pushed(segments, segment.renumbered(first))
         return Held(
-            np.r_[self.song_ids, np.asarray(song_ids, np.int64)],
-            np.r_[self.alive, np.ones(len(song_ids), bool)],
-            _pushed(self.segments, new) if new.size else self.segments,
-            self.all_alive,
+            np.r_[self.song_ids, other.song_ids],
+            np.r_[self.alive, other.alive],
+            segments,
+            self.all_alive and other.all_alive,
         )
 
     def without(self, song_ids: set[int]) -> Held:
@@ -84,15 +87,19 @@ def _pushed(segments: tuple[Postings, ...], new: Postings) -> tuple[Postings, ..
     the rows of the older: few segments (log2 of the rows), each row merged log2 times."""
     segs = [*segments, new]
     while len(segs) > 1 and 2 * segs[-1].size >= segs[-2].size:
-        older, newer = segs[-2], segs[-1]
-        segs[-2:] = [
-            Postings.build(
-                np.r_[np.repeat(older.values, np.diff(older.starts)), np.repeat(newer.values, np.diff(newer.starts))],
-                np.r_[older.songs, newer.songs],
-                np.r_[older.offsets, newer.offsets],
-            )
-        ]
+        segs[-2:] = [Postings.merged(segs[-2:])]
     return tuple(segs)
+
+
+def _segment(song_ids: list[int], rows: dict[int, tuple[np.ndarray, np.ndarray]]) -> Postings:
+    """The rows of those songs, numbered 0, 1, ... in that order."""
+    return Postings.build(
+        np.concatenate([rows[s][0] for s in song_ids] or [np.zeros(0, np.uint32)]),
+        np.concatenate(
+            [np.full(rows[s][0].size, i, np.int32) for i, s in enumerate(song_ids)] or [np.zeros(0, np.int32)]
+        ),
+        np.concatenate([rows[s][1] for s in song_ids] or [np.zeros(0, np.int32)]),
+    )
 
 
 class MemoryIndex(StoreLayer):
@@ -193,19 +200,26 @@ class MemoryIndex(StoreLayer):
             if self._held is not None and generation == self._generation:
                 return
             started = time.perf_counter()
-            stored = self._stored_ids()
+            stored = self._stored_songs()
             held = self._held or EMPTY
             known = held.alive_ids()
-            new = [s for s in stored if s not in known]
-            gone = known - set(stored)
-            rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            for at in range(0, len(new), LOAD_SONGS):
-                rows.update(self.store.song_rows(new[at : at + LOAD_SONGS]))
-            with self._write:  # songs written through this layer meanwhile are held already
+            new = [s for s in stored if s.song_id not in known]
+            gone = known - {s.song_id for s in stored}
+            loaded = EMPTY  # the new songs, numbered from 0, built batch by batch (a few MB at a time)
+            for batch in _batches(new, LOAD_ROWS):
+                rows = self.store.song_rows(batch)
+                loaded = loaded.with_songs([s for s in batch if s in rows], rows)
+            added = loaded.song_ids.tolist()
+            with self._write:
                 held = self._held or EMPTY
-                known = held.alive_ids()
-                added = [s for s in new if s in rows and s not in known]
-                held = held.with_songs(added, rows)
+                twice = held.alive_ids() & set(added)  # written through this layer meanwhile
+                held = held.with_held(loaded)
+                if twice:  # the copy written through the layer stays
+                    alive = held.alive.copy()
+                    alive[held.song_ids.size - loaded.song_ids.size + np.flatnonzero(np.isin(added, list(twice)))] = (
+                        False
+                    )
+                    held = dataclasses.replace(held, alive=alive, all_alive=False)
                 if gone:
                     held = held.without(gone)
                 self._held, self._generation = held, generation
@@ -223,8 +237,22 @@ class MemoryIndex(StoreLayer):
         except StorageError as exc:  # keep the old copy (or none); the next refresh tries again
             log.warning("memory index of %s not refreshed: %s", self.name, exc)
 
-    def _stored_ids(self) -> list[int]:
-        ids: list[int] = []
-        while page := self.store.list_songs(ids[-1] if ids else 0, LIST_PAGE):
-            ids.extend(s.song_id for s in page)
-        return ids
+    def _stored_songs(self) -> list[Song]:
+        songs: list[Song] = []
+        while page := self.store.list_songs(songs[-1].song_id if songs else 0, LIST_PAGE):
+            songs.extend(page)
+        return songs
+
+
+def _batches(songs: list[Song], rows: int) -> list[list[int]]:
+    """The songs' ids in runs whose songs hold about ``rows`` rows together (at least one song a run):
+    a backend hands a read's rows over as Python objects, 100 bytes or more a row."""
+    runs: list[list[int]] = [[]]
+    held = 0
+    for song in songs:
+        if runs[-1] and held + song.total_hashes > rows:
+            runs.append([])
+            held = 0
+        runs[-1].append(song.song_id)
+        held += song.total_hashes
+    return [run for run in runs if run]
