@@ -112,12 +112,13 @@ def add_distractors(
     engine: Engine,
     count: int,
     first: int,
-    hash_cdf: np.ndarray,
+    real_hashes: np.ndarray,
     rate: float,
     durations: list[float],
     rng: np.random.Generator,
 ) -> float:
-    """Store `count` synthetic songs round-robin on the instances; return their audio seconds."""
+    """Store `count` synthetic songs round-robin on the instances, their rows drawn from the real
+    catalogue's (so common values stay common); return their audio seconds."""
     frame_s = engine.params.frame_seconds
     seconds = 0.0
     stores = [layers(store)[-1] for store in engine.store.stores]  # the backends' bulk insert
@@ -126,7 +127,7 @@ def add_distractors(
         for k in range(start, min(start + BATCH, count)):
             duration = float(rng.choice(durations))
             n = int(duration * rate)
-            hashes = np.searchsorted(hash_cdf, rng.random(n)).astype(np.uint32)
+            hashes = real_hashes[rng.integers(0, real_hashes.size, n)].astype(np.uint32)
             offsets = distractor_offsets(hashes, rng.integers(0, int(duration / frame_s), n), rng)
             batch.append(NewSong(f"distractor {first + k}", rng.bytes(20).hex(), duration, hashes, offsets))
             seconds += duration
@@ -519,12 +520,10 @@ def main() -> None:
         held = engine.store.count_songs()
         if held and max(int(s) for s in args.sizes.split(",")) <= held:  # a kept index, measured as it is
             song_names, durations = real_song_names(engine)
-            real_hashes = real_thirds = hash_cdf = rate = None
+            real_hashes = real_thirds = rate = None
         else:
             real_hashes, real_thirds, durations, song_names = load_real(engine, files, args.workers, store=not held)
             print(f"real tracks: {len(files)} ({sum(durations) / 3600:.2f} h) in {time.perf_counter() - t:.0f} s")
-            counts = np.bincount(real_hashes).astype(np.float64)
-            hash_cdf = np.cumsum(counts) / counts.sum()
             rate = real_hashes.size / sum(durations)
         songs, seconds = len(files), sum(durations)
         if held:  # a kept index: the real tracks are its first songs, then distractors of median length
@@ -540,7 +539,7 @@ def main() -> None:
                         engine, names, size - songs, songs, real_hashes, real_thirds, rate, durations, rng
                     )
                 else:
-                    seconds += add_distractors(engine, size - songs, songs, hash_cdf, rate, durations, rng)
+                    seconds += add_distractors(engine, size - songs, songs, real_hashes, rate, durations, rng)
                 load_s = time.perf_counter() - t
                 songs = size
             else:
