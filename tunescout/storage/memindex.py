@@ -209,6 +209,8 @@ class MemoryIndex(StoreLayer):
             for batch in _batches(new, LOAD_ROWS):
                 rows = self.store.song_rows(batch)
                 loaded = loaded.with_songs([s for s in batch if s in rows], rows)
+            if len(loaded.segments) > 1:  # one segment: each costs a lookup its own search (4: 10 -> 22 ms)
+                loaded = dataclasses.replace(loaded, segments=(Postings.merged(list(loaded.segments)),))
             added = loaded.song_ids.tolist()
             with self._write:
                 held = self._held or EMPTY
