@@ -193,6 +193,7 @@ def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
     assert not memory.match.triplets  # the pairs from memory cost less than the triplet keys' lookup
     for store in memory.store.stores:
         store.refresh()  # (an empty copy: what the service starts with on a new index)
+    assert memory.recognize(wav_bytes(songs[0][: 5 * 11025])).body()["results"] == []
     ids = [memory.fingerprint(io.BytesIO(wav_bytes(s)), f"song{i}").song_id for i, s in enumerate(songs)]
     plain = Engine.from_config(engine_config(tmp_path, memory=False))
     assert not any(isinstance(layer, MemoryIndex) for s in plain.store.stores for layer in layers(s))

@@ -71,7 +71,9 @@ class Held:
 
     def join(self, hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Postings.join over every segment, rows of deleted songs left out."""
-        parts = [s.join(hashes, offsets) for s in self.segments]
+        parts = [s.join(hashes, offsets) for s in self.segments] or [
+            (np.zeros(0, np.int32),) + (np.zeros(0, np.int64),) * 2
+        ]
         songs, deltas, joined = (np.concatenate([p[i] for p in parts]) for i in range(3))
         if not self.all_alive:
             keep = self.alive[songs]
