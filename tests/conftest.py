@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tunescout.config import config_from_dict
+from tunescout.config import DatabaseConfig, config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("TUNESCOUT_TEST_CORPUS", ROOT / ".cache" / "corpus_small"))
@@ -74,3 +74,22 @@ def corpus() -> Path:
 def queries() -> Path:
     need((QUERIES / "ground_truth.csv").exists(), f"query clips at {QUERIES}")
     return QUERIES
+
+
+@pytest.fixture
+def private_store():
+    """A ClickHouseStore on a ClickHouse server of the test's own (to stop at will), and that server."""
+    from tests import servers
+    from tunescout.storage.base import IdSlot
+    from tunescout.storage.clickhouse import ClickHouseStore
+
+    need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
+    private = servers.PrivateClickHouse()
+    private.start()
+    try:
+        db = DatabaseConfig(**servers.clickhouse_database(servers.fresh_name(), port=private.port))
+        store = ClickHouseStore(db, IdSlot(0, 1))
+        store.ensure_schema("digest-1")
+        yield store, private
+    finally:
+        private.remove()

@@ -7,12 +7,8 @@ import pytest
 
 from dejavu.histogram import histograms_of_rows
 from dejavu.postings import Postings
-from tests import servers
-from tests.conftest import need
-from tunescout.config import DatabaseConfig
 from tunescout.errors import StorageError
 from tunescout.storage.base import EXACT_COUNTS_FROM, IdSlot, NewSong
-from tunescout.storage.clickhouse import ClickHouseStore
 from tunescout.storage.memindex import MemoryIndex
 from tunescout.storage.sqlite import SQLiteStore
 
@@ -140,73 +136,23 @@ def test_many_songs_added_through_the_layer_stay_in_few_segments(tmp_path, rng):
     memory.close()
 
 
-def test_a_copy_that_fails_to_refresh_keeps_answering(tmp_path, rng):
-    need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
-    private = servers.PrivateClickHouse()
-    private.start()
-    try:
-        db = DatabaseConfig(**servers.clickhouse_database(servers.fresh_name(), port=private.port))
-        store = ClickHouseStore(db, IdSlot(0, 1))
-        store.ensure_schema("digest-1")
-        song = random_song(rng)
-        song_id = store.add_song(song)
-        now = [0.0]
-        memory = MemoryIndex(store, refresh_s=30.0, clock=lambda: now[0])
-        memory.refresh()
-        hashes, offsets = clip_of(song, rng)
-        assert same_histograms(memory.best_alignments(hashes, offsets, 5), store.best_alignments(hashes, offsets, 5))
-        private.stop()
-        now[0] = 31.0
-        assert memory.best_alignments(hashes, offsets, 5)[0].song_id == song_id  # its refresh fails
-        memory.refresh()  # so does this one, quietly
-        assert memory.best_alignments(hashes, offsets, 5)[0].song_id == song_id
-        with pytest.raises(StorageError):
-            store.best_alignments(hashes, offsets, 5)  # the instance itself is down
-        memory.close()
-    finally:
-        private.remove()
-
-
-def engine_config(tmp_path, memory: bool):
-    from tunescout.config import config_from_dict
-
-    return config_from_dict(
-        {
-            "data_dir": str(tmp_path),
-            "recognizing": {"memory_index": memory},
-            "instances": [{"database_type": "sqlite", "database": {"database": f"fp{i}.sqlite"}} for i in range(2)],
-        }
-    )
-
-
-def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
-    import io
-
-    from tests.conftest import music_like, wav_bytes
-    from tunescout.engine import Engine
-    from tunescout.storage.stack import layers
-
-    rng = np.random.default_rng(7)
-    songs = [music_like(rng, 30) for _ in range(4)]
-    memory = Engine.from_config(engine_config(tmp_path, memory=True))
-    assert all(isinstance(s, MemoryIndex) for s in memory.store.stores)
-    assert not memory.match.triplets  # the pairs from memory cost less than the triplet keys' lookup
-    for store in memory.store.stores:
-        store.refresh()  # (an empty copy: what the service starts with on a new index)
-    assert memory.recognize(wav_bytes(songs[0][: 5 * 11025])).body()["results"] == []
-    ids = [memory.fingerprint(io.BytesIO(wav_bytes(s)), f"song{i}").song_id for i, s in enumerate(songs)]
-    plain = Engine.from_config(engine_config(tmp_path, memory=False))
-    assert not any(isinstance(layer, MemoryIndex) for s in plain.store.stores for layer in layers(s))
-    for i, song in enumerate(songs):
-        clip = wav_bytes(song[5 * 11025 : 12 * 11025])
-        with_memory, without = memory.recognize(clip).body(), plain.recognize(clip).body()
-        assert [r["song_id"] for r in with_memory["results"]][:1] == [ids[i]]
-        assert with_memory["results"] == without["results"]
-    memory.delete_song(ids[1])
-    clip = wav_bytes(songs[1][5 * 11025 : 12 * 11025])
-    assert ids[1] not in [r["song_id"] for r in memory.recognize(clip).body()["results"]]
+def test_a_copy_that_fails_to_refresh_keeps_answering(private_store, rng):
+    store, private = private_store
+    song = random_song(rng)
+    song_id = store.add_song(song)
+    now = [0.0]
+    memory = MemoryIndex(store, refresh_s=30.0, clock=lambda: now[0])
+    memory.refresh()
+    hashes, offsets = clip_of(song, rng)
+    assert same_histograms(memory.best_alignments(hashes, offsets, 5), store.best_alignments(hashes, offsets, 5))
+    private.stop()
+    now[0] = 31.0
+    assert memory.best_alignments(hashes, offsets, 5)[0].song_id == song_id  # its refresh fails
+    memory.refresh()  # so does this one, quietly
+    assert memory.best_alignments(hashes, offsets, 5)[0].song_id == song_id
+    with pytest.raises(StorageError):
+        store.best_alignments(hashes, offsets, 5)  # the instance itself is down
     memory.close()
-    plain.close()
 
 
 def test_merged_postings_hold_every_row_of_the_parts_in_their_order(rng):

@@ -7,12 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from tests import servers
-from tests.conftest import need
-from tunescout.config import DatabaseConfig
 from tunescout.errors import StorageError
 from tunescout.storage.base import IdSlot, NewSong
-from tunescout.storage.clickhouse import ClickHouseStore
 from tunescout.storage.snapshot import CountsSnapshot
 from tunescout.storage.sqlite import SQLiteStore
 
@@ -51,26 +47,18 @@ def test_counts_come_from_memory_and_lag_changes_until_the_next_refresh(tmp_path
     snapshot.close()
 
 
-def test_an_instance_that_fails_a_reload_keeps_its_last_copy(tmp_path, rng):
-    need(servers.clickhouse_ready(), "ClickHouse on 127.0.0.1:9000 (scripts/start_servers.sh)")
-    private = servers.PrivateClickHouse()
-    private.start()
-    try:
-        db = DatabaseConfig(**servers.clickhouse_database(servers.fresh_name(), port=private.port))
-        store = ClickHouseStore(db, IdSlot(0, 1))
-        store.ensure_schema("digest-1")
-        store.add_song(song(rng, 9))
-        now = [0.0]
-        snapshot = CountsSnapshot(store, refresh_s=30.0, clock=lambda: now[0])
-        snapshot.refresh()
-        assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]
-        private.stop()
-        now[0] = 31.0
-        assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]  # the reload it starts fails
-        snapshot.refresh()  # so does this one, quietly
-        assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]
-        with pytest.raises(StorageError):
-            store.hash_counts(PROBE)  # the instance itself is down
-        snapshot.close()
-    finally:
-        private.remove()
+def test_an_instance_that_fails_a_reload_keeps_its_last_copy(private_store, rng):
+    store, private = private_store
+    store.add_song(song(rng, 9))
+    now = [0.0]
+    snapshot = CountsSnapshot(store, refresh_s=30.0, clock=lambda: now[0])
+    snapshot.refresh()
+    assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]
+    private.stop()
+    now[0] = 31.0
+    assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]  # the reload it starts fails
+    snapshot.refresh()  # so does this one, quietly
+    assert snapshot.hash_counts(PROBE).tolist() == [9, 9, 1, 1]
+    with pytest.raises(StorageError):
+        store.hash_counts(PROBE)  # the instance itself is down
+    snapshot.close()

@@ -432,6 +432,23 @@ def test_rows_leave_out_a_deleted_song_at_once(store, rng):
 
 def test_rows_of_an_empty_index(store):
     assert row_set(store.rows(np.array([1, ROBUST + 1], np.uint32))) == []
+    assert row_set(store.rows_between(0, 2**32)) == []
+
+
+def test_rows_between_are_the_rows_of_a_range_of_values(store, rng):
+    """Ranges that tile the values give every row of the stored songs once; a deleted song's none."""
+    values = np.array([0, 5, 5, 6, 2**24 - 1, ROBUST, ROBUST + 9, 2**31 - 1], np.uint32)
+    offsets = [3, 1, 2, 0, 2**31 - 1, 7, 8, 9]
+    a = store.add_song(song_of_rows(rng, values, offsets))
+    gone = store.add_song(song_of_rows(rng, values[:3], [4, 5, 6]))
+    assert store.delete_song(gone)
+    mine = sorted(zip(values.tolist(), [a] * 8, offsets))
+    assert row_set(store.rows_between(0, 2**32)) == mine
+    assert row_set(store.rows_between(5, 6)) == [(5, a, 1), (5, a, 2)]  # hi is left out
+    assert row_set(store.rows_between(7, ROBUST)) == [(2**24 - 1, a, 2**31 - 1)]
+    cuts = [0, 1, 6, 7, ROBUST + 9, 2**31 - 1, 2**32]
+    tiled = [row for lo, hi in zip(cuts, cuts[1:]) for row in row_set(store.rows_between(lo, hi))]
+    assert sorted(tiled) == mine
 
 
 def test_a_feature_is_recorded_on_an_empty_index_and_a_mismatch_refused(backend, rng):

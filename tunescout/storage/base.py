@@ -146,6 +146,10 @@ class FingerprintStore(Protocol):
         stored (not of one deleted or half ingested), in any order: (hashes uint32, song_ids int64,
         offsets int64). Offsets come back as stored (0 <= offset < 2**31)."""
 
+    def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every index row whose hash is in ``[lo, hi)``, of stored songs, as rows() gives them: a
+        range of the index's sort order, read without scanning the rest (MemoryIndex's loads)."""
+
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         """Songs by id (missing ids are left out)."""
 
@@ -231,6 +235,9 @@ class StoreLayer:
 
     def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.store.rows(values)
+
+    def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.store.rows_between(lo, hi)
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         return self.store.get_songs(song_ids)

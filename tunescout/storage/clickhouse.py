@@ -400,6 +400,19 @@ class ClickHouseStore(_ClickHouseBase):
         hashes, song_ids, offsets = columns
         return np.array(hashes, np.uint32), np.array(song_ids, np.int64), np.array(offsets, np.int64)
 
+    def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The granules of a range of hashes (the sort key's prefix), of stored songs."""
+        columns = self._run(
+            f"SELECT hash, {_SONG_ID} AS song_id, {_OFFSET} FROM fingerprints"
+            " PREWHERE hash >= %(lo)s AND hash < %(hi)s WHERE song_id IN (SELECT song_id FROM songs)",
+            {"lo": int(lo), "hi": int(hi)},
+            columnar=True,
+        )
+        if not columns:
+            return arrays_of_rows([])
+        hashes, song_ids, offsets = columns
+        return np.array(hashes, np.uint32), np.array(song_ids, np.int64), np.array(offsets, np.int64)
+
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
             return {}

@@ -330,6 +330,17 @@ class SQLStore(SQLBase):
         values = distinct(values)
         return arrays_of_rows(self.query(*self._over(self.postings, values)) if values.size else [])
 
+    def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A range of the (hash, song_id, offset) primary key."""
+        p = self.p
+        return arrays_of_rows(
+            self.query(
+                f"SELECT f.hash, f.song_id, f.{self.offset} FROM fingerprints f WHERE f.hash >= {p} AND f.hash < {p}"
+                " AND f.song_id IN (SELECT song_id FROM songs)",
+                (int(lo), int(hi)),
+            )
+        )
+
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
             return {}
