@@ -155,6 +155,48 @@ def test_a_copy_that_fails_to_refresh_keeps_answering(private_store, rng):
     memory.close()
 
 
+def engine_config(tmp_path, memory: bool):
+    from tunescout.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "data_dir": str(tmp_path),
+            "recognizing": {"memory_index": memory},
+            "instances": [{"database_type": "sqlite", "database": {"database": f"fp{i}.sqlite"}} for i in range(2)],
+        }
+    )
+
+
+def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
+    import io
+
+    from tests.conftest import music_like, wav_bytes
+    from tunescout.engine import Engine
+    from tunescout.storage.stack import layers
+
+    rng = np.random.default_rng(7)
+    songs = [music_like(rng, 30) for _ in range(4)]
+    memory = Engine.from_config(engine_config(tmp_path, memory=True))
+    assert all(isinstance(s, MemoryIndex) for s in memory.store.stores)
+    assert not memory.match.triplets  # the pairs from memory cost less than the triplet keys' lookup
+    for store in memory.store.stores:
+        store.refresh()  # (an empty copy: what the service starts with on a new index)
+    assert memory.recognize(wav_bytes(songs[0][: 5 * 11025])).body()["results"] == []
+    ids = [memory.fingerprint(io.BytesIO(wav_bytes(s)), f"song{i}").song_id for i, s in enumerate(songs)]
+    plain = Engine.from_config(engine_config(tmp_path, memory=False))
+    assert not any(isinstance(layer, MemoryIndex) for s in plain.store.stores for layer in layers(s))
+    for i, song in enumerate(songs):
+        clip = wav_bytes(song[5 * 11025 : 12 * 11025])
+        with_memory, without = memory.recognize(clip).body(), plain.recognize(clip).body()
+        assert [r["song_id"] for r in with_memory["results"]][:1] == [ids[i]]
+        assert with_memory["results"] == without["results"]
+    memory.delete_song(ids[1])
+    clip = wav_bytes(songs[1][5 * 11025 : 12 * 11025])
+    assert ids[1] not in [r["song_id"] for r in memory.recognize(clip).body()["results"]]
+    memory.close()
+    plain.close()
+
+
 def test_merged_postings_hold_every_row_of_the_parts_in_their_order(rng):
     parts_rows = [
         (rng.integers(0, 500, n).astype(np.uint32), rng.integers(0, 9, n), rng.integers(0, 10**6, n))
@@ -172,7 +214,8 @@ def test_a_first_load_in_many_reads_holds_each_song_once(tmp_path, rng, monkeypa
     from tunescout.storage import memindex
     from tunescout.storage.base import StoreLayer
 
-    monkeypatch.setattr(memindex, "LOAD_ROWS", 5000)  # two songs a read
+    monkeypatch.setattr(memindex, "LOAD_ROWS", 5000)
+    monkeypatch.setattr(memindex, "RARE_WIDTH", 5000 // 16)
     store = SQLiteStore(tmp_path / "f.sqlite", IdSlot(0, 1))
     store.ensure_schema("digest-1")
     songs = [random_song(rng) for _ in range(7)]
@@ -199,9 +242,18 @@ def test_a_first_load_in_many_reads_holds_each_song_once(tmp_path, rng, monkeypa
         def add_song(self, song):
             return self.committed[0] if song is late else super().add_song(song)
 
+        reads: list[int] = []
+
+        def rows_between(self, lo, hi):
+            rows = super().rows_between(lo, hi)
+            self.reads.append(rows[0].size)
+            return rows
+
     memory = MemoryIndex(WriteDuringLoad(store), refresh_s=30.0)
     memory.refresh()  # the first load (nothing held yet: the write waits for the next load)
-    assert memory.held.rows == 7 * 3000 and len(memory.held.segments) == 1  # read in 4, held as one
+    assert memory.held.rows == 7 * 3000 and len(memory.held.segments) == 1  # read in many, held as one
+    assert sum(WriteDuringLoad.reads) == 7 * 3000 and 5 <= sum(n > 0 for n in WriteDuringLoad.reads)
+    assert max(WriteDuringLoad.reads) <= 5000  # about LOAD_ROWS a read, never the whole index
     for i in (0, 3, 6):
         hashes, offsets = clip_of(songs[i], rng)
         assert same_histograms(memory.best_alignments(hashes, offsets, 10), store.best_alignments(hashes, offsets, 10))

@@ -16,13 +16,14 @@ from dejavu.histogram import histograms_of_rows
 from dejavu.postings import Postings
 
 from ..errors import StorageError
-from .base import FingerprintStore, NewSong, Song, StoreLayer
+from .base import EXACT_COUNTS_FROM, FingerprintStore, NewSong, Song, StoreLayer
 
 log = logging.getLogger(__name__)
 
 LOAD_ROWS = 2_000_000  # rows read from the instance at once, about (a backend hands them over as Python objects)
 RANGE_FROM = 0.25  # new songs holding this share of the rows or more are read by hash ranges, not by song
 HASH_END = 1 << 32  # hashes are below
+RARE_WIDTH = LOAD_ROWS // (2 * EXACT_COUNTS_FROM)  # values of fewer rows in a range this wide: < LOAD_ROWS / 2
 LIST_PAGE = 10_000  # songs listed at once when the held copy is compared with the instance
 
 
@@ -254,21 +255,34 @@ class MemoryIndex(StoreLayer):
         return loaded
 
     def _read_ranges(self, song_ids: list[int]) -> Held:
-        """Those songs' rows (numbered from 0, ids ascending), read by ranges of hash values, each
-        grown or shrunk to hold about LOAD_ROWS rows: the whole index once, in its own order (a first
-        load; 50,000 songs on ClickHouse read song by song took 930 s)."""
+        """Those songs' rows (numbered from 0, ids ascending), read by ranges of hash values: the
+        whole index once, in its own order (a first load; 50,000 songs on ClickHouse read song by song
+        took 930 s). The instance's common values (common_hash_counts) end each range before it holds
+        LOAD_ROWS / 2 of their rows, and a range is at most RARE_WIDTH values wide, in which values
+        of fewer rows hold under LOAD_ROWS / 2; after a range with no rows, the next may be twice as
+        wide (values run in families with long empty gaps between)."""
         ids = np.asarray(song_ids, np.int64)
+        common, counts = self.store.common_hash_counts(EXACT_COUNTS_FROM)
+        held_before = np.r_[0, np.cumsum(counts)]  # rows of the common values before each one
         segments: tuple[Postings, ...] = ()
-        lo, width = 0, 1 << 12
+        lo, width = 0, RARE_WIDTH
         while lo < HASH_END:
-            hi = min(lo + width, HASH_END)
+            first = int(np.searchsorted(common, lo))  # the first common value from lo on
+            # the common values first .. last - 1 hold at most LOAD_ROWS / 2 rows
+            last = int(np.searchsorted(held_before, held_before[first] + LOAD_ROWS // 2, "right")) - 1
+            if last == common.size:
+                end = HASH_END
+            elif last > first:
+                end = int(common[last])
+            else:  # one value holds more: a range of its own (and of the rarer ones before it)
+                end = int(common[first]) + 1
+            hi = max(min(lo + width, end, HASH_END), lo + 1)
             hashes, row_songs, offsets = self.store.rows_between(lo, hi)
             numbers = np.minimum(np.searchsorted(ids, row_songs), max(ids.size - 1, 0))
             wanted = ids[numbers] == row_songs if ids.size else np.zeros(row_songs.size, bool)
             if wanted.any():
                 segments = _pushed(segments, Postings.build(hashes[wanted], numbers[wanted], offsets[wanted]))
-            lo = hi  # the next range: as wide as held LOAD_ROWS here, at most twice this one
-            width = max(1, min(2 * width, width * LOAD_ROWS // max(hashes.size, 1)))
+            lo, width = hi, 2 * width if hashes.size == 0 else RARE_WIDTH
         return Held(ids, np.ones(ids.size, bool), segments)
 
     def _stored_songs(self) -> list[Song]:
