@@ -71,28 +71,35 @@ def histograms_of_rows(songs: np.ndarray, deltas: np.ndarray, hashes: np.ndarray
     """
     if songs.size == 0:
         return []
-    songs, deltas, hashes = (np.asarray(a, np.int64) for a in (songs, deltas, hashes))
     bias = 1 << (_PACK_DELTA_BITS - 1)
     if (
-        songs.max() < 1 << _PACK_SONG_BITS
+        songs.min() >= 0
+        and songs.max() < 1 << _PACK_SONG_BITS
+        and hashes.min() >= 0
         and hashes.max() < 1 << _PACK_HASH_BITS
         and -bias <= deltas.min()
         and deltas.max() < bias
     ):
-        key = (
-            (songs.astype(np.uint64) << np.uint64(_PACK_DELTA_BITS + _PACK_HASH_BITS))
-            | ((deltas + bias).astype(np.uint64) << np.uint64(_PACK_HASH_BITS))
-            | hashes.astype(np.uint64)
-        )
-        key = np.sort(key)
-        group = key[np.r_[True, key[1:] != key[:-1]]] >> np.uint64(_PACK_HASH_BITS)  # distinct hashes
+        key = songs.astype(np.uint64)  # built in place: each temporary costs a pass over the rows
+        key <<= np.uint64(_PACK_DELTA_BITS)
+        key += (deltas + bias).astype(np.uint64)
+        key <<= np.uint64(_PACK_HASH_BITS)
+        key |= hashes.astype(np.uint64)
+        key.sort()
+        group = key[np.r_[True, key[1:] != key[:-1]]]  # distinct (song, delta, hash)
+        group >>= np.uint64(_PACK_HASH_BITS)
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        firsts = group[starts]
-        song = (firsts >> np.uint64(_PACK_DELTA_BITS)).astype(np.int64)
-        delta = (firsts & np.uint64((1 << _PACK_DELTA_BITS) - 1)).astype(np.int64) - bias
-        return top_histograms(song, delta, np.diff(np.r_[starts, group.size]), top_k)
+        counts = np.diff(np.r_[starts, group.size])
+        firsts = group[starts]  # each (song, delta) once
+        song = firsts >> np.uint64(_PACK_DELTA_BITS)
+        delta_mask = np.uint64((1 << _PACK_DELTA_BITS) - 1)
+        return [  # the deltas of the chosen songs only
+            Histogram(int(song[a]), (firsts[a:b] & delta_mask).astype(np.int64) - bias, counts[a:b])
+            for a, b in _top_runs(song, counts, top_k)
+        ]
     # Distinct (song, delta, hash), then count per (song, delta). delta and hash share one int64:
     # |delta| < 2**30 frames (centuries of audio) and hashes have < 32 bits.
+    songs, deltas, hashes = (np.asarray(a, np.int64) for a in (songs, deltas, hashes))
     low = ((deltas + (1 << 30)) << 32) | hashes
     order = np.lexsort((low, songs))
     songs, low = songs[order], low[order]
@@ -108,9 +115,14 @@ def top_histograms(song_ids: np.ndarray, deltas: np.ndarray, counts: np.ndarray,
     if len(song_ids) == 0:
         return []
     song_ids, deltas, counts = (np.asarray(a, np.int64) for a in (song_ids, deltas, counts))
+    return [Histogram(int(song_ids[a]), deltas[a:b], counts[a:b]) for a, b in _top_runs(song_ids, counts, top_k)]
+
+
+def _top_runs(song_ids: np.ndarray, counts: np.ndarray, top_k: int) -> list[tuple[int, int]]:
+    """Where the top_k songs' rows run in arrays sorted by song: ``(start, end)`` of each, by the
+    song's highest count (ties: the lower song first)."""
     first = np.flatnonzero(np.r_[True, song_ids[1:] != song_ids[:-1]])
-    songs = song_ids[first]
     peak = np.maximum.reduceat(counts, first)
     chosen = np.argsort(-peak, kind="stable")[:top_k]
     ends = np.r_[first[1:], song_ids.size]
-    return [Histogram(int(songs[i]), deltas[first[i] : ends[i]], counts[first[i] : ends[i]]) for i in chosen]
+    return [(int(first[i]), int(ends[i])) for i in chosen]

@@ -86,8 +86,10 @@ class Postings:
     def spans(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each value's rows start and how many there are (0 for a value not held)."""
         values = np.asarray(values, np.int64)
-        at = np.searchsorted(self.values, values)
-        held = at < self.values.size
+        held = (values >= 0) & (values < 1 << 32)
+        # searched as uint32, the held values' own type: an int64 search would convert all of them
+        at = np.searchsorted(self.values, np.where(held, values, 0).astype(np.uint32))
+        held &= at < self.values.size
         held[held] = self.values[at[held]] == values[held]
         at = np.where(held, at, 0)
         lo = self.starts[at] if self.values.size else np.zeros(values.size, np.int64)
