@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from .hashing import distinct
 from .histogram import ragged_arange
 
 
@@ -49,7 +50,7 @@ class Postings:
         """One Postings of the parts' rows; a value's rows in the order of the parts. Each part's rows
         are copied straight to their place, ``chunk_rows`` at a time: besides the parts and the
         result, it takes 8 bytes a row of one chunk."""
-        values = np.unique(np.concatenate([p.values for p in parts]))
+        values = distinct(np.concatenate([p.values for p in parts]))
         counts = np.zeros(values.size, np.int64)
         ats = [np.searchsorted(values, p.values) for p in parts]
         for p, at in zip(parts, ats):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dejavu import Histogram
+from dejavu import Histogram, distinct
 from dejavu.histogram import histograms_of_rows
 from dejavu.postings import Postings
 
@@ -154,7 +154,7 @@ class MemoryIndex(StoreLayer):
         held = self._current()
         if held is None:
             return self.store.rows(values)
-        values = np.unique(np.asarray(values, np.int64))
+        values = distinct(np.asarray(values, np.int64))
         parts = [s.rows(values) for s in held.segments]
         hashes, songs, offsets = (np.concatenate([p[i] for p in parts] or [np.zeros(0)]) for i in range(3))
         songs = songs.astype(np.int64)
@@ -244,6 +244,8 @@ class MemoryIndex(StoreLayer):
                 self.on_load(held.rows, held.nbytes)
         except StorageError as exc:  # keep the old copy (or none); the next refresh tries again
             log.warning("memory index of %s not refreshed: %s", self.name, exc)
+        except Exception:  # (MemoryError, a defect): logged, not lost in the thread's future
+            log.exception("memory index of %s not refreshed", self.name)
 
     def _read_songs(self, songs: list[Song]) -> Held:
         """Those songs' rows (numbered from 0), read song by song: a few new songs among many. A
