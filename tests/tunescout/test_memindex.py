@@ -92,7 +92,7 @@ def test_changes_through_the_layer_are_seen_at_once_and_others_at_the_next_refre
     now = [0.0]
     memory = MemoryIndex(store, refresh_s=30.0, clock=lambda: now[0])
     hashes, offsets = clip_of(first, rng)
-    # No copy yet: the instance answers (and the first load starts in the background).
+    # The first load starts with the layer; the instance answers until it is in.
     assert memory.best_alignments(hashes, offsets, 5)[0].song_id == first_id
     eventually(lambda: memory.held is not None)
     # Added through the layer: held at once, in the segments.

@@ -116,8 +116,9 @@ class MemoryIndex(StoreLayer):
     (docs/SCALE.md). The copy takes about 8 bytes a row in each worker. Songs added or deleted
     through this layer are seen at once; every ``refresh_s`` a background thread compares the copy
     with the instance (its generation, then its song ids) and reads the rows of songs added
-    elsewhere, so those are found within ``refresh_s`` plus their read. Until the first copy is
-    loaded, and for triplet keys (the copy keeps no third points), the instance answers.
+    elsewhere, so those are found within ``refresh_s`` plus their read. The first load starts when the
+    layer is made (a worker's start); until it is in, and for triplet keys (the copy keeps no third
+    points), the instance answers.
     """
 
     def __init__(
@@ -134,9 +135,9 @@ class MemoryIndex(StoreLayer):
         self._held: Held | None = None
         self._generation: int | None = None  # the instance's generation the copy was compared at
         self._write = threading.Lock()  # one change of the copy at a time (writes and refreshes)
-        self._due = clock()
+        self._due = clock() + refresh_s
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-index")
-        self._pending: cf.Future | None = None
+        self._pending: cf.Future | None = self._pool.submit(self._load)  # the first load starts at once
 
     @property
     def held(self) -> Held | None:
