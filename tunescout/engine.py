@@ -40,8 +40,9 @@ from .records import (
 from .results import ResultShards
 from .search import ROBUST_FEATURE, Search, Searcher
 from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, FingerprintStore, NewSong, Song, instance_of
+from .storage.memindex import MemoryIndex
 from .storage.sharded import ShardedStore
-from .storage.stack import open_catalogue, open_result_stores
+from .storage.stack import layers, open_catalogue, open_result_stores
 
 MAX_SONG_ID = 2**53  # larger ids are never handed out (and overflow some drivers)
 UPGRADE_BATCH = 500  # songs whose rows one read of `tunescout upgrade` takes (a full scan on some backends)
@@ -312,14 +313,15 @@ class Engine:
         """Status and round trip of every fingerprint instance and result shard, and whether the
         other services they use (Redis) answer."""
         instances = [
-            Part(i, inst.database_type, ms, robust, third, peaks)
-            for i, (inst, ms, robust, third, peaks) in enumerate(
+            Part(i, inst.database_type, ms, robust, third, peaks, *_memory_copy(store))
+            for i, (inst, ms, robust, third, peaks, store) in enumerate(
                 zip(
                     self.config.instances,
                     self.store.check_all(),
                     self.searcher.robust_instances(),
                     self.searcher.third_instances(),
                     self.store.keep_peaks(),
+                    self.store.stores,
                 )
             )
         ]
@@ -430,6 +432,16 @@ class Engine:
     def close(self) -> None:
         self.store.close()
         self.results.close()
+
+
+def _memory_copy(store: FingerprintStore) -> tuple[bool | None, int | None]:
+    """Whether an instance's memory index (recognizing.memory_index) holds its copy, and its rows;
+    (None, None) without one."""
+    memory = next((layer for layer in layers(store) if isinstance(layer, MemoryIndex)), None)
+    if memory is None:
+        return None, None
+    held = memory.held
+    return held is not None, 0 if held is None else held.rows
 
 
 def _add_peaks(store: FingerprintStore, progress: Callable[[int], None]) -> int:

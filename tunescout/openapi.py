@@ -118,6 +118,12 @@ _PART = {
             "type": "boolean",
             "description": "fingerprint instances: every song keeps its peaks (absent: the instance did not answer)",
         },
+        "memory_loaded": {
+            "type": "boolean",
+            "description": "with recognizing.memory_index: the answering worker's copy of the instance's rows is "
+            "in (until then the instance answers its lookups)",
+        },
+        "memory_rows": {**_INT, "description": "with recognizing.memory_index: the rows that copy holds"},
     },
 }
 _HEALTH = {

@@ -107,6 +107,8 @@ class Part:
     speed_pitch_robust: bool | None = None  # fingerprint instances: holds the robust family (None: a result shard)
     triplet_keys: bool | None = None  # fingerprint instances: its pair rows carry third points
     peaks: bool | None = None  # fingerprint instances: every song keeps its peaks (None: a shard, or no answer)
+    memory_loaded: bool | None = None  # with recognizing.memory_index: this worker's copy is in (None: no copy)
+    memory_rows: int | None = None  # ... and the rows it holds
 
     @property
     def up(self) -> bool:
@@ -124,6 +126,8 @@ class Part:
                 ("speed_pitch_robust", self.speed_pitch_robust),
                 ("triplet_keys", self.triplet_keys),
                 ("peaks", self.peaks),
+                ("memory_loaded", self.memory_loaded),
+                ("memory_rows", self.memory_rows),
             )
             if value is not None
         }

@@ -190,6 +190,12 @@ def test_an_engine_with_the_memory_index_answers_as_one_without(tmp_path):
         with_memory, without = memory.recognize(clip).body(), plain.recognize(clip).body()
         assert [r["song_id"] for r in with_memory["results"]][:1] == [ids[i]]
         assert with_memory["results"] == without["results"]
+    parts = memory.health().body()["instances"]
+    assert [(p["memory_loaded"], p["memory_rows"]) for p in parts] == [
+        (True, store.held.rows) for store in memory.store.stores
+    ]
+    assert sum(p["memory_rows"] for p in parts) > 0
+    assert "memory_rows" not in plain.health().body()["instances"][0]
     memory.delete_song(ids[1])
     clip = wav_bytes(songs[1][5 * 11025 : 12 * 11025])
     assert ids[1] not in [r["song_id"] for r in memory.recognize(clip).body()["results"]]
