@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dejavu  # noqa: E402
 from dejavu.fingerprint import phase_view  # noqa: E402
-from dejavu.hashing import _target_table  # noqa: E402
+from dejavu.hashing import _target_table, ragged_arange  # noqa: E402
 from dejavu.peaks import ration_peaks  # noqa: E402
 from tunescout.audio import decode_audio  # noqa: E402
 
@@ -93,7 +93,7 @@ def true_rows(keys: np.ndarray, frames: np.ndarray, song: tuple[np.ndarray, np.n
     if not n.sum():
         return 0
     clip_row = np.repeat(np.arange(keys.size), n)
-    song_row = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    song_row = np.repeat(lo, n) + ragged_arange(n)
     delta = song_frames[song_row] - frames[clip_row]
     values, counts = np.unique(delta, return_counts=True)
     best = values[np.argmax(counts)]

@@ -204,6 +204,13 @@ def _unique_pairs(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, 
     return (key & 0xFFFFFFFF).astype(np.uint32), (key >> 32).astype(np.int32)
 
 
+def ragged_arange(lengths: np.ndarray) -> np.ndarray:
+    """``0..lengths[0]-1, 0..lengths[1]-1, ...`` as one int64 array (each row's place in its run)."""
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 def distinct(values: np.ndarray) -> np.ndarray:
     """The sorted distinct values of an integer array: ``np.unique(values)``, but by sorting.
 

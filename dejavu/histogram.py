@@ -7,6 +7,8 @@ import itertools
 
 import numpy as np
 
+from .hashing import ragged_arange
+
 
 @dataclasses.dataclass(frozen=True)
 class Histogram:
@@ -43,13 +45,6 @@ def histograms_of_postings(
     posting = np.repeat(np.arange(p_hash.size), n)
     pair = np.repeat(lo, n) + ragged_arange(n)
     return histograms_of_rows(p_song[posting], p_offset[posting] - q_offset[pair], p_hash[posting], top_k)
-
-
-def ragged_arange(lengths: np.ndarray) -> np.ndarray:
-    """``0..lengths[0]-1, 0..lengths[1]-1, ...`` as one int64 array (each row's place in its run)."""
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
-    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 # histograms_of_rows packs (song, delta, hash) into one uint64 when each fits its field: one sort

@@ -6,8 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from .hashing import distinct
-from .histogram import ragged_arange
+from .hashing import distinct, ragged_arange
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +86,16 @@ class Postings:
     def spans(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each value's rows start and how many there are (0 for a value not held)."""
         values = np.asarray(values, np.int64)
+        if not self.values.size:
+            return np.zeros(values.size, np.int64), np.zeros(values.size, np.int64)
         held = (values >= 0) & (values < 1 << 32)
         # searched as uint32, the held values' own type: an int64 search would convert all of them
         at = np.searchsorted(self.values, np.where(held, values, 0).astype(np.uint32))
         held &= at < self.values.size
         held[held] = self.values[at[held]] == values[held]
         at = np.where(held, at, 0)
-        lo = self.starts[at] if self.values.size else np.zeros(values.size, np.int64)
-        n = np.where(held, self.starts[at + 1] - lo, 0) if self.values.size else lo
-        return lo, n
+        lo = self.starts[at]
+        return lo, np.where(held, self.starts[at + 1] - lo, 0)
 
     def counts(self, values: np.ndarray) -> np.ndarray:
         """Rows of each value (int64, same order)."""

@@ -30,7 +30,7 @@ import numpy as np
 from .align import rarest_first, rarest_hashes
 from .errors import ParameterError
 from .fingerprint import _levels, phase_view
-from .hashing import generate_hashes
+from .hashing import generate_hashes, ragged_arange
 from .params import FingerprintParams
 from .peaks import peak_candidates, ration_peaks
 from .spectrogram import spectrogram
@@ -345,8 +345,7 @@ def _expand(lo: np.ndarray, hi: np.ndarray, owner: np.ndarray, cells: list) -> t
     """Cartesian step: each row gets every value in [lo, hi] of one more field."""
     n = hi - lo + 1
     rep = np.repeat(np.arange(owner.size), n)
-    within = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
-    return owner[rep], [c[rep] for c in cells] + [lo[rep] + within]
+    return owner[rep], [c[rep] for c in cells] + [lo[rep] + ragged_arange(n)]
 
 
 def _query_cells(trip: Triplets, rp: RobustParams) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -450,7 +449,7 @@ def _join(values: np.ndarray, owners: np.ndarray, row_hashes: np.ndarray) -> tup
     lo = np.searchsorted(values, row_hashes, side="left")
     n = np.searchsorted(values, row_hashes, side="right") - lo
     rows = np.repeat(np.arange(row_hashes.size), n)
-    at = np.repeat(lo, n) + np.arange(rows.size) - np.repeat(np.cumsum(n) - n, n)
+    at = np.repeat(lo, n) + ragged_arange(n)
     return rows, owners[at]
 
 

@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 
 from .errors import ParameterError
-from .hashing import unpack_hashes
+from .hashing import ragged_arange, unpack_hashes
 from .params import HASH_BITS
 
 _HEAD = struct.Struct("<BI")  # format version, number of peaks
@@ -219,7 +219,7 @@ def fit_scales(
     hi = np.searchsorted(song_bins, bins + reach_bins, side="right")
     each = hi - lo
     clip_at = np.repeat(frames, each)
-    song_at = song_frames[np.repeat(lo - np.cumsum(each) + each, each) + np.arange(int(each.sum()))]
+    song_at = song_frames[np.repeat(lo, each) + ragged_arange(each)]
     steps = int(round(params.scale_range / params.scale_step))
     scales = 1.0 + params.scale_step * np.arange(-steps, steps + 1)
     # where each pair puts the clip's start at each scale; a clip peak from early_frames before to

@@ -48,6 +48,9 @@ class Held:
     def alive_ids(self) -> set[int]:
         return set(self.song_ids[self.alive].tolist())
 
+    def holds(self, song_id: int) -> bool:
+        return bool((self.alive & (self.song_ids == song_id)).any())
+
     def with_songs(self, song_ids: list[int], rows: dict[int, tuple[np.ndarray, np.ndarray]]) -> Held:
         """This copy and those songs (ids ascending, each with its ``(hashes, offsets)``) added."""
         return self.with_held(
@@ -74,9 +77,9 @@ class Held:
 
     def join(self, hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Postings.join over every segment, rows of deleted songs left out."""
-        parts = [s.join(hashes, offsets) for s in self.segments] or [
-            (np.zeros(0, np.int32),) + (np.zeros(0, np.int64),) * 2
-        ]
+        if not self.segments:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        parts = [s.join(hashes, offsets) for s in self.segments]
         songs, deltas, joined = (np.concatenate([p[i] for p in parts]) for i in range(3))
         if not self.all_alive:
             keep = self.alive[songs]
@@ -174,7 +177,7 @@ class MemoryIndex(StoreLayer):
     def add_song(self, song: NewSong) -> int:
         song_id = self.store.add_song(song)
         with self._write:
-            if self._held is not None and song_id not in self._held.alive_ids():  # (a refresh may have read it)
+            if self._held is not None and not self._held.holds(song_id):  # (a refresh may have read it)
                 rows = {song_id: (song.hashes, song.offsets.astype(np.int64))}
                 self._held = self._held.with_songs([song_id], rows)
         return song_id
