@@ -289,7 +289,7 @@ class LiveServer:
             try:
                 if requests.get(self.url + "/api/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a busy machine
                 pass
             if self.proc.poll() is not None:
                 raise RuntimeError(self.log_path.read_text())

@@ -13,9 +13,11 @@ from .auth import bearer_matches
 from .engine import Engine, safe_song_name
 from .errors import BadRequestError, ForbiddenError, PayloadTooLargeError, StorageError, UnauthorizedError
 from .openapi import OPENAPI
+from .scanjobs import ScanJobs
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MB = 1024 * 1024
+MAX_NAME = 255  # characters of a scan's name kept
 
 
 class LenientPartHeaders(MultipartDecoder):
@@ -39,6 +41,10 @@ formparser.MultipartDecoder = LenientPartHeaders  # werkzeug's form parser makes
 
 def current_engine() -> Engine:
     return current_app.extensions["tunescout"]
+
+
+def current_scans() -> ScanJobs:
+    return current_app.extensions["tunescout_scans"]
 
 
 def require_file(max_bytes: int):
@@ -110,6 +116,15 @@ def require_writer(engine: Engine) -> None:
     """
     if not engine.config.fingerprinting.allow:
         raise ForbiddenError()
+    require_token()
+
+
+def require_token() -> None:
+    """The request carries the write token as its bearer.
+
+    Raises:
+        UnauthorizedError: the token is missing or wrong (compared in constant time).
+    """
     if not bearer_matches(request.headers.get("Authorization"), current_app.config["WRITE_TOKEN"]):
         raise UnauthorizedError()
 
@@ -143,6 +158,39 @@ def fingerprint():
         body = engine.fingerprint(upload.stream, safe_song_name(name)).body()
     metrics.ingested(body)
     return jsonify(body)
+
+
+@bp.post("/scan")
+def start_scan():
+    scans = current_scans()
+    if scans.config.require_token:
+        require_token()
+    check_size(int(scans.config.max_file_size_mb * MB))
+    url = request.form.get("url", "").strip()
+    name = request.form.get("name", "").strip()[:MAX_NAME]
+    if url:
+        if not scans.url_allowed(url):
+            raise ForbiddenError("This URL is not under any of scanning.allowed_urls")
+        body = scans.submit_url(url, name)
+    else:
+        upload = require_file(int(scans.config.max_file_size_mb * MB))
+        body = scans.submit(upload.stream, name or PurePath(upload.filename or "").name[:MAX_NAME])
+    response = jsonify({"status": "success", **body})
+    response.headers["Location"] = f"/api/scan/{body['token']}"
+    return response, 202
+
+
+@bp.get("/scan/<token>")
+def scan_state(token: str):
+    return jsonify({"status": "success", **current_scans().status(token)})
+
+
+@bp.delete("/scan/<token>")
+def cancel_scan(token: str):
+    scans = current_scans()
+    if scans.config.require_token:
+        require_token()
+    return jsonify({"status": "success", **scans.cancel(token)})
 
 
 @bp.get("/health")

@@ -10,6 +10,7 @@ from .config import Config, load_config
 from .engine import Engine
 from .limits import init_cors, init_limits
 from .memory import keep_freed_memory
+from .scanjobs import ScanJobs
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -19,7 +20,10 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["WRITE_TOKEN"] = resolve_write_token(config)
     app.json.sort_keys = False
-    app.extensions["tunescout"] = Engine.from_config(config)
+    engine = app.extensions["tunescout"] = Engine.from_config(config)
+    scans = app.extensions["tunescout_scans"] = ScanJobs(engine, config.scanning, config.data_dir)
+    if scans.pending():  # left by a process that stopped: taken up now (else at the first scan)
+        scans.start()
     app.register_blueprint(api.bp)
     errors.register(app)
     metrics.init_metrics(app)

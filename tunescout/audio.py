@@ -97,6 +97,22 @@ def decode_audio(
     return Decoded(pcm.astype(np.float32) / 32768.0, sample_rate_hz, hashlib.sha1(raw).hexdigest(), truncated)
 
 
+def probe_recording(path: str | os.PathLike, sample_rate_hz: int) -> float | None:
+    """Check that a recording's first second decodes; the duration its container claims, in seconds
+    (None where it claims none: a stream, a raw format).
+
+    Raises:
+        BadAudioError: as :func:`decode_audio`.
+    """
+    decode_audio(path, sample_rate_hz, 0.0, 1.0)
+    try:
+        with av.open(os.fspath(path), "r", options=_OPEN_OPTIONS) as container:
+            claimed = container.duration
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
+        raise BadAudioError() from exc
+    return claimed / av.time_base if claimed and claimed > 0 else None
+
+
 def _path_or_file(source):
     return os.fspath(source) if isinstance(source, os.PathLike) else source
 

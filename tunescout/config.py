@@ -142,6 +142,31 @@ class ServingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScanningConfig:
+    max_file_size_mb: float = _field(
+        1000.0, "Largest recording accepted by POST /api/scan, in MB (checked before the body is read)."
+    )
+    require_token: bool = _field(
+        True, "POST and DELETE /api/scan need the write token (a scan costs far more than a recognition)."
+    )
+    workers: int = _field(
+        1, "Scans run at once on this host, over all of its worker processes (each takes a core while it runs)."
+    )
+    queue: int = _field(
+        8, "Scans that may wait for a free worker; past it POST /api/scan answers 503 with Retry-After."
+    )
+    keep_days: float = _field(7.0, "Days a scan's state and timeline are kept after it was last written.")
+    allowed_urls: list = _field(
+        [],
+        "URL prefixes (scheme, host and a path ending in /) of streams that POST /api/scan may be asked to "
+        "follow with a form field url; empty: recordings are uploaded, never fetched.",
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "allowed_urls", tuple(self.allowed_urls))
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: str = _field("data", "Folder of the SQLite files and the generated token.")
     fingerprinting: FingerprintingConfig = _field(FingerprintingConfig(), "Writes.")
@@ -150,6 +175,7 @@ class Config:
     rate_limit: RateLimitConfig = _field(RateLimitConfig(), "Per-endpoint rate limits.")
     logging: LoggingConfig = _field(LoggingConfig(), "Log level and format of the service and the CLI.")
     serving: ServingConfig = _field(ServingConfig(), "HTTP front of `tunescout serve`: timeouts and worker recycling.")
+    scanning: ScanningConfig = _field(ScanningConfig(), "Scans of long recordings through POST /api/scan.")
     allowed_origin: list = _field([], 'CORS origins allowed to call the API; "*" allows all.')
     instances: list = _field([], "Fingerprint instances; empty: one SQLite file.")
     results: list = _field([], "Result-store shards; empty: one SQLite file.")
@@ -240,10 +266,10 @@ def _build(cls, raw, key_path: str):
 
 def _convert(field: dataclasses.Field, value, key_path: str):
     hint = field.type
-    if field.name in _LIST_ITEMS and key_path.count(".") == 0:
+    if hint == "list":
         if not isinstance(value, list):
             raise ConfigError(f"{key_path}: must be a list")
-        item = _LIST_ITEMS[field.name]
+        item = _LIST_ITEMS.get(field.name, str)
         if item is str:
             return [_scalar(str, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
         return [_build(item, v, f"{key_path}[{i}]") for i, v in enumerate(value)]
@@ -255,6 +281,7 @@ def _convert(field: dataclasses.Field, value, key_path: str):
         "RateLimitConfig": RateLimitConfig,
         "LoggingConfig": LoggingConfig,
         "ServingConfig": ServingConfig,
+        "ScanningConfig": ScanningConfig,
     }
     if hint in nested:
         return _build(nested[hint], value, key_path)
@@ -298,10 +325,26 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"serving.{key}: must be > 0")
     if config.serving.max_requests < 0 or config.serving.max_requests_jitter < 0:
         raise ConfigError("serving.max_requests: must be >= 0 (and so must max_requests_jitter)")
+    _validate_scanning(config.scanning)
     if config.logging.level.upper() not in LOG_LEVELS:
         raise ConfigError(f"logging.level: {config.logging.level!r} is not one of {', '.join(LOG_LEVELS)}")
     if config.logging.format not in LOG_FORMATS:
         raise ConfigError(f"logging.format: {config.logging.format!r} is not one of {', '.join(LOG_FORMATS)}")
+
+
+def _validate_scanning(scanning: ScanningConfig) -> None:
+    for key in ("max_file_size_mb", "workers", "keep_days"):
+        if getattr(scanning, key) <= 0:
+            raise ConfigError(f"scanning.{key}: must be > 0")
+    if scanning.queue < 0:
+        raise ConfigError("scanning.queue: must be >= 0")
+    for i, prefix in enumerate(scanning.allowed_urls):
+        scheme, _, rest = prefix.partition("://")
+        if scheme not in ("http", "https") or "/" not in rest or not rest.split("/", 1)[0]:
+            raise ConfigError(
+                f"scanning.allowed_urls[{i}]: {prefix!r} must be an http(s) URL prefix with a host and a path "
+                "(https://radio.example.org/ names that host only)"
+            )
 
 
 def _validate_instance(inst: InstanceConfig, key_path: str) -> None:

@@ -67,6 +67,12 @@ class StorageError(TuneScoutError):
     status, message = 503, "Storage unavailable"
 
 
+class QueueFullError(TuneScoutError):
+    """Every scan worker is busy and the queue is full; ``retry_after_s`` goes out as Retry-After."""
+
+    status, message = 503, "Too many scans queued; try again later"
+
+
 class IndexMismatchError(StorageError):
     """The index was built with other fingerprint parameters."""
 
@@ -89,7 +95,10 @@ def register(app: Flask) -> None:
     def _ours(exc: TuneScoutError):
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return jsonify(error_body(exc.message, **exc.extra)), exc.status
+        response = jsonify(error_body(exc.message, **exc.extra))
+        if "retry_after_s" in exc.extra:
+            response.headers["Retry-After"] = str(exc.extra["retry_after_s"])
+        return response, exc.status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -154,6 +154,61 @@ _HEALTH = {
         "degraded": {"type": "boolean"},
     },
 }
+_SEGMENT = {
+    "type": "object",
+    "required": [
+        "song_id",
+        "song_name",
+        "start_seconds",
+        "end_seconds",
+        "song_start_seconds",
+        "song_end_seconds",
+        "confidence",
+    ],
+    "properties": {
+        "type": {"type": "string", "enum": ["segment"]},
+        "song_id": _INT,
+        "song_name": _STR,
+        "start_seconds": {**_NUM, "description": "where the play starts in the recording"},
+        "end_seconds": {**_NUM, "description": "where it ends in the recording"},
+        "song_start_seconds": {**_NUM, "description": "where in the song the play starts (the song's own time)"},
+        "song_end_seconds": {**_NUM, "description": "where in the song it ends"},
+        "confidence": {**_NUM, "minimum": 0, "maximum": 1, "description": "the best of its windows' recognitions"},
+        "time_scale": {**_NUM, "description": "recording seconds per song second (> 1: played slower)"},
+        "windows": {**_INT, "description": "windows of the recording that recognised it"},
+    },
+}
+_SCAN = {
+    "type": "object",
+    "required": ["status", "token", "name", "state", "progress", "duration_seconds", "segments"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "token": _TOKEN,
+        "name": {**_STR, "description": "the form's name, else the uploaded file's name, else the URL"},
+        "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+        "progress": {
+            **_NUM,
+            "nullable": True,
+            "minimum": 0,
+            "maximum": 1,
+            "description": "share of the recording analysed (null: a stream, or a file that claims no duration)",
+        },
+        "duration_seconds": {**_NUM, "description": "seconds of the recording analysed so far"},
+        "total_seconds": {**_NUM, "nullable": True, "description": "the duration the recording claims"},
+        "segments": {
+            "type": "array",
+            "items": _ref("Segment"),
+            "description": "every play found so far, by start (a play still going on is added when it ends)",
+        },
+        "resumed": {
+            **_INT,
+            "description": "times the scan was started over because the process running it stopped",
+        },
+        "summary": {"type": "object", "description": "when done: windows, segments, elapsed time, speed"},
+        "message": {**_STR, "description": "when failed: why"},
+    },
+}
+_TOKEN_PATH = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR = {
     "type": "object",
     "required": ["status", "message"],
@@ -205,7 +260,7 @@ _E = {
     415: "Failed to process input file",
     422: "The audio cannot be used: longer than fingerprinting.max_duration, or too few hashes (silence)",
     429: "Too many requests (see the Retry-After header)",
-    503: "Storage unavailable",
+    503: "Storage unavailable, or (POST /api/scan) the scan queue is full: see the Retry-After header",
 }
 
 
@@ -344,6 +399,50 @@ OPENAPI = {
                 },
             },
         },
+        "/api/scan": {
+            "post": {
+                "summary": "Scan a long recording for every catalogued song in it; answered at once with the job",
+                "description": "The job runs in the background (scanning.workers at once on a host, scanning.queue "
+                "waiting); GET /api/scan/{token} follows it. The bearer token is needed unless "
+                "scanning.require_token is false.",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "file": {**_UPLOAD, "description": "any recording FFmpeg reads"},
+                                    "url": {
+                                        **_STR,
+                                        "description": "instead of file: a stream under one of scanning.allowed_urls",
+                                    },
+                                    "name": {**_STR, "maxLength": 255, "description": "a label for the job"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(_ref("Scan"), "Queued (Location: its /api/scan/{token})"),
+                    **_err(400, 401, 403, 413, 415, 503),
+                },
+            }
+        },
+        "/api/scan/{token}": {
+            "get": {
+                "summary": "A scan's state, progress and the segments found so far",
+                "parameters": [_TOKEN_PATH],
+                "responses": {"200": _json(_ref("Scan"), "The job"), **_err(404, 503)},
+            },
+            "delete": {
+                "summary": "Cancel a scan (the segments found so far are kept; a finished scan is left as it is)",
+                "security": _BEARER,
+                "parameters": [_TOKEN_PATH],
+                "responses": {"200": _json(_ref("Scan"), "The job, cancelled"), **_err(401, 404, 503)},
+            },
+        },
         "/api/stats": {
             "get": {
                 "summary": "Songs, hashes and index bytes per instance; results stored",
@@ -386,6 +485,8 @@ OPENAPI = {
             "Error": _ERROR,
             "Fingerprinted": _FINGERPRINTED,
             "Stats": _STATS,
+            "Segment": _SEGMENT,
+            "Scan": _SCAN,
         },
         "responses": {f"E{c}": _json(_ref("Error"), text) for c, text in _E.items()},
     },

@@ -69,6 +69,44 @@ class ResultShards:
             raise NotFoundError()
         return body
 
+    def job_token(self) -> str:
+        """A fresh token for a scan job, on a shard chosen at random among those not known to be down."""
+        usable = [i for i in range(len(self.shards)) if self.health.usable(i)] or list(range(len(self.shards)))
+        return new_token(usable[secrets.randbelow(len(usable))])
+
+    def put_job(self, token: str, seq: int, body: str) -> None:
+        """Append a state of the job on its token's shard.
+
+        Raises:
+            StorageError: the shard does not take it.
+        """
+        shard = shard_of_token(token, len(self.shards))
+        try:
+            self.shards[shard].put_job(token, seq, body, int(time.time()))
+        except StorageError:
+            self.health.failed(shard)
+            raise
+        self.health.ok(shard)
+
+    def get_job(self, token: str) -> tuple[int, str]:
+        """The job's latest (seq, body).
+
+        Raises:
+            NotFoundError: malformed or unknown token.
+        """
+        found = self.shards[shard_of_token(token, len(self.shards))].get_job(token)
+        if found is None:
+            raise NotFoundError()
+        return found
+
+    def purge_jobs(self, before: float) -> None:
+        """Forget the jobs last written before epoch second ``before``, on every shard that answers."""
+        for shard in self.shards:
+            try:
+                shard.purge_jobs(int(before))
+            except StorageError:
+                continue
+
     def check_all(self) -> list[float | None]:
         """Each shard's read round-trip in ms, or None where it does not answer."""
         latencies: list[float | None] = []

@@ -79,6 +79,8 @@ def max_body_bytes(config: Config, path: str) -> int:
     """The largest request body a path takes: the upload limit of its endpoint (the largest for any other)."""
     if path.rstrip("/") == "/api/recognize":
         return int(config.recognizing.max_file_size_mb * MB)
+    if path.rstrip("/") == "/api/scan":
+        return int(config.scanning.max_file_size_mb * MB)
     return int(max(config.fingerprinting.max_file_size_mb, config.recognizing.max_file_size_mb) * MB)
 
 
@@ -101,6 +103,9 @@ def _close_engine(server, worker) -> None:
     if front is None:
         return
     front.close()
+    scans = front.wsgi_app.extensions.get("tunescout_scans")
+    if scans is not None:  # before the engine they use; a running scan is taken up again by the next start
+        scans.close()
     engine = front.wsgi_app.extensions.get("tunescout")
     if engine is not None:
         engine.close()

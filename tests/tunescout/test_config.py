@@ -40,6 +40,13 @@ def test_defaults_are_one_sqlite_instance_and_shard():
             "recognizing.memory_index: needs recognizing.counts_refresh_s > 0",
         ),
         ({"nonsense": 1}, "nonsense: unknown key"),
+        ({"scanning": {"workers": 0}}, "scanning.workers: must be > 0"),
+        ({"scanning": {"allowed_urls": "http://a/"}}, "scanning.allowed_urls: must be a list"),
+        (
+            {"scanning": {"allowed_urls": ["https://radio.example.org"]}},
+            "scanning.allowed_urls[0]: 'https://radio.example.org' must be an http(s) URL prefix with a host and a path",
+        ),
+        ({"scanning": {"allowed_urls": ["file:///etc/"]}}, "scanning.allowed_urls[0]"),
         (
             {"instances": [{"database_type": "mysql", "database": {"host": "h"}}]},
             "instances[0].database.database: required",

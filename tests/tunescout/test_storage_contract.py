@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import time
 
 import numpy as np
 import pytest
@@ -259,6 +260,28 @@ def test_result_store_round_trip(backend):
     results.put_result(token, '{"results": [], "name": "Zoë"}')
     assert results.get_result(token) == '{"results": [], "name": "Zoë"}'
     assert results.count_results() == 1
+    results.close()
+
+
+def test_result_store_keeps_the_latest_state_of_a_scan_job(backend):
+    results = backend.result_store()
+    token, other = "cd" * 17, "ef" * 17
+    assert results.get_job(token) is None
+    results.put_job(token, 0, '{"state": "queued"}', 1_000)
+    results.put_job(token, 2, '{"state": "running", "name": "Zoë"}', 1_002)
+    results.put_job(token, 1, '{"state": "out of order"}', 1_003)
+    results.put_job(other, 0, '{"state": "queued"}', 5_000)
+    assert results.get_job(token) == (2, '{"state": "running", "name": "Zoë"}')
+    results.purge_jobs(1_003)  # last written at 1,003: kept
+    assert results.get_job(token) is not None
+    results.purge_jobs(1_004)
+    for _ in range(50):  # ClickHouse applies the delete in the background
+        if results.get_job(token) is None:
+            break
+        time.sleep(0.1)
+    assert results.get_job(token) is None
+    assert results.get_job(other) == (0, '{"state": "queued"}')
+    assert results.count_results() == 0  # the jobs are not results
     results.close()
 
 

@@ -294,6 +294,16 @@ class ResultStore(Protocol):
     def count_results(self) -> int:
         """Number of stored results."""
 
+    def put_job(self, token: str, seq: int, body: str, written: int) -> None:
+        """Append a state of a scan job: its JSON body, numbered seq (a later state has a higher
+        number), written at epoch second ``written``."""
+
+    def get_job(self, token: str) -> tuple[int, str] | None:
+        """The scan job's latest state (highest seq) as (seq, body), or None."""
+
+    def purge_jobs(self, before: int) -> None:
+        """Forget every state of the jobs last written before epoch second ``before``."""
+
     def close(self) -> None:
         """Release connections."""
 

@@ -559,23 +559,41 @@ class ClickHouseStore(_ClickHouseBase):
 class ClickHouseResultStore(_ClickHouseBase):
     """Recognition results in one ClickHouse database."""
 
-    _TABLE = (
+    _TABLES = (
         "CREATE TABLE IF NOT EXISTS results (token String, body String, created DateTime DEFAULT now())"
         " ENGINE = MergeTree ORDER BY token SETTINGS index_granularity = 256",
+        "CREATE TABLE IF NOT EXISTS scan_jobs (token String, seq Int64, written Int64, body String)"
+        " ENGINE = MergeTree ORDER BY (token, seq) SETTINGS index_granularity = 256",
     )
 
     def __init__(self, db: DatabaseConfig):
         super().__init__(db)
 
     def put_result(self, token: str, body: str) -> None:
-        self._create(self._TABLE)
+        self._create(self._TABLES)
         self._run("INSERT INTO results (token, body) VALUES", [(token, body)])
 
     def get_result(self, token: str) -> str | None:
-        self._create(self._TABLE)
+        self._create(self._TABLES)
         rows = self._run("SELECT body FROM results WHERE token = %(token)s LIMIT 1", {"token": token})
         return rows[0][0] if rows else None
 
     def count_results(self) -> int:
-        self._create(self._TABLE)
+        self._create(self._TABLES)
         return int(self._run("SELECT count() FROM results")[0][0])
+
+    def put_job(self, token: str, seq: int, body: str, written: int) -> None:
+        self._create(self._TABLES)
+        self._run("INSERT INTO scan_jobs (token, seq, written, body) VALUES", [(token, seq, written, body)])
+
+    def get_job(self, token: str) -> tuple[int, str] | None:
+        self._create(self._TABLES)
+        sql = "SELECT seq, body FROM scan_jobs WHERE token = %(token)s ORDER BY seq DESC LIMIT 1"
+        rows = self._run(sql, {"token": token})
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    def purge_jobs(self, before: int) -> None:
+        self._create(self._TABLES)
+        # a mutation, applied in the background (no one waits for a purge)
+        done = "SELECT token FROM scan_jobs GROUP BY token HAVING max(written) < %(before)s"
+        self._run(f"ALTER TABLE scan_jobs DELETE WHERE token IN ({done})", {"before": int(before)})

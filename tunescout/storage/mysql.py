@@ -158,6 +158,10 @@ class MySQLResultStore(_MySQL, SQLResultStore):
         "CREATE TABLE IF NOT EXISTS results (token CHAR(34) PRIMARY KEY, body MEDIUMTEXT NOT NULL,"
         " created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB CHARSET=utf8mb4"
     )
+    jobs_table = (
+        "CREATE TABLE IF NOT EXISTS scan_jobs (token CHAR(34) NOT NULL, seq BIGINT NOT NULL, written BIGINT NOT NULL,"
+        " body MEDIUMTEXT NOT NULL, PRIMARY KEY (token, seq)) ENGINE=InnoDB CHARSET=utf8mb4"
+    )
 
     def __init__(self, db: DatabaseConfig):
         _MySQL.__init__(self, db, None)

@@ -144,6 +144,10 @@ class PostgresResultStore(_Postgres, SQLResultStore):
         "CREATE TABLE IF NOT EXISTS results (token TEXT PRIMARY KEY, body TEXT NOT NULL,"
         " created TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
+    jobs_table = (
+        "CREATE TABLE IF NOT EXISTS scan_jobs (token TEXT NOT NULL, seq BIGINT NOT NULL, written BIGINT NOT NULL,"
+        " body TEXT NOT NULL, PRIMARY KEY (token, seq))"
+    )
 
     def __init__(self, db: DatabaseConfig):
         _Postgres.__init__(self, db)

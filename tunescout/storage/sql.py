@@ -433,6 +433,7 @@ class SQLResultStore(SQLBase):
 
     p: ClassVar[str] = "%s"
     table: ClassVar[str]  # CREATE TABLE IF NOT EXISTS results (token, body, created)
+    jobs_table: ClassVar[str]  # CREATE TABLE IF NOT EXISTS scan_jobs (token, seq, written, body), key (token, seq)
 
     def __init__(self, name: str):
         super().__init__(name)
@@ -441,6 +442,7 @@ class SQLResultStore(SQLBase):
     def _ensure(self) -> None:
         if not self._ready:
             self.query(self.table)
+            self.query(self.jobs_table)
             self._ready = True
 
     def put_result(self, token: str, body: str) -> None:
@@ -455,3 +457,21 @@ class SQLResultStore(SQLBase):
     def count_results(self) -> int:
         self._ensure()
         return int(self.query("SELECT COUNT(*) FROM results")[0][0])
+
+    def put_job(self, token: str, seq: int, body: str, written: int) -> None:
+        self._ensure()
+        p = self.p
+        sql = f"INSERT INTO scan_jobs (token, seq, written, body) VALUES ({p}, {p}, {p}, {p})"
+        self.query(sql, (token, seq, written, body))
+
+    def get_job(self, token: str) -> tuple[int, str] | None:
+        self._ensure()
+        rows = self.query(f"SELECT seq, body FROM scan_jobs WHERE token = {self.p} ORDER BY seq DESC LIMIT 1", (token,))
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    def purge_jobs(self, before: int) -> None:
+        self._ensure()
+        done = f"SELECT token FROM scan_jobs GROUP BY token HAVING MAX(written) < {self.p}"
+        tokens = [row[0] for row in self.query(done, (before,))]
+        for token in tokens:
+            self.query(f"DELETE FROM scan_jobs WHERE token = {self.p}", (token,))

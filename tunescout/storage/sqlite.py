@@ -108,6 +108,10 @@ class SQLiteResultStore(_SQLite, SQLResultStore):
         "CREATE TABLE IF NOT EXISTS results (token TEXT PRIMARY KEY, body TEXT NOT NULL,"
         " created REAL DEFAULT (unixepoch()))"
     )
+    jobs_table = (
+        "CREATE TABLE IF NOT EXISTS scan_jobs (token TEXT NOT NULL, seq INTEGER NOT NULL, written INTEGER NOT NULL,"
+        " body TEXT NOT NULL, PRIMARY KEY (token, seq))"
+    )
 
     def __init__(self, db: DatabaseConfig | str | Path):
         """Creates the file and its table at once, so that a path the service cannot write stops it
