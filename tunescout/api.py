@@ -221,6 +221,15 @@ def delete_song(song_id: int):
     return jsonify(body)
 
 
+@bp.get("/duplicates")
+def duplicates():
+    if "song_id" not in request.args:
+        raise BadRequestError("'song_id' is required (the whole catalogue: `tunescout duplicates`)")
+    song_id = query_int("song_id", 0)
+    found = current_engine().duplicates(song_id)
+    return jsonify({"status": "success", "song_id": song_id, "duplicates": [d.body() for d in found]})
+
+
 @bp.get("/stats")
 def stats():
     return jsonify(current_engine().stats().body())

@@ -1,4 +1,4 @@
-"""The tunescout command: serve, ingest, recognize, scan, songs, stats, compact, check-config."""
+"""The tunescout command: serve, ingest, recognize, scan, duplicates, songs, stats, compact, check-config."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import ctypes
 import ctypes.util
 import dataclasses
+import datetime
 import json
 import multiprocessing
 import os
@@ -352,6 +353,79 @@ def scan(config_path, source, output, window, hop, follow):
         show(segment.body())
     engine.close()
     show(scanner.summary(interrupted).body())
+
+
+@main.command()
+@config_option
+@click.option(
+    "--since",
+    help="Check only the songs created on or after this UTC date or time (2026-12-01, ISO 8601), against all.",
+)
+@click.option("--song", "song_id", type=int, help="Check this one song only.")
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep the run's progress in this file: run again with it to go on where it stopped.",
+)
+@click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
+def duplicates(config_path, since, song_id, state, output):
+    """Songs that share audio (a re-encode, an edit of a longer version, a song inside a compilation):
+    each pair once, with the spans they share, from the index alone (no audio). One JSON line per pair
+    (json), then a summary."""
+    from .duplicates import DuplicateRun, check_catalogue, duplicates_of
+
+    if since:
+        try:
+            datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"not a date: {since}", param_hint="--since") from None
+    engine = _engine(config_path)
+    show = _show_json if output == "json" else _show_pair
+    began, run = time.perf_counter(), DuplicateRun.load(state, since)
+    try:
+        if song_id is not None:
+            found = duplicates_of(engine, song_id)
+            run.checked = 1
+        else:
+            with tqdm(
+                total=engine.store.count_songs(), initial=run.checked, unit="song", desc="songs checked", disable=None
+            ) as bar:
+
+                def checked(run):
+                    bar.update(1)
+                    if run.checked % 100 == 0:
+                        run.save(state)
+
+                found = []
+                for pair in check_catalogue(engine, run, checked=checked):
+                    bar.clear()
+                    show({"type": "duplicate", **pair.body()})
+                    found.append(pair)
+                run.save(state)
+    except TuneScoutError as exc:
+        run.save(state)
+        raise click.ClickException(exc.message) from exc
+    finally:
+        engine.close()
+    if song_id is not None:
+        for pair in found:
+            show({"type": "duplicate", **pair.body()})
+    elapsed = round(time.perf_counter() - began, 3)
+    show({"type": "summary", "checked": run.checked, "pairs": len(run.reported), "elapsed_seconds": elapsed})
+
+
+def _show_pair(body: dict) -> None:
+    """A pair of songs sharing audio, or the summary, for people."""
+    if body["type"] == "summary":
+        pairs, checked, seconds = body["pairs"], body["checked"], body["elapsed_seconds"]
+        click.echo(f"{pairs} pairs sharing audio, {checked} songs checked in {seconds} s")
+        return
+    click.echo(f"{body['song_name']} [{body['song_id']}] and {body['other_name']} [{body['other_id']}]:")
+    for span in body["spans"]:
+        click.echo(
+            f"  {_clock(span['start_seconds'])} - {_clock(span['end_seconds'])} = "
+            f"{_clock(span['other_start_seconds'])} - {_clock(span['other_end_seconds'])}  ({span['aligned']} hashes)"
+        )
 
 
 def _show_json(body: dict) -> None:

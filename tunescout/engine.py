@@ -21,6 +21,7 @@ from . import metrics
 from .audio import MAX_START_SECONDS, Decoded, decode_audio, decode_query
 from .config import Config, FingerprintingConfig
 from .contract import MAX_PAGE_SIZE
+from .duplicates import Duplicate, duplicates_of
 from .errors import BadRequestError, NotFoundError, StorageError, UnprocessableError
 from .records import (
     Compacted,
@@ -362,6 +363,16 @@ class Engine:
         if song_id not in songs:
             raise NotFoundError("Song not found")
         return self._info(songs[song_id])
+
+    def duplicates(self, song_id: int) -> list[Duplicate]:
+        """The songs that share audio with one song, most shared first (:mod:`tunescout.duplicates`).
+
+        Raises:
+            NotFoundError: no such song.
+            StorageError: the instance its id names does not answer.
+        """
+        self.get_song(song_id)
+        return duplicates_of(self, song_id)
 
     def delete_song(self, song_id: int) -> Deleted:
         """Remove a song and its hashes; its clips stop matching at once (cached answers included).

@@ -208,6 +208,40 @@ _SCAN = {
         "message": {**_STR, "description": "when failed: why"},
     },
 }
+_SHARED = {
+    "type": "object",
+    "required": ["start_seconds", "end_seconds", "other_start_seconds", "other_end_seconds", "aligned"],
+    "properties": {
+        "start_seconds": {**_NUM, "description": "where the shared audio starts in the song asked about"},
+        "end_seconds": _NUM,
+        "other_start_seconds": {**_NUM, "description": "where it starts in the other song"},
+        "other_end_seconds": _NUM,
+        "aligned": {**_INT, "description": "hashes of the song that agree on it"},
+    },
+}
+_DUPLICATES = {
+    "type": "object",
+    "required": ["status", "song_id", "duplicates"],
+    "properties": {
+        "status": {"type": "string", "enum": ["success"]},
+        "song_id": _INT,
+        "duplicates": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["song_id", "song_name", "other_id", "other_name", "shared_seconds", "spans"],
+                "properties": {
+                    "song_id": _INT,
+                    "song_name": _STR,
+                    "other_id": _INT,
+                    "other_name": _STR,
+                    "shared_seconds": _NUM,
+                    "spans": {"type": "array", "items": _SHARED},
+                },
+            },
+        },
+    },
+}
 _TOKEN_PATH = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR = {
     "type": "object",
@@ -443,6 +477,14 @@ OPENAPI = {
                 "responses": {"200": _json(_ref("Scan"), "The job, cancelled"), **_err(401, 404, 503)},
             },
         },
+        "/api/duplicates": {
+            "get": {
+                "summary": "The songs that share audio with one song (re-encodes, edits, compilations), with the spans",
+                "description": "From the index alone. The whole catalogue, pair by pair: `tunescout duplicates`.",
+                "parameters": [{"name": "song_id", "in": "query", "required": True, "schema": _INT}],
+                "responses": {"200": _json(_ref("Duplicates"), "Most shared first"), **_err(400, 404, 503)},
+            }
+        },
         "/api/stats": {
             "get": {
                 "summary": "Songs, hashes and index bytes per instance; results stored",
@@ -487,6 +529,7 @@ OPENAPI = {
             "Stats": _STATS,
             "Segment": _SEGMENT,
             "Scan": _SCAN,
+            "Duplicates": _DUPLICATES,
         },
         "responses": {f"E{c}": _json(_ref("Error"), text) for c, text in _E.items()},
     },

@@ -44,7 +44,7 @@ def test_defaults_are_one_sqlite_instance_and_shard():
         ({"scanning": {"allowed_urls": "http://a/"}}, "scanning.allowed_urls: must be a list"),
         (
             {"scanning": {"allowed_urls": ["https://radio.example.org"]}},
-            "scanning.allowed_urls[0]: 'https://radio.example.org' must be an http(s) URL prefix with a host and a path",
+            "scanning.allowed_urls[0]: 'https://radio.example.org' must be an http(s) URL prefix with a host",
         ),
         ({"scanning": {"allowed_urls": ["file:///etc/"]}}, "scanning.allowed_urls[0]"),
         (
