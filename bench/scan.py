@@ -1,11 +1,17 @@
-"""Scan benchmark: a seeded synthetic broadcast of the developer corpus, scanned on SQLite;
-event recall, segment precision, boundary errors and speed against its true timeline.
+"""Scan benchmark: a seeded synthetic broadcast of the developer corpus, scanned from a catalogue grown
+with distractors; event recall, segment precision, boundary errors, speed and memory against its true
+timeline.
 
-    .venv/bin/python bench/scan.py --minutes 60 --seed 1 --out /tmp/bench_scan
+    .venv/bin/python bench/scan.py --minutes 60 --seed 1 --songs 1000 --backend sqlite --instances 1
+    .venv/bin/python bench/scan.py --minutes 60 --seed 1 --songs 1000 --backend clickhouse --instances 2
 
-A first version: catalogued plays of 20-180 s from anywhere in the song, songs not in the catalogue,
-espeak-ng speech or noise between, crossfades of 0-5 s, some plays 2 % fast. Not yet: the Opus round
-trip over the whole recording, distractors up to 1,000 songs, ClickHouse, the memory figure.
+The broadcast: catalogued plays of 20-180 s from anywhere in the song, songs not in the catalogue,
+espeak-ng speech or noise between, crossfades of 0-5 s, one play in ten 2 % fast; then white noise
+over the whole hour (--snr-db) and an Opus round trip (--opus-kbps: the file scanned is the Opus one).
+The catalogue: the real tracks of ingest.txt, then synthetic distractors up to --songs (as
+bench/shards.py makes them). Memory (--memory-minutes): `tunescout scan` run on the first minutes of
+the broadcast and on the broadcast looped, its peak RSS for each. --plot draws the true and the found
+timeline of the first hour.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.shards import add_distractors, add_distractors_in_clickhouse, engine_config, load_real  # noqa: E402
+from tests import servers  # noqa: E402
 from tests.conftest import wav_bytes  # noqa: E402
 from tunescout.audio import decode_audio  # noqa: E402
 from tunescout.config import config_from_dict  # noqa: E402
 from tunescout.engine import Engine  # noqa: E402
+from tunescout.memory import keep_freed_memory  # noqa: E402
 from tunescout.scan import Segment, scan  # noqa: E402
 
 SR = 11025
@@ -104,41 +113,160 @@ def evaluate(segments: list[Segment], plays: list[dict]) -> dict:
     }
 
 
+def degrade(samples: np.ndarray, snr_db: float | None, opus_kbps: int, rng, tmp: Path) -> Path:
+    """The broadcast with noise over it at snr_db (of its mean power), as an Opus file at opus_kbps (a WAV
+    file if 0)."""
+    if snr_db is not None:
+        noise = rng.standard_normal(samples.size).astype(np.float32)
+        scale = np.sqrt(np.mean(samples**2) / 10 ** (snr_db / 10))
+        samples = np.clip(samples + scale * noise, -1, 1).astype(np.float32)
+    wav = tmp / "broadcast.wav"
+    wav.write_bytes(wav_bytes(samples))
+    if not opus_kbps:
+        return wav
+    opus = tmp / "broadcast.opus"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav),
+            "-c:a",
+            "libopus",
+            "-b:a",
+            f"{opus_kbps}k",
+            str(opus),
+        ],
+        check=True,
+    )
+    wav.unlink()
+    return opus
+
+
+def peak_rss_mb(config: dict, recording: Path, minutes: float, tmp: Path) -> float:
+    """Peak RSS of `tunescout scan` on the recording's first minutes (looped if it is shorter)."""
+    cut = tmp / f"scan_{minutes:g}min.opus"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(recording), "-t", str(minutes * 60)]
+        + ["-c:a", "libopus", "-b:a", "32k", str(cut)],
+        check=True,
+    )
+    path = tmp / "scan_config.json"
+    path.write_text(json.dumps(config))
+    timed = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "tunescout", "scan", "--config", str(path), str(cut)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cut.unlink()
+    return int(timed.stderr.strip().splitlines()[-1]) / 1024
+
+
+def plot(segments: list[Segment], plays: list[dict], minutes: float, path: Path) -> None:
+    """The true timeline over the found one, one bar per play or segment, coloured by song."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    songs = sorted({p["song"] for p in plays} | {s.song_name for s in segments})
+    colours = {song: plt.cm.tab20(i % 20) for i, song in enumerate(songs)}
+    fig, ax = plt.subplots(figsize=(14, 2.6))
+    for row, spans in (
+        (1, [(p["start"], p["end"], p["song"]) for p in plays]),
+        (0, [(s.start_seconds, s.end_seconds, s.song_name) for s in segments]),
+    ):
+        for start, end, song in spans:
+            ax.broken_barh(
+                [(start / 60, (end - start) / 60)], (row - 0.35, 0.7), color=colours[song], edgecolor="k", lw=0.3
+            )
+    ax.set_yticks([0, 1], ["found", "true"])
+    ax.set_xlim(0, minutes)
+    ax.set_xlabel("minutes into the broadcast (a colour per song; gaps: talk, noise, songs not in the catalogue)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ingest", type=Path, default=Path("/tmp/q_dev/ingest.txt"))
     parser.add_argument("--not-ingested", type=Path, default=Path("/tmp/q_dev/not_ingested.txt"))
-    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_scan"))
+    parser.add_argument("--songs", type=int, default=1000, help="catalogue size: the real tracks, then distractors")
+    parser.add_argument("--backend", choices=["sqlite", "clickhouse", "mysql", "postgres"], default="sqlite")
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument(
+        "--snr-db", type=float, default=20.0, help="noise over the whole broadcast (none: --snr-db nan)"
+    )
+    parser.add_argument("--opus-kbps", type=int, default=32, help="Opus round trip of the broadcast (0: none)")
+    parser.add_argument("--memory-minutes", default="10,180", help="peak RSS of `tunescout scan` on this many minutes")
+    parser.add_argument("--plot", type=Path, help="write the true and found timelines here (PNG)")
+    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    keep_freed_memory()
     ingested = [Path(p) for p in args.ingest.read_text().split()]
     others = [Path(p) for p in args.not_ingested.read_text().split()]
+    names = [f"{servers.PREFIX}bench_scan_{args.backend}_{i}" for i in range(args.instances)]
+    drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse, "postgres": servers.drop_postgres}
+    rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        samples, plays = build(ingested, others, args.minutes, args.seed, Path(tmp))
-        recording = Path(tmp) / "broadcast.wav"
-        recording.write_bytes(wav_bytes(samples))
-        engine = Engine.from_config(config_from_dict({"data_dir": str(Path(tmp) / "data")}))
+        tmp = Path(tmp)
+        for name in names if args.backend in drop else []:
+            drop[args.backend](name)
+        config = engine_config(args.backend, args.instances, names, str(tmp / "data"))
+        engine = Engine.from_config(config_from_dict(config))
         began = time.perf_counter()
-        for path in ingested:
-            engine.fingerprint(str(path), path.stem)
+        real_hashes, real_thirds, durations, _ = load_real(engine, [str(p) for p in ingested], 2)
         ingest_s = time.perf_counter() - began
+        rate = real_hashes.size / sum(durations)
+        extra = args.songs - len(ingested)
+        if extra > 0 and args.backend == "clickhouse":
+            add_distractors_in_clickhouse(
+                engine, names, extra, len(ingested), real_hashes, real_thirds, rate, durations, rng
+            )
+        elif extra > 0:
+            add_distractors(engine, extra, len(ingested), real_hashes, rate, durations, rng)
+        samples, plays = build(ingested, others, args.minutes, args.seed, tmp)
+        snr = None if np.isnan(args.snr_db) else args.snr_db
+        recording = degrade(samples, snr, args.opus_kbps, rng, tmp)
+        del samples
         *segments, summary = scan(engine, recording)
         engine.close()
+        memory = {
+            f"{m}_min": round(peak_rss_mb(config, recording, float(m), tmp), 1)
+            for m in args.memory_minutes.split(",")
+            if m
+        }
+        for name in names if args.backend in drop else []:
+            drop[args.backend](name)
     report = {
         "minutes": args.minutes,
         "seed": args.seed,
-        "songs": len(ingested),
+        "songs": max(args.songs, len(ingested)),
+        "backend": args.backend,
+        "instances": args.instances,
+        "snr_db": snr,
+        "opus_kbps": args.opus_kbps,
         **evaluate(segments, plays),
         "realtime_factor": round(summary.realtime_factor, 1),
         "scan_seconds": summary.elapsed_seconds,
         "ingest_seconds": round(ingest_s, 1),
+        "peak_rss_mb": memory,
         "truth": plays,
         "found": [s.body() for s in segments],
     }
-    (args.out / "scan.json").write_text(json.dumps(report, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"scan_{args.backend}_{args.instances}inst_{report['songs']}.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot(segments, plays, args.minutes, args.plot)
     print(json.dumps({k: v for k, v in report.items() if k not in ("truth", "found")}, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

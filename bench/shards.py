@@ -44,8 +44,9 @@ SPAN_FRAMES = (6, 48)  # spans of distractor triplet rows, in the range of real 
 POSITION_SHIFT = triplets.FRAME_BITS + triplets.SPAN_FRAME_BITS  # a triplet row's band position in its offset
 
 
-def open_engine(backend: str, instances: int, names: list[str], data_dir: str, redis: dict | None = None) -> Engine:
-    """An engine on fresh databases of the backend (sqlite: files in data_dir), optionally cached."""
+def engine_config(backend: str, instances: int, names: list[str], data_dir: str, redis: dict | None = None) -> dict:
+    """The config (as config.json holds it) of an engine on the bench's databases of the backend
+    (sqlite: files in data_dir), optionally cached."""
     make = {
         "mysql": servers.mysql_database,
         "clickhouse": servers.clickhouse_database,
@@ -62,7 +63,12 @@ def open_engine(backend: str, instances: int, names: list[str], data_dir: str, r
     }
     if redis:
         raw["redis"] = redis
-    return Engine.from_config(config_from_dict(raw))
+    return raw
+
+
+def open_engine(backend: str, instances: int, names: list[str], data_dir: str, redis: dict | None = None) -> Engine:
+    """An engine on fresh databases of the backend (sqlite: files in data_dir), optionally cached."""
+    return Engine.from_config(config_from_dict(engine_config(backend, instances, names, data_dir, redis)))
 
 
 def load_real(
