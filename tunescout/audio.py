@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import logging
 import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -16,6 +18,8 @@ import av
 import numpy as np
 
 from .errors import BadAudioError, BadRequestError
+
+log = logging.getLogger(__name__)
 
 # What a container or a frame may claim before anything is allocated for it: a WAV header's rate is
 # any 32-bit number, and a resampler built for 2**31-1 Hz asks for hundreds of GB.
@@ -264,6 +268,7 @@ def stream_windows(
     sample_rate_hz: int,
     window_seconds: float = 10.0,
     hop_seconds: float = 5.0,
+    reconnect_s: float = 0.0,
 ) -> Iterator[Window]:
     """Decode a recording of any length as consecutive windows of mono PCM at sample_rate_hz.
 
@@ -272,7 +277,9 @@ def stream_windows(
     stays flat whatever the length. The PCM is decode_audio's, with the same checks of what the
     container and each frame claim; a stream that is not seekable (a pipe, a live source) works.
     An http or https URL (:func:`is_stream_url`) is opened as a live stream: it ends with the
-    stream, or after 20 s without data.
+    stream, or after 20 s without data; with ``reconnect_s``, a stream that ends or breaks is opened
+    again (after 1, 2, 4 ... 30 s) until it answers or reconnect_s have passed since it stopped, and
+    the time it was off counts as silence, so that recording times stay those of the clock.
 
     Raises:
         BadRequestError: window or hop out of range.
@@ -284,7 +291,10 @@ def stream_windows(
     size, hop = round(window_seconds * sample_rate_hz), max(1, round(hop_seconds * sample_rate_hz))
     held, chunks, count = np.zeros(0, np.float32), [], 0  # held: the window's overlap with the next
     start = 0  # sample index of held[0] in the recording
-    for chunk in _stream_pcm(source, sample_rate_hz):
+    pcm = _stream_pcm(source, sample_rate_hz)
+    if reconnect_s > 0 and is_stream_url(source):
+        pcm = _reconnected(source, sample_rate_hz, reconnect_s)
+    for chunk in pcm:
         chunks.append(chunk)
         count += chunk.shape[0]
         if held.shape[0] + count < size:
@@ -336,6 +346,31 @@ def read_ahead(windows: Iterator[Window], depth: int = 2) -> Iterator[Window]:
         if isinstance(item, BaseException):
             raise item
         yield item
+
+
+def _reconnected(url: str, sample_rate_hz: int, patience_s: float, clock=time.monotonic) -> Iterator[np.ndarray]:
+    """A live stream's PCM, opened again each time it ends or breaks, with silence for the time it was
+    off; over when it has not answered for patience_s. The first opening's errors are raised."""
+    yield from _stream_pcm(url, sample_rate_hz)
+    stopped, delay = clock(), 1.0
+    while clock() - stopped < patience_s:
+        time.sleep(min(delay, max(patience_s - (clock() - stopped), 0.0)))
+        delay = min(2 * delay, 30.0)
+        pcm = _stream_pcm(url, sample_rate_hz)
+        try:
+            first = next(pcm)
+        except (BadAudioError, StopIteration):
+            continue
+        log.info("stream %s answers again after %.1f s", url, clock() - stopped)
+        off = round((clock() - stopped) * sample_rate_hz)
+        for at in range(0, off, sample_rate_hz):  # a second at a time: an outage of hours is not held at once
+            yield np.zeros(min(sample_rate_hz, off - at), np.int16)
+        yield first
+        try:
+            yield from pcm
+        except BadAudioError:
+            pass
+        stopped, delay = clock(), 1.0
 
 
 def _stream_pcm(source, sample_rate_hz: int) -> Iterator[np.ndarray]:

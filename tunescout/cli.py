@@ -319,7 +319,15 @@ def stats(config_path):
     type=click.FloatRange(1.0, 3600.0),
     help="Also report each song while it plays, every this many seconds of the recording (type playing).",
 )
-def scan(config_path, source, output, window, hop, follow):
+@click.option(
+    "--reconnect",
+    type=click.FloatRange(0.0),
+    default=0.0,
+    show_default=True,
+    help="A live stream that ends or breaks is opened again until it answers or this many seconds have "
+    "passed; the time it was off counts as silence (0: the scan ends with the stream).",
+)
+def scan(config_path, source, output, window, hop, follow, reconnect):
     """Scan SOURCE for catalogued songs: each segment as soon as it has ended, then a summary (json:
     one JSON line each). SOURCE is a file of any length or a live stream's http(s) URL (Icecast,
     Shoutcast, HLS .m3u8), followed until it ends. Ctrl-C stops with what is known."""
@@ -339,7 +347,7 @@ def scan(config_path, source, output, window, hop, follow):
     # of its own (read_ahead), so the signal is seen even while FFmpeg waits on a stream.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        for piece in read_ahead(stream_windows(source, engine.params.sample_rate_hz, window, hop)):
+        for piece in read_ahead(stream_windows(source, engine.params.sample_rate_hz, window, hop, reconnect)):
             for segment in scanner.feed(piece):
                 show(segment.body())
             for report in scanner.playing(follow) if follow else []:

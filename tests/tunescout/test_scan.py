@@ -299,3 +299,54 @@ def test_ctrl_c_ends_the_cli_with_what_is_known(config_file, trickling_source, t
     summary = json.loads(rest.splitlines()[-1])
     assert summary["type"] == "summary" and summary["interrupted"] is True
     assert summary["duration_seconds"] < 200
+
+
+class _DroppingStream(_SlowStream):
+    """The MP3 stream, broken off halfway: the first request gets the first half, the next the rest,
+    later ones nothing (the station is off the air)."""
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        if len(self.requests) > 2:
+            self.send_error(404)
+            return
+        data = (self.folder / "live.mp3").read_bytes()
+        half = len(data) // 2
+        piece = data[:half] if len(self.requests) == 1 else data[half:]
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/mpeg")
+        self.end_headers()
+        try:
+            self.wfile.write(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
+
+def test_the_cli_reconnects_to_a_stream_that_broke_off(broadcast, config_file, live_folder):
+    b, _ = broadcast
+    handler = type("Handler", (_DroppingStream,), {"folder": live_folder, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/live.mp3"
+    try:
+        alone = CliRunner().invoke(main, ["scan", "--config", str(config_file), url])
+        handler.requests.clear()
+        result = CliRunner().invoke(main, ["scan", "--config", str(config_file), "--reconnect", "5", url])
+    finally:
+        server.shutdown()
+    assert alone.exit_code == 0 and result.exit_code == 0, result.output
+    # without --reconnect the scan ends with the first half; with it, it goes on after a second off the air
+    assert json.loads(alone.stdout.splitlines()[-1])["duration_seconds"] < b.seconds / 2 + 5
+    assert "answers again" in result.stderr  # logged for the operator
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    summary, segments = lines[-1], [line for line in lines if line["type"] == "segment"]
+    assert len(handler.requests) >= 2
+    assert b.seconds + 0.9 <= summary["duration_seconds"] <= b.seconds + 10
+    off = summary["duration_seconds"] - b.seconds  # the silence for the time the stream was off
+    cut = b.seconds / 2
+    for play in b.plays:
+        shift = off if play["start"] > cut + 5 else 0.0
+        if play["end"] < cut - 5 or play["start"] > cut + 5:  # wholly on one side of the break
+            found = [s for s in segments if s["song_name"] == play["song"]]
+            assert any(abs(s["start_seconds"] - (play["start"] + shift)) <= 2.5 for s in found), (play, found)
