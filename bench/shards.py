@@ -291,6 +291,12 @@ VARIANTS = {
     "memory": {"memory_index": True},
     "memory-triplets": {"memory_index": True, "triplets": True},  # the triplet keys first all the same
     "memory-triplet-reject": {"memory_index": True, "triplets": True, "triplet_reject": True},
+    # levers on a clip of unknown audio, from memory: a best song short of the bar by any amount ends the
+    # pair search (z = 0); no second query; the robust path reading 2 % of its rows (not 10 %); all three
+    "memory-reject-z0": {"memory_index": True, "reject_z": 0.0},
+    "memory-one-query": {"memory_index": True, "second_query": False},
+    "memory-robust-2pc": {"memory_index": True, "robust": {"q_row_share": 0.02}},
+    "memory-lean": {"memory_index": True, "reject_z": 0.0, "second_query": False, "robust": {"q_row_share": 0.02}},
 }
 
 
@@ -339,6 +345,7 @@ def run_queries(
             "by_degradation": {},
             "robust_ms": [],
             "steps_ms": {},  # each step of Engine.match_samples that ran (its timings) -> ms
+            "unknown_steps_ms": {},  # the same, of the clips of songs not in the catalogue
             "by_triplets": [],
         }
         for v in variants
@@ -364,6 +371,8 @@ def run_queries(
                     f["robust_ms"].append(found.timings["robust"])
                 for step, ms in found.timings.items():
                     f["steps_ms"].setdefault(step, []).append(ms)
+                    if kind == "not_in_catalogue":
+                        f["unknown_steps_ms"].setdefault(step, []).append(ms)
                 f["by_triplets"].append("triplets" in found.timings and "query" not in found.timings)
                 match = found.results[0].song_name if found.results else None
                 if row["is_negative"] == "1":
@@ -392,6 +401,10 @@ def run_queries(
             "steps_ms": {
                 step: {**percentiles(ms), "share": round(len(ms) / max(len(f["latency"]), 1), 3)}
                 for step, ms in f["steps_ms"].items()
+            },
+            "unknown_steps_ms": {
+                step: {**percentiles(ms), "share": round(len(ms) / max(len(f["kinds"]["not_in_catalogue"]), 1), 3)}
+                for step, ms in f["unknown_steps_ms"].items()
             },
         }
         for variant, f in figures.items()
@@ -611,6 +624,14 @@ def main() -> None:
                     + ", ".join(
                         f"{step} {t['p50']:.1f}/{t['p95']:.1f} ({100 * t['share']:.0f} %)"
                         for step, t in f["steps_ms"].items()
+                    ),
+                    flush=True,
+                )
+                print(
+                    "    of unknown clips: "
+                    + ", ".join(
+                        f"{step} {t['p50']:.1f}/{t['p95']:.1f} ({100 * t['share']:.0f} %)"
+                        for step, t in f["unknown_steps_ms"].items()
                     ),
                     flush=True,
                 )

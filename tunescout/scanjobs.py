@@ -38,6 +38,7 @@ PROGRESS_S = 2.0  # a running job's state is written (and a cancel looked for) a
 POLL_S = 0.5  # how often an idle dispatcher looks for queued jobs
 PURGE_EVERY_S = 3600.0  # how often a dispatcher forgets jobs older than scanning.keep_days
 RETRY_AFTER_S = 30  # what a client whose scan found the queue full is told to wait
+RERUN_AFTER_S = 30  # a job whose run failed (its state could not be stored) is not taken again before
 CANCEL_SEQ = 1 << 60  # cancelled states are numbered from here: above any state a run writes
 TERMINAL = ("done", "failed", "cancelled")
 
@@ -64,6 +65,7 @@ class ScanJobs:
         self._stop = threading.Event()
         self._dispatcher: threading.Thread | None = None
         self._running: set[threading.Thread] = set()
+        self._retry_at: dict[str, float] = {}  # a job whose run failed is not taken again before this
         self._purged = 0.0
 
     # -- the API's side
@@ -176,7 +178,9 @@ class ScanJobs:
             if claim is None:
                 self._stop.wait(POLL_S)
                 continue
-            thread = threading.Thread(target=self._run, args=(claim,), name=f"tunescout-scan-{claim.token[:8]}")
+            thread = threading.Thread(
+                target=self._run, args=(claim,), name=f"tunescout-scan-{claim.token[:8]}", daemon=True
+            )
             self._running.add(thread)
             thread.start()
 
@@ -188,10 +192,14 @@ class ScanJobs:
 
     def _claim(self) -> _Claim | None:
         """The oldest job no process holds, with a free slot, or None."""
-        slot = next((fd for i in range(self.config.workers) if (fd := _try_lock(self.folder / f"slot-{i}.lock"))), None)
+        slots = (_try_lock(self.folder / f"slot-{i}.lock") for i in range(self.config.workers))
+        slot = next((fd for fd in slots if fd is not None), None)
         if slot is None:
             return None
+        now = time.monotonic()
         for job_file in sorted(self.folder.glob("*.job"), key=_age):
+            if self._retry_at.get(job_file.stem, 0.0) > now:
+                continue
             held = _try_lock(job_file.with_suffix(".lock"))
             if held is None:
                 continue
@@ -208,8 +216,12 @@ class ScanJobs:
     def _run(self, claim: _Claim) -> None:
         try:
             self._scan(claim)
+        except StorageError as exc:  # its state cannot be stored: tried again later, from the start
+            log.warning("scan %s: %s; tried again in %d s", claim.token, exc.message, RERUN_AFTER_S)
+            self._retry_at[claim.token] = time.monotonic() + RERUN_AFTER_S
         except Exception:
             log.exception("scan %s", claim.token)
+            self._retry_at[claim.token] = time.monotonic() + RERUN_AFTER_S
         finally:
             for fd in claim.locks:
                 os.close(fd)
@@ -245,6 +257,8 @@ class ScanJobs:
                 writes.put(body, when_due=True)
             body["segments"] += [s.body() for s in scanner.finish()]
             body.update(state="done", progress=1.0, summary=scanner.summary().body())
+        except StorageError:
+            raise
         except TuneScoutError as exc:  # not decodable past its start, a stream that failed
             body.update(state="failed", message=exc.message)
         if writes.cancelled():
