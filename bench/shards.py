@@ -297,6 +297,11 @@ VARIANTS = {
     "memory-one-query": {"memory_index": True, "second_query": False},
     "memory-robust-2pc": {"memory_index": True, "robust": {"q_row_share": 0.02}},
     "memory-lean": {"memory_index": True, "reject_z": 0.0, "second_query": False, "robust": {"q_row_share": 0.02}},
+    # the robust path's first rows end it on a low score only, not also on one level with the runner-up's
+    "memory-first-score-only": {"memory_index": True, "robust": {"q_first_min_ratio": 0.0}},
+    # the pair search ends once 5 % of a clip's rows are read with its best song level with chance
+    "memory-chance-5pc": {"memory_index": True, "chance_share": 0.05},
+    "memory-chance-5pc-z0": {"memory_index": True, "chance_share": 0.05, "reject_z": 0.0},
 }
 
 
@@ -587,7 +592,8 @@ def main() -> None:
             figures = variants[args.variants.split(",")[0]]
             if args.trace:
                 with args.trace.open("a") as out:
-                    trace_queries(engine, rows, args.queries, song_names, args.max_queries, out)
+                    # from memory when a memory variant ran (the databases' full lookups take seconds)
+                    trace_queries(in_memory or engine, rows, args.queries, song_names, args.max_queries, out)
             entry = {
                 "songs": songs,
                 "hours": seconds / 3600,

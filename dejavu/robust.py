@@ -68,7 +68,8 @@ class RobustParams:
     q_row_budget: int = 20000  # index rows looked up, rarest first, as counted (a value under 8 rows counts 1)
     q_row_share: float = 0.1  # ... or this share of the rows of all the clip's values, if more (docs/SCALE.md)
     q_first_share: float = 0.25  # the rarest this share of those rows is read first (1: one step) ...
-    q_first_min_score: int = 3  # ... and a best fit scoring under this there ends the search: no match
+    q_first_min_score: int = 3  # ... and a best fit scoring under this there ends the search: no match, ...
+    q_first_min_ratio: float = 2.0  # ... as does one under this many times the runner-up's (chance, at any size)
     vote_fs_bin: float = 0.5  # semitones per frequency-scale bin of the coarse vote
     vote_off_bin: int = 16  # frames per offset bin of the coarse vote
     vote_candidates: int = 6  # songs whose time-scale fit is refined
@@ -94,8 +95,8 @@ class RobustParams:
             raise ParameterError("q_max_time_scale >= 1, q_max_semitones >= 0, span_octaves > 0")
         if self.q_row_budget < 1 or self.vote_candidates < 1 or self.min_score < 1 or self.min_ratio < 1:
             raise ParameterError("q_row_budget, vote_candidates, min_score >= 1 and min_ratio >= 1")
-        if not 0 <= self.q_row_share <= 1 or not 0 < self.q_first_share <= 1:
-            raise ParameterError("q_row_share must be in [0, 1] and q_first_share in (0, 1]")
+        if not 0 <= self.q_row_share <= 1 or not 0 < self.q_first_share <= 1 or self.q_first_min_ratio < 0:
+            raise ParameterError("q_row_share must be in [0, 1], q_first_share in (0, 1], q_first_min_ratio >= 0")
         return self
 
     def digest(self) -> str:
@@ -580,6 +581,17 @@ def align_triplets(
     masks = _vote(m, 0.5 * float(trip.anchor_frames.max()), rp)
     fits = [fit_song(int(m.song_ids[mask][0]), m.take(mask), rp) for mask in masks]
     return sorted(fits, key=lambda a: -a.score)
+
+
+def out_of_reach(fits: list[RobustAlignment], rp: RobustParams) -> bool:
+    """Whether the fits of the first, rarest rows end the search with no match: the best scores under
+    ``q_first_min_score`` or under ``q_first_min_ratio`` times the runner-up's. A true song leads the
+    runner-up there by far; chance fits rise with the rows read, so the ratio keeps the test as the
+    catalogue grows, where a fixed score lets most clips of unknown audio read on (docs/SCALE.md)."""
+    if not fits:
+        return True
+    runner_up = fits[1].score if len(fits) > 1 else 0
+    return fits[0].score < max(rp.q_first_min_score, rp.q_first_min_ratio * runner_up)
 
 
 def robust_margin(fits: list[RobustAlignment], rp: RobustParams) -> float:

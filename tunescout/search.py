@@ -167,6 +167,8 @@ class Searcher:
             margin, aligned = dejavu.match_margin(0, 0, 0, n_query, self.match), 0
         if margin >= self.match.early_stop_margin:
             return True
+        if share >= self.match.chance_share and margin < self.match.chance_margin:
+            return True  # level with chance after the rows a true song needs to lead it
         return dejavu.out_of_reach(aligned, margin, min(self.match.evidence_lead * share, 1.0), self.match.reject_z)
 
     def score(self, histograms: list[Histogram], query_hashes: int) -> list[tuple[float, Alignment]]:
@@ -202,8 +204,8 @@ class Searcher:
         instances did not answer.
 
         The rows are read in two steps (:func:`dejavu.robust.lookup_steps`): after the rarest
-        ``q_first_share`` of them, a song that clears the bar is the answer, and a best fit under
-        ``q_first_min_score`` means there is none (most clips of unknown audio stop there)."""
+        ``q_first_share`` of them, a song that clears the bar is the answer, and a best fit out of reach
+        (:func:`dejavu.robust.out_of_reach`) means there is none (most clips of unknown audio stop there)."""
         rp = self.robust
         trip = triplets.fingerprint_query_triplets(samples, self.params, rp, views)
         values, owners = triplets.query_lookups(trip, rp)
@@ -224,7 +226,7 @@ class Searcher:
                 trip, values[wanted], owners[wanted], answer.hashes, answer.song_ids, answer.offsets, rp
             )
             margin = triplets.robust_margin(fits, rp)
-            if margin >= 0 or step == len(steps) or not fits or fits[0].score < rp.q_first_min_score:
+            if margin >= 0 or step == len(steps) or triplets.out_of_reach(fits, rp):
                 break
         metrics.robust_finished(step)
         if margin < 0:

@@ -166,3 +166,21 @@ def test_query_triplets_read_the_pair_paths_phase_0_spectrogram_and_are_the_same
     alone = R.fingerprint_query_triplets(clip, P, RP)
     assert views[0][0] is spec
     assert all(np.array_equal(getattr(shared, f.name), getattr(alone, f.name)) for f in dataclasses.fields(alone))
+
+
+@pytest.mark.parametrize(
+    ("scores", "ends"),
+    [
+        ((), True),  # nothing met
+        ((2,), True),  # under the least score
+        ((9, 2), False),  # a clear lead
+        ((5, 4), True),  # chance at a big catalogue: over the least score, level with the runner-up
+        ((8, 4), False),  # twice the runner-up
+    ],
+)
+def test_the_first_rows_end_the_search_on_a_fit_low_or_level_with_the_runner_up(scores, ends):
+    fits = [
+        R.RobustAlignment(song_id=i, score=s, time_scale=1.0, frequency_scale=1.0, offset_frames=0.0)
+        for i, s in enumerate(scores)
+    ]
+    assert R.out_of_reach(fits, RP) is ends

@@ -87,3 +87,37 @@ def test_the_stepwise_search_answers_as_one_lookup_of_all(engine, queries):
 def held_counts(engine, hashes):
     values = np.unique(hashes)
     return values, engine.store.hash_counts(values)
+
+
+def test_a_best_song_level_with_chance_after_a_share_of_the_rows_ends_the_search(engine, queries):
+    """With ``chance_share``, a clip of a song not ingested stops once that share of its rows is read
+    (its best song is level with chance there: no lead over the runner-up), before the Poisson test
+    would stop it; 5 s clips of catalogue songs, clean, still get their song."""
+    import dataclasses
+
+    import dejavu
+    from tunescout.audio import decode_query
+
+    default = engine.match
+    lookups, answers = {}, {}
+    try:
+        for share in (1.0, 0.05):
+            engine.searcher.match = dataclasses.replace(default, row_budget=300, reject_z=1e9, chance_share=share)
+            for row in csv.DictReader((queries / "ground_truth.csv").open()):
+                if row["length_s"] != "5" or row["degradation"] != "clean":
+                    continue
+                data = (queries / row["query_file"]).read_bytes()
+                decoded = decode_query(data, engine.params.sample_rate_hz, 0.0, 10.0)
+                hashes, offsets = dejavu.fingerprint_query(decoded.samples, engine.params)
+                search = engine.searcher.search(hashes, offsets)
+                lookups.setdefault((share, row["is_negative"]), []).append(search.lookups)
+                best = search.scored[0] if search.scored and search.scored[0][0] >= 0 else None
+                named = engine.store.get_songs([best[1].song_id])[0] if best else {}
+                answers.setdefault((share, row["is_negative"]), []).append(
+                    [s.song_name for s in named.values()] == [row["track_id"]]
+                )
+    finally:
+        engine.searcher.match = default
+    # reject_z far out of reach: without the chance test an unknown clip reads every step
+    assert np.mean(lookups[0.05, "1"]) < np.mean(lookups[1.0, "1"])
+    assert np.mean(answers[0.05, "0"]) >= 0.9 and not any(answers[0.05, "1"])

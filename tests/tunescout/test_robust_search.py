@@ -127,7 +127,7 @@ def test_a_weak_fit_after_the_rarest_rows_reads_the_rest(robust_app, corpus):
     and still finds the song: the second step completes the first."""
     engine = robust_app.extensions["tunescout"]
     default = engine.searcher.robust
-    engine.searcher.robust = dataclasses.replace(default, q_first_min_score=0, min_score=100)
+    engine.searcher.robust = dataclasses.replace(default, q_first_min_score=0, q_first_min_ratio=0, min_score=100)
     try:
         before = _robust_searches()
         clip = _clip(_samples(corpus, "drascula-track10"), 30.0, 10.0, 1.05)
