@@ -402,6 +402,13 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="index another fingerprint design: FingerprintParams fields changed (e.g. peak_tilt_db_per_octave=2)",
     )
+    parser.add_argument(
+        "--match",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="search with other MatchParams, or RobustParams as robust.NAME (reject_z=1 robust.q_first_min_ratio=0)",
+    )
     args = parser.parse_args()
     fields = {f.name: f.type for f in dataclasses.fields(dejavu.FingerprintParams)}
     changed = {
@@ -413,6 +420,11 @@ def main() -> None:
     files = [line for line in (args.queries / "ingest.txt").read_text().split() if line]
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine.from_config(config_from_dict({"data_dir": tmp}), params)
+        searched = {name: float(value) for name, value in (m.split("=") for m in args.match)}
+        robust = {k.removeprefix("robust."): v for k, v in searched.items() if k.startswith("robust.")}
+        match = {k: v for k, v in searched.items() if not k.startswith("robust.")}
+        engine.searcher.match = dataclasses.replace(engine.match, **match).validate()
+        engine.searcher.robust = dataclasses.replace(engine.searcher.robust, **robust).validate()
         stats = ingest(engine, files, args.workers)
         speed = fingerprint_speed(files, engine.params)
         speed_both = fingerprint_speed(files, engine.params, engine.robust)
@@ -433,6 +445,7 @@ def main() -> None:
         "index_kb_per_min": kb_per_min,
         "params_digest": params.digest(),
         "params_changed": changed,
+        "match_changed": searched,
         "robust_digest": dejavu.DEFAULT_ROBUST.digest(),
     }
     json_path, png_path = (

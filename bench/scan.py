@@ -11,7 +11,7 @@ over the whole hour (--snr-db) and an Opus round trip (--opus-kbps: the file sca
 The catalogue: the real tracks of ingest.txt, then synthetic distractors up to --songs (as
 bench/shards.py makes them). Memory (--memory-minutes): `tunescout scan` run on the first minutes of
 the broadcast and on the broadcast looped, its peak RSS for each. --plot draws the true and the found
-timeline of the first hour.
+timeline of the first hour. --hops 5,10 scans the same broadcast with each window step in turn.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tunescout.audio import decode_audio  # noqa: E402
 from tunescout.config import config_from_dict  # noqa: E402
 from tunescout.engine import Engine  # noqa: E402
 from tunescout.memory import keep_freed_memory  # noqa: E402
-from tunescout.scan import Segment, scan  # noqa: E402
+from tunescout.scan import ScanParams, Segment, scan  # noqa: E402
 
 SR = 11025
 SENTENCES = ["That was a fine record.", "Now the weather: sun later today.", "You are listening to the scan test."]
@@ -206,6 +206,11 @@ def main() -> None:
     parser.add_argument("--opus-kbps", type=int, default=32, help="Opus round trip of the broadcast (0: none)")
     parser.add_argument("--memory-minutes", default="10,180", help="peak RSS of `tunescout scan` on this many minutes")
     parser.add_argument("--plot", type=Path, help="write the true and found timelines here (PNG)")
+    parser.add_argument(
+        "--hops",
+        default=str(ScanParams().hop_seconds),
+        help="window steps (s) to scan with, each in turn; the first is reported",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args()
     keep_freed_memory()
@@ -235,7 +240,12 @@ def main() -> None:
         snr = None if np.isnan(args.snr_db) else args.snr_db
         recording = degrade(samples, snr, args.opus_kbps, rng, tmp)
         del samples
-        *segments, summary = scan(engine, recording)
+        by_hop = {}
+        for hop in (float(h) for h in args.hops.split(",")):
+            *found, summary = scan(engine, recording, ScanParams(hop_seconds=hop))
+            by_hop[hop] = (found, summary)
+            print(f"hop {hop:g} s: {summary.realtime_factor:.1f}x realtime, {evaluate(found, plays)}", flush=True)
+        segments, summary = by_hop[float(args.hops.split(",")[0])]
         engine.close()
         memory = {
             f"{m}_min": round(peak_rss_mb(config, recording, float(m), tmp), 1)
@@ -257,6 +267,10 @@ def main() -> None:
         "scan_seconds": summary.elapsed_seconds,
         "ingest_seconds": round(ingest_s, 1),
         "peak_rss_mb": memory,
+        "by_hop": {
+            f"{hop:g}": {**evaluate(found, plays), "realtime_factor": round(s.realtime_factor, 1)}
+            for hop, (found, s) in by_hop.items()
+        },
         "truth": plays,
         "found": [s.body() for s in segments],
     }

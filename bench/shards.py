@@ -291,17 +291,16 @@ VARIANTS = {
     "memory": {"memory_index": True},
     "memory-triplets": {"memory_index": True, "triplets": True},  # the triplet keys first all the same
     "memory-triplet-reject": {"memory_index": True, "triplets": True, "triplet_reject": True},
-    # levers on a clip of unknown audio, from memory: a best song short of the bar by any amount ends the
-    # pair search (z = 0); no second query; the robust path reading 2 % of its rows (not 10 %); all three
-    "memory-reject-z0": {"memory_index": True, "reject_z": 0.0},
+    # levers on a clip of unknown audio, from memory (docs/SCALE.md, "Clips of unknown audio"): the rules
+    # before them (no clip judged against chance, the robust path's first rows judged on a least score
+    # only); the robust path's runner-up ratio alone; with z = 0 for big clips too; the default adds the
+    # chance test after 5 % of the rows; no second query; the robust path reading 2 % of its rows; both
+    "memory-previous": {"memory_index": True, "chance_rows": 10**15, "robust": {"q_first_min_ratio": 0.0}},
+    "memory-robust-ratio": {"memory_index": True, "chance_rows": 10**15},
+    "memory-z0": {"memory_index": True, "chance_share": 1.0},
     "memory-one-query": {"memory_index": True, "second_query": False},
     "memory-robust-2pc": {"memory_index": True, "robust": {"q_row_share": 0.02}},
-    "memory-lean": {"memory_index": True, "reject_z": 0.0, "second_query": False, "robust": {"q_row_share": 0.02}},
-    # the robust path's first rows end it on a low score only, not also on one level with the runner-up's
-    "memory-first-score-only": {"memory_index": True, "robust": {"q_first_min_ratio": 0.0}},
-    # the pair search ends once 5 % of a clip's rows are read with its best song level with chance
-    "memory-chance-5pc": {"memory_index": True, "chance_share": 0.05},
-    "memory-chance-5pc-z0": {"memory_index": True, "chance_share": 0.05, "reject_z": 0.0},
+    "memory-lean": {"memory_index": True, "second_query": False, "robust": {"q_row_share": 0.02}},
 }
 
 

@@ -144,11 +144,14 @@ class MatchParams:
     noise, absent from the index), and run ahead of them: from a share s <= 1/4 of the rows, 9 in
     10 clips of catalogue songs had more than ``evidence_lead`` x s of their final count
     (docs/SCALE.md), so the share is taken as ``evidence_lead`` x s. Clear clips stop after the
-    first step or two, clips of unknown audio once about a quarter of their rows are read. Once
-    ``chance_share`` of the rows is read, a best song still ``chance_margin`` or further below the
-    bar (no further ahead of the runner-up than chance puts it) is no answer either: a true song
-    leads its runner-up from the first rows (docs/SCALE.md, "Clips of unknown audio"); 1.0 leaves
-    the test out.
+    first step or two, clips of unknown audio once about a quarter of their rows are read.
+
+    A clip whose hashes hold ``chance_rows`` index rows or more (a big catalogue, where every row
+    costs) is judged more tightly: once ``chance_share`` of its rows is read, a best song still
+    ``chance_margin`` or further below the bar (no further ahead of the runner-up than chance puts
+    it) is no answer, and its out-of-reach test allows ``chance_z`` deviations. A true song leads its
+    runner-up from the first rows (docs/SCALE.md, "Clips of unknown audio"); in a small catalogue
+    the weak matches of 1-3 s clips, which the allowance keeps, cost little to read on for.
 
     A clip that ends with no song over the bar, its best song never out of reach and within
     ``-second_query_margin`` of the bar, is searched again with the richer second query
@@ -171,8 +174,10 @@ class MatchParams:
     early_stop_margin: float = 3.0  # margin over the bar that ends the search before the last lookup
     reject_z: float = 1.0  # a best song this many deviations short of the bar ends it with no answer
     evidence_lead: float = 2.0  # a true song's share of its aligned hashes over the share of rows read
-    chance_share: float = 1.0  # once this share of the clip's rows is read, a best song still ...
-    chance_margin: float = -4.0  # ... this far below the bar (level with the runner-up: chance) is no answer
+    chance_rows: int = 200_000  # a clip whose hashes hold this many index rows (a big catalogue) ...
+    chance_share: float = 0.05  # ... once this share of them is read, with its best song still ...
+    chance_margin: float = -4.0  # ... this far below the bar (level with the runner-up: chance), is no answer;
+    chance_z: float = 0.0  # ... and its out-of-reach test allows this many deviations, not reject_z
     second_query: bool = True  # a clip left unanswered but not out of reach is asked again, richer, ...
     second_query_margin: float = -5.0  # ... when its best song ended at least this close to the bar
     triplets: bool = True  # on an index with third points, look the triplet keys up first ...
@@ -195,6 +200,8 @@ class MatchParams:
             raise ParameterError("row_budget >= 0, early_stop_margin >= 0, row_growth > 1, reject_z >= 0")
         if self.evidence_lead < 1 or not 0 < self.chance_share <= 1 or self.chance_margin >= self.early_stop_margin:
             raise ParameterError("evidence_lead >= 1, chance_share in (0, 1], chance_margin < early_stop_margin")
+        if self.chance_rows < 0 or self.chance_z < 0:
+            raise ParameterError("chance_rows >= 0, chance_z >= 0")
         if self.triplet_reject_margin >= self.triplet_margin or self.triplet_rows_from < 0:
             raise ParameterError("triplet_reject_margin < triplet_margin, triplet_rows_from >= 0")
         return self

@@ -142,7 +142,7 @@ class Searcher:
             lookup = self.store.lookup(hashes[wanted], offsets[wanted], top_k)
             scored = self.score(lookup.histograms, n_query)
             share = int(counts[np.isin(values, chosen)].sum()) / rows
-            if step == len(steps) or self._settled(scored, share, n_query):
+            if step == len(steps) or self._settled(scored, share, n_query, rows >= match.chance_rows):
                 metrics.search_finished(step)
                 # no song at all, or the best out of reach before the last step
                 hopeless = not scored or (step < len(steps) and scored[0][0] < match.early_stop_margin)
@@ -159,17 +159,19 @@ class Searcher:
         """Whether the song's instance holds the robust family (its songs were stored with both)."""
         return self._holds_robust(instance_of(song_id, len(self.store.stores)))
 
-    def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int) -> bool:
-        """After a partial lookup of ``share`` of the clip's index rows: a clear answer, or none possible."""
+    def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int, big: bool) -> bool:
+        """After a partial lookup of ``share`` of the clip's index rows: a clear answer, or none possible
+        (``big``: the clip holds ``match.chance_rows`` rows or more, and is judged against chance too)."""
         if scored:
             margin, aligned = scored[0][0], scored[0][1].aligned
         else:  # no song shares a hash with these pairs: the lowest bar there is
             margin, aligned = dejavu.match_margin(0, 0, 0, n_query, self.match), 0
         if margin >= self.match.early_stop_margin:
             return True
-        if share >= self.match.chance_share and margin < self.match.chance_margin:
+        if big and share >= self.match.chance_share and margin < self.match.chance_margin:
             return True  # level with chance after the rows a true song needs to lead it
-        return dejavu.out_of_reach(aligned, margin, min(self.match.evidence_lead * share, 1.0), self.match.reject_z)
+        z = self.match.chance_z if big else self.match.reject_z
+        return dejavu.out_of_reach(aligned, margin, min(self.match.evidence_lead * share, 1.0), z)
 
     def score(self, histograms: list[Histogram], query_hashes: int) -> list[tuple[float, Alignment]]:
         """Every candidate song's best alignment with its no-match margin, best first."""

@@ -102,7 +102,9 @@ def test_a_best_song_level_with_chance_after_a_share_of_the_rows_ends_the_search
     lookups, answers = {}, {}
     try:
         for share in (1.0, 0.05):
-            engine.searcher.match = dataclasses.replace(default, row_budget=300, reject_z=1e9, chance_share=share)
+            engine.searcher.match = dataclasses.replace(
+                default, row_budget=300, chance_rows=0, chance_z=1e9, chance_share=share
+            )
             for row in csv.DictReader((queries / "ground_truth.csv").open()):
                 if row["length_s"] != "5" or row["degradation"] != "clean":
                     continue
@@ -118,6 +120,7 @@ def test_a_best_song_level_with_chance_after_a_share_of_the_rows_ends_the_search
                 )
     finally:
         engine.searcher.match = default
-    # reject_z far out of reach: without the chance test an unknown clip reads every step
+    # every clip judged against chance, its Poisson allowance far out of reach: without the chance test an
+    # unknown clip reads every step
     assert np.mean(lookups[0.05, "1"]) < np.mean(lookups[1.0, "1"])
     assert np.mean(answers[0.05, "0"]) >= 0.9 and not any(answers[0.05, "1"])
