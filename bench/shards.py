@@ -292,12 +292,13 @@ VARIANTS = {
     "memory-triplets": {"memory_index": True, "triplets": True},  # the triplet keys first all the same
     "memory-triplet-reject": {"memory_index": True, "triplets": True, "triplet_reject": True},
     # levers on a clip of unknown audio, from memory (docs/SCALE.md, "Clips of unknown audio"): the rules
-    # before them (no clip judged against chance, the robust path's first rows judged on a least score
-    # only); the robust path's runner-up ratio alone; with z = 0 for big clips too; the default adds the
-    # chance test after 5 % of the rows; no second query; the robust path reading 2 % of its rows; both
-    "memory-previous": {"memory_index": True, "chance_rows": 10**15, "robust": {"q_first_min_ratio": 0.0}},
-    "memory-robust-ratio": {"memory_index": True, "chance_rows": 10**15},
-    "memory-z0": {"memory_index": True, "chance_share": 1.0},
+    # before them (the robust path's first rows judged on a least score only); big clips judged against
+    # chance (recognizing.reject_at_chance); of those, z = 0 alone; no second query; the robust path
+    # reading 2 % of its rows; both
+    "memory-previous": {"memory_index": True, "robust": {"q_first_min_ratio": 0.0}},
+    "memory-chance": {"memory_index": True, "chance_test": True},
+    "memory-z0": {"memory_index": True, "chance_test": True, "chance_share": 1.0},
+    "memory-chance-one-query": {"memory_index": True, "chance_test": True, "second_query": False},
     "memory-one-query": {"memory_index": True, "second_query": False},
     "memory-robust-2pc": {"memory_index": True, "robust": {"q_row_share": 0.02}},
     "memory-lean": {"memory_index": True, "second_query": False, "robust": {"q_row_share": 0.02}},
@@ -624,22 +625,14 @@ def main() -> None:
                     f"{f['robust_path_ms'].get('p50', 0):.1f} ms p50",
                     flush=True,
                 )
-                print(
-                    "    steps (ms p50/p95 where run, share of clips): "
-                    + ", ".join(
-                        f"{step} {t['p50']:.1f}/{t['p95']:.1f} ({100 * t['share']:.0f} %)"
-                        for step, t in f["steps_ms"].items()
-                    ),
-                    flush=True,
-                )
-                print(
-                    "    of unknown clips: "
-                    + ", ".join(
-                        f"{step} {t['p50']:.1f}/{t['p95']:.1f} ({100 * t['share']:.0f} %)"
-                        for step, t in f["unknown_steps_ms"].items()
-                    ),
-                    flush=True,
-                )
+                for label, key in (
+                    ("steps (ms p50/p95 where run, share of clips)", "steps_ms"),
+                    ("of unknown clips", "unknown_steps_ms"),
+                ):
+                    steps = (
+                        f"{step} {t['p50']:.1f}/{t['p95']:.1f} ({100 * t['share']:.0f} %)" for step, t in f[key].items()
+                    )
+                    print(f"    {label}: " + ", ".join(steps), flush=True)
         engine.close()
         if in_memory is not None:
             in_memory.close()

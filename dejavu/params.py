@@ -146,12 +146,14 @@ class MatchParams:
     (docs/SCALE.md), so the share is taken as ``evidence_lead`` x s. Clear clips stop after the
     first step or two, clips of unknown audio once about a quarter of their rows are read.
 
-    A clip whose hashes hold ``chance_rows`` index rows or more (a big catalogue, where every row
-    costs) is judged more tightly: once ``chance_share`` of its rows is read, a best song still
-    ``chance_margin`` or further below the bar (no further ahead of the runner-up than chance puts
-    it) is no answer, and its out-of-reach test allows ``chance_z`` deviations. A true song leads its
-    runner-up from the first rows (docs/SCALE.md, "Clips of unknown audio"); in a small catalogue
-    the weak matches of 1-3 s clips, which the allowance keeps, cost little to read on for.
+    With ``chance_test``, a clip whose hashes hold ``chance_rows`` index rows or more (a big
+    catalogue, where every row costs) is judged more tightly: once ``chance_share`` of its rows is
+    read, a best song still ``chance_margin`` or further below the bar (no further ahead of the
+    runner-up than chance puts it) is no answer, and its out-of-reach test allows ``chance_z``
+    deviations. A true song leads its runner-up from the first rows (docs/SCALE.md, "Clips of
+    unknown audio"); in a small catalogue the weak matches of 1-3 s clips, which the allowance
+    keeps, cost little to read on for. Off by default: clips in rooms and crowds, which the second
+    query finds near the bar, are then given up before it (100,000 songs: chatter at 0 dB 90 -> 57 %).
 
     A clip that ends with no song over the bar, its best song never out of reach and within
     ``-second_query_margin`` of the bar, is searched again with the richer second query
@@ -174,7 +176,8 @@ class MatchParams:
     early_stop_margin: float = 3.0  # margin over the bar that ends the search before the last lookup
     reject_z: float = 1.0  # a best song this many deviations short of the bar ends it with no answer
     evidence_lead: float = 2.0  # a true song's share of its aligned hashes over the share of rows read
-    chance_rows: int = 200_000  # a clip whose hashes hold this many index rows (a big catalogue) ...
+    chance_test: bool = False  # judge big clips against chance (recognizing.reject_at_chance): ...
+    chance_rows: int = 200_000  # ... a clip whose hashes hold this many index rows (a big catalogue) ...
     chance_share: float = 0.05  # ... once this share of them is read, with its best song still ...
     chance_margin: float = -4.0  # ... this far below the bar (level with the runner-up: chance), is no answer;
     chance_z: float = 0.0  # ... and its out-of-reach test allows this many deviations, not reject_z

@@ -135,6 +135,7 @@ class Engine:
             dejavu.DEFAULT_MATCH,
             triplets=recognizing.reject_on_triplets or not recognizing.memory_index,
             triplet_reject=recognizing.reject_on_triplets,
+            chance_test=recognizing.reject_at_chance,
         )
         return cls(config, store, ResultShards(open_result_stores(config)), params=params, match=match)
 

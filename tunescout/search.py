@@ -142,7 +142,9 @@ class Searcher:
             lookup = self.store.lookup(hashes[wanted], offsets[wanted], top_k)
             scored = self.score(lookup.histograms, n_query)
             share = int(counts[np.isin(values, chosen)].sum()) / rows
-            if step == len(steps) or self._settled(scored, share, n_query, rows >= match.chance_rows):
+            if step == len(steps) or self._settled(
+                scored, share, n_query, match.chance_test and rows >= match.chance_rows
+            ):
                 metrics.search_finished(step)
                 # no song at all, or the best out of reach before the last step
                 hopeless = not scored or (step < len(steps) and scored[0][0] < match.early_stop_margin)
@@ -161,7 +163,8 @@ class Searcher:
 
     def _settled(self, scored: list[tuple[float, Alignment]], share: float, n_query: int, big: bool) -> bool:
         """After a partial lookup of ``share`` of the clip's index rows: a clear answer, or none possible
-        (``big``: the clip holds ``match.chance_rows`` rows or more, and is judged against chance too)."""
+        (``big``: with ``match.chance_test``, a clip of ``match.chance_rows`` rows or more, judged against
+        chance too)."""
         if scored:
             margin, aligned = scored[0][0], scored[0][1].aligned
         else:  # no song shares a hash with these pairs: the lowest bar there is

@@ -103,7 +103,7 @@ def test_a_best_song_level_with_chance_after_a_share_of_the_rows_ends_the_search
     try:
         for share in (1.0, 0.05):
             engine.searcher.match = dataclasses.replace(
-                default, row_budget=300, chance_rows=0, chance_z=1e9, chance_share=share
+                default, row_budget=300, chance_test=True, chance_rows=0, chance_z=1e9, chance_share=share
             )
             for row in csv.DictReader((queries / "ground_truth.csv").open()):
                 if row["length_s"] != "5" or row["degradation"] != "clean":
