@@ -31,6 +31,9 @@ class ScanParams:
     # Two windows' matches are one play when they put the song's start (its second 0) at the same
     # recording time, within this.
     same_play_seconds: float = 0.5
+    # ... plus this share of the time since the play's first window: a play 2-3 % fast or slow, whose
+    # time scale the hashes report as 1.0, puts the song's start a little later or earlier each window
+    drift: float = 0.03
     shortest_window_seconds: float = 1.0  # a shorter tail of the recording is not recognised
     # Boundary refinement: the song's hashes at the play's offset, in the windows around its edges
     refine: bool = True
@@ -161,7 +164,10 @@ class Scanner:
         """Extend the play the match belongs to, or open a new one."""
         zero = window.start_seconds - match.offset_seconds * match.time_scale
         for play in self.plays:
-            if play.match.song_id == match.song_id and abs(play.zero_seconds - zero) <= self.params.same_play_seconds:
+            allowed = self.params.same_play_seconds + self.params.drift * max(
+                window.start_seconds - play.start_seconds, 0.0
+            )
+            if play.match.song_id == match.song_id and abs(play.zero_seconds - zero) <= allowed:
                 if play.last_index != self.index:
                     play.last_index, play.windows = self.index, play.windows + 1
                     play.confidence = max(play.confidence, match.confidence)

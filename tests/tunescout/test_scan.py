@@ -23,7 +23,7 @@ from tunescout.audio import decode_audio, stream_windows
 from tunescout.cli import main
 from tunescout.config import config_from_dict
 from tunescout.engine import Engine
-from tunescout.scan import Scanner, ScanSummary, Segment, scan
+from tunescout.scan import Scanner, ScanParams, ScanSummary, Segment, scan
 
 pytestmark = pytest.mark.corpus
 
@@ -350,3 +350,20 @@ def test_the_cli_reconnects_to_a_stream_that_broke_off(broadcast, config_file, l
         if play["end"] < cut - 5 or play["start"] > cut + 5:  # wholly on one side of the break
             found = [s for s in segments if s["song_name"] == play["song"]]
             assert any(abs(s["start_seconds"] - (play["start"] + shift)) <= 2.5 for s in found), (play, found)
+
+
+def test_a_play_a_little_fast_is_one_segment(engine, corpus, tmp_path):
+    """A play 1.5 % fast, whose time scale the hashes report as 1.0, puts the song's start a little
+    earlier in each window; the windows still make one play (ScanParams.drift), where a fixed
+    tolerance cuts it in pieces."""
+    song = decode_audio(str(corpus / "tracks" / "drascula-track1.ogg"), SR).samples[20 * SR : 110 * SR]
+    noise = 0.05 * np.random.default_rng(2).standard_normal(5 * SR).astype(np.float32)
+    path = tmp_path / "fast.wav"
+    path.write_bytes(wav_bytes(np.concatenate([noise, signal.resample(song, round(song.size / 1.015)), noise])))
+    pieces = {}
+    for drift in (0.0, ScanParams().drift):
+        found = [s for s in scan(engine, path, ScanParams(drift=drift)) if isinstance(s, Segment)]
+        pieces[drift] = [s for s in found if s.song_name == "drascula-track1"]
+    assert len(pieces[ScanParams().drift]) == 1 < len(pieces[0.0])
+    (play,) = pieces[ScanParams().drift]
+    assert play.start_seconds < 7.0 and play.end_seconds > 5.0 + 90 / 1.015 - 3.0
