@@ -11,12 +11,16 @@ over the whole hour (--snr-db) and an Opus round trip (--opus-kbps: the file sca
 The catalogue: the real tracks of ingest.txt, then synthetic distractors up to --songs (as
 bench/shards.py makes them). Memory (--memory-minutes): `tunescout scan` run on the first minutes of
 the broadcast and on the broadcast looped, its peak RSS for each. --plot draws the true and the found
-timeline of the first hour. --hops 5,10 scans the same broadcast with each window step in turn.
+timeline of the first hour. --hops 5,10 scans the same broadcast with each window step in turn, and
+--variants default,follow=false with each set of scan rules (ScanParams fields) at every hop; the first
+is the one reported at the top. --keep DIR keeps the catalogue and the broadcast in DIR and reuses them
+on the next run with the same options.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -191,6 +195,17 @@ def plot(segments: list[Segment], plays: list[dict], minutes: float, path: Path)
     fig.savefig(path, dpi=110)
 
 
+def _scan_params(variant: str, hop: float) -> ScanParams:
+    """ScanParams of a --variants entry at this hop."""
+    fields = {f.name: f.type for f in dataclasses.fields(ScanParams)}
+    changes = {}
+    for item in variant.split("+") if variant != "default" else []:
+        name, value = item.split("=")
+        kind = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float}[fields[name]]
+        changes[name] = kind(value)
+    return ScanParams(**{"hop_seconds": hop, **changes})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
@@ -211,6 +226,14 @@ def main() -> None:
         default=str(ScanParams().hop_seconds),
         help="window steps (s) to scan with, each in turn; the first is reported",
     )
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help="scan rules to compare, each in turn at every hop: default, or NAME=VALUE[+NAME=VALUE] of ScanParams",
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="keep the catalogue and the broadcast here, and reuse them when there (same options)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args()
     keep_freed_memory()
@@ -219,40 +242,54 @@ def main() -> None:
     names = [f"{servers.PREFIX}bench_scan_{args.backend}_{i}" for i in range(args.instances)]
     drop = {"mysql": servers.drop_mysql, "clickhouse": servers.drop_clickhouse, "postgres": servers.drop_postgres}
     rng = np.random.default_rng(args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for name in names if args.backend in drop else []:
-            drop[args.backend](name)
+    snr = None if np.isnan(args.snr_db) else args.snr_db
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        kept = tmp / "broadcast.json"
         config = engine_config(args.backend, args.instances, names, str(tmp / "data"))
-        engine = Engine.from_config(config_from_dict(config))
-        began = time.perf_counter()
-        real_hashes, real_thirds, durations, _ = load_real(engine, [str(p) for p in ingested], 2)
-        ingest_s = time.perf_counter() - began
-        rate = real_hashes.size / sum(durations)
-        extra = args.songs - len(ingested)
-        if extra > 0 and args.backend == "clickhouse":
-            add_distractors_in_clickhouse(
-                engine, names, extra, len(ingested), real_hashes, real_thirds, rate, durations, rng
-            )
-        elif extra > 0:
-            add_distractors(engine, extra, len(ingested), real_hashes, rate, durations, rng)
-        samples, plays = build(ingested, others, args.minutes, args.seed, tmp)
-        snr = None if np.isnan(args.snr_db) else args.snr_db
-        recording = degrade(samples, snr, args.opus_kbps, rng, tmp)
-        del samples
-        by_hop = {}
-        for hop in (float(h) for h in args.hops.split(",")):
-            *found, summary = scan(engine, recording, ScanParams(hop_seconds=hop))
-            by_hop[hop] = (found, summary)
-            print(f"hop {hop:g} s: {summary.realtime_factor:.1f}x realtime, {evaluate(found, plays)}", flush=True)
-        segments, summary = by_hop[float(args.hops.split(",")[0])]
+        if kept.exists():
+            plays, ingest_s = json.loads(kept.read_text()), None
+            recording = tmp / ("broadcast.opus" if args.opus_kbps else "broadcast.wav")
+            engine = Engine.from_config(config_from_dict(config))
+        else:
+            for name in names if args.backend in drop else []:
+                drop[args.backend](name)
+            engine = Engine.from_config(config_from_dict(config))
+            began = time.perf_counter()
+            real_hashes, real_thirds, durations, _ = load_real(engine, [str(p) for p in ingested], 2)
+            ingest_s = round(time.perf_counter() - began, 1)
+            rate = real_hashes.size / sum(durations)
+            extra = args.songs - len(ingested)
+            if extra > 0 and args.backend == "clickhouse":
+                add_distractors_in_clickhouse(
+                    engine, names, extra, len(ingested), real_hashes, real_thirds, rate, durations, rng
+                )
+            elif extra > 0:
+                add_distractors(engine, extra, len(ingested), real_hashes, rate, durations, rng)
+            samples, plays = build(ingested, others, args.minutes, args.seed, tmp)
+            recording = degrade(samples, snr, args.opus_kbps, rng, tmp)
+            del samples
+            if args.keep:
+                kept.write_text(json.dumps(plays))
+        runs = {}
+        for variant in args.variants.split(","):
+            for hop in (float(h) for h in args.hops.split(",")):
+                params = _scan_params(variant, hop)
+                *found, summary = scan(engine, recording, params)
+                runs[variant, hop] = (found, summary)
+                print(
+                    f"{variant}, hop {hop:g} s: {summary.realtime_factor:.1f}x realtime, {evaluate(found, plays)}",
+                    flush=True,
+                )
+        segments, summary = next(iter(runs.values()))
         engine.close()
         memory = {
             f"{m}_min": round(peak_rss_mb(config, recording, float(m), tmp), 1)
             for m in args.memory_minutes.split(",")
             if m
         }
-        for name in names if args.backend in drop else []:
+        for name in names if args.backend in drop and not args.keep else []:
             drop[args.backend](name)
     report = {
         "minutes": args.minutes,
@@ -265,12 +302,12 @@ def main() -> None:
         **evaluate(segments, plays),
         "realtime_factor": round(summary.realtime_factor, 1),
         "scan_seconds": summary.elapsed_seconds,
-        "ingest_seconds": round(ingest_s, 1),
+        "ingest_seconds": ingest_s,
         "peak_rss_mb": memory,
-        "by_hop": {
-            f"{hop:g}": {**evaluate(found, plays), "realtime_factor": round(s.realtime_factor, 1)}
-            for hop, (found, s) in by_hop.items()
-        },
+        "runs": [
+            {"variant": variant, "hop": hop, **evaluate(found, plays), "realtime_factor": round(s.realtime_factor, 1)}
+            for (variant, hop), (found, s) in runs.items()
+        ],
         "truth": plays,
         "found": [s.body() for s in segments],
     }

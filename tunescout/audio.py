@@ -316,36 +316,55 @@ _POLL_SECONDS = 0.2  # read_ahead's longest wait without running Python code (an
 
 
 def read_ahead(windows: Iterator[Window], depth: int = 2) -> Iterator[Window]:
-    """The windows, decoded on a thread of their own at most ``depth`` ahead of the caller.
+    """The windows, decoded on a thread of their own at most ``depth`` ahead of the caller: decoding
+    runs on the other core while the caller recognises (an hour of Opus takes about 10 s to decode).
 
     The caller can stop at any time, Ctrl-C included: FFmpeg's read of a live stream may block in C
     for as long as the stream trickles, and the signal may be taken by any thread, while Python
     raises KeyboardInterrupt only in the main thread, once it runs Python code again. So the caller
-    waits in short steps, and the decoding thread is left behind when it stops (a daemon, holding at
-    most ``depth`` windows); an error that thread meets is raised to the caller."""
+    waits in short steps; when it stops (or this generator is closed), the decoding thread stops at
+    its next window, or is left behind while FFmpeg blocks (a daemon, holding at most ``depth``
+    windows). An error that thread meets is raised to the caller."""
     handed: queue.Queue = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
     end = object()
+
+    def hand(item) -> bool:
+        while not stopped.is_set():
+            try:
+                handed.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def decode() -> None:
         try:
             for window in windows:
-                handed.put(window)
+                if not hand(window):
+                    return
         except BaseException as exc:  # raised in the caller's thread instead
-            handed.put(exc)
+            hand(exc)
         else:
-            handed.put(end)
+            hand(end)
+        finally:
+            if stopped.is_set() and hasattr(windows, "close"):
+                windows.close()
 
     threading.Thread(target=decode, name="decode", daemon=True).start()
-    while True:
-        try:
-            item = handed.get(timeout=_POLL_SECONDS)
-        except queue.Empty:
-            continue  # back in Python now and then: a Ctrl-C that another thread took is raised here
-        if item is end:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            try:
+                item = handed.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue  # back in Python now and then: a Ctrl-C that another thread took is raised here
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopped.set()
 
 
 def _reconnected(url: str, sample_rate_hz: int, patience_s: float, clock=time.monotonic) -> Iterator[np.ndarray]:

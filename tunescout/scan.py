@@ -14,8 +14,10 @@ import numpy as np
 from scipy import signal
 
 import dejavu
+from dejavu import verify as verification
+from dejavu.fingerprint import query_peaks
 
-from .audio import Decoded, Window, stream_windows
+from .audio import Decoded, Window, read_ahead, stream_windows
 from .records import Match
 
 
@@ -35,6 +37,11 @@ class ScanParams:
     # time scale the hashes report as 1.0, puts the song's start a little later or earlier each window
     drift: float = 0.03
     shortest_window_seconds: float = 1.0  # a shorter tail of the recording is not recognised
+    # Following: a window whose new audio an open play should fill is first checked against that
+    # song's peaks where the play puts it (dejavu.verify); this many deviations over the song's
+    # chance there confirm the play, and the window is not searched
+    follow: bool = True
+    follow_z: float = 8.0
     # Boundary refinement: the song's hashes at the play's offset, in the windows around its edges
     refine: bool = True
     refine_chunk_seconds: float = 5.0  # the edge audio is fingerprinted in chunks of this (query density)
@@ -74,6 +81,7 @@ class ScanSummary:
     elapsed_seconds: float
     interrupted: bool = False  # stopped before the recording's end (what was known is reported)
     windows_degraded: int = 0  # windows for which an instance did not answer
+    windows_followed: int = 0  # windows an open play's peaks confirmed, so not searched (ScanParams.follow)
 
     @property
     def realtime_factor(self) -> float:
@@ -96,6 +104,8 @@ class _Play:
     confidence: float
     windows: int = 1
     reported_seconds: float = -math.inf  # recording time of its last report while playing
+    follow_zero: float = math.nan  # where the song's start falls by the last window that confirmed it
+    peaks: tuple[np.ndarray, np.ndarray] | None = None  # the song's, once read for following
 
     @property
     def time_scale(self) -> float:
@@ -118,6 +128,7 @@ class Scanner:
         self.index = -1
         self.analysed_seconds = 0.0
         self.degraded = 0
+        self.followed = 0
         self.emitted = 0
         self.began = time.perf_counter()
 
@@ -126,7 +137,9 @@ class Scanner:
         self.index += 1
         self.history.append(window)
         self.analysed_seconds = max(self.analysed_seconds, window.end_seconds)
-        if window.end_seconds - window.start_seconds >= self.params.shortest_window_seconds:
+        if window.end_seconds - window.start_seconds >= self.params.shortest_window_seconds and not self._followed(
+            window
+        ):
             found = self.engine.match_samples(Decoded(window.samples, window.sample_rate_hz, ""))
             self.degraded += bool(found.unanswered)
             for match in found.results:
@@ -158,6 +171,7 @@ class Scanner:
             round(time.perf_counter() - self.began, 3),
             interrupted,
             self.degraded,
+            self.followed,
         )
 
     def _follow(self, match: Match, window: Window) -> None:
@@ -177,6 +191,39 @@ class Scanner:
         play = _Play(match, zero, length, self.index, self.index, window.start_seconds, match.confidence)
         play.start_seconds = self._edge(play, window.start_seconds - self.params.hop_seconds, window.end_seconds, True)
         self.plays.append(play)
+
+    def _followed(self, window: Window) -> bool:
+        """Whether an open play goes on through the window's new audio (what the last window did not
+        hold), by its song's peaks there; if so it is extended and the window need not be searched.
+        Plays whose time or frequency scale the search fitted are not followed: the peaks would need
+        rescaling."""
+        if not self.params.follow:
+            return False
+        frame_s = self.engine.params.frame_seconds
+        begin = max(window.start_seconds, window.end_seconds - self.params.hop_seconds)
+        for play in self.plays:
+            if abs(play.time_scale - 1.0) > 1e-3 or abs(play.match.frequency_scale - 1.0) > 1e-3:
+                continue
+            zero = play.zero_seconds if math.isnan(play.follow_zero) else play.follow_zero
+            if begin - zero < 0 or window.end_seconds - zero > play.song_seconds:
+                continue  # the song does not fill the new audio
+            if play.peaks is None:
+                packed, _ = self.engine.store.song_peaks([play.match.song_id])
+                if play.match.song_id not in packed:
+                    continue  # stored without peaks
+                play.peaks = verification.unpack_peaks(packed[play.match.song_id])
+            first = round((begin - window.start_seconds) * window.sample_rate_hz)
+            clip = query_peaks(window.samples[first:], self.engine.params)
+            expected = round((begin - zero) / frame_s)
+            verified = verification.verify(
+                clip, [(play.match.song_id, expected, play.peaks)], self.engine.searcher.verify
+            )
+            if verified and verified[0].z >= self.params.follow_z:
+                play.last_index, play.windows = self.index, play.windows + 1
+                play.follow_zero = begin - verified[0].offset_frames * frame_s
+                self.followed += 1
+                return True
+        return False
 
     def _close(self, ended: list[_Play]) -> list[Segment]:
         """Segments of the ended plays, by start; a one-window play inside another play of the same
@@ -260,9 +307,8 @@ class Scanner:
         if not hashes:
             return np.zeros(0)
         hashes, frames = np.concatenate(hashes).astype(np.int64), np.concatenate(frames)
-        rows = self.engine.store.rows(dejavu.distinct(hashes))
-        mine = rows.song_ids == play.match.song_id
-        keys = np.sort((rows.hashes[mine].astype(np.int64) << 32) | rows.offsets[mine])
+        rows = self.engine.store.rows(dejavu.distinct(hashes), play.match.song_id)
+        keys = np.sort((rows.hashes.astype(np.int64) << 32) | rows.offsets)
         expected = np.round((begin + frames * frame_s - play.zero_seconds) / frame_s).astype(np.int64)
         low = (hashes << 32) | np.maximum(expected - self.params.tolerance_frames, 0)
         high = (hashes << 32) | np.maximum(expected + self.params.tolerance_frames, 0)
@@ -296,7 +342,7 @@ def scan(
     """
     scanner = Scanner(engine, params)
     windows = stream_windows(source, engine.params.sample_rate_hz, params.window_seconds, params.hop_seconds)
-    for window in windows:
+    for window in read_ahead(windows):
         yield from scanner.feed(window)
     yield from scanner.finish()
     yield scanner.summary()

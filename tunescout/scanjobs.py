@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from .audio import probe_recording, stream_windows
+from .audio import probe_recording, read_ahead, stream_windows
 from .config import ScanningConfig
 from .errors import NotFoundError, QueueFullError, StorageError, TuneScoutError
 from .scan import Scanner, ScanParams
@@ -245,7 +245,7 @@ class ScanJobs:
             windows = stream_windows(
                 claim.source, self.engine.params.sample_rate_hz, self.params.window_seconds, self.params.hop_seconds
             )
-            for window in windows:
+            for window in read_ahead(windows):  # (closed when the job returns: its decoding stops)
                 if self._stop.is_set():
                     return  # left queued: the next start scans it again
                 body["segments"] += [s.body() for s in scanner.feed(window)]

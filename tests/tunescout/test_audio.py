@@ -272,3 +272,30 @@ def test_read_ahead_hands_on_windows_and_errors_and_lets_the_caller_stop_while_t
     windows = read_ahead(stuck())
     assert next(windows) == "first"  # and the caller may now stop: nothing waits for the source
     windows.close()
+
+
+def test_a_caller_that_stops_stops_the_decoding_thread_at_its_next_window():
+    import threading
+    import time
+
+    from tunescout.audio import read_ahead
+
+    pulled, closed = [], threading.Event()
+
+    def endless():
+        try:
+            while True:
+                pulled.append(len(pulled))
+                yield pulled[-1]
+        finally:
+            closed.set()  # the decoder (FFmpeg's) is closed with it
+
+    before = set(threading.enumerate())
+    windows = read_ahead(endless(), depth=2)
+    assert [next(windows), next(windows)] == [0, 1]
+    windows.close()
+    assert closed.wait(5.0)
+    held = len(pulled)
+    time.sleep(0.3)
+    assert len(pulled) == held <= 2 + 2 + 1  # what was handed, the queue, the one in hand
+    assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]

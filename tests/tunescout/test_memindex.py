@@ -81,6 +81,8 @@ def test_lookups_from_memory_equal_the_instances_own(tmp_path, rng):
     as_set = lambda r: sorted(zip(*(a.tolist() for a in r)))  # noqa: E731
     assert as_set(mine) == as_set(theirs)
     assert mine[0].dtype == np.uint32 and mine[1].dtype == mine[2].dtype == np.int64
+    one = memory.rows(values, ids[2])
+    assert as_set(one) == as_set(store.rows(values, ids[2])) and set(one[1].tolist()) == {ids[2]}
     memory.close()
 
 

@@ -132,6 +132,22 @@ def test_a_broadcast_becomes_its_timeline(engine, broadcast):
     assert summary.windows == len(list(stream_windows(path, SR))) and not summary.interrupted
 
 
+def test_following_a_play_spares_its_searches_and_keeps_the_timeline(engine, broadcast):
+    """A window whose new audio the play already found still fills is confirmed by the song's peaks
+    and not searched; the timeline is the one a search of every window gives."""
+    b, path = broadcast
+    runs = {}
+    for follow in (False, True):
+        *found, summary = scan(engine, path, ScanParams(follow=follow))
+        runs[follow] = sorted((s.body() for s in found), key=lambda s: s["start_seconds"]), summary
+        assert_timeline(runs[follow][0], b.plays)
+    assert runs[False][1].windows_followed == 0
+    # of the windows inside the plays, about half or more: the catalogued plays fill most of it
+    assert runs[True][1].windows_followed >= runs[True][1].windows / 3
+    for a, f in zip(runs[False][0], runs[True][0]):
+        assert abs(a["start_seconds"] - f["start_seconds"]) <= 0.1 and abs(a["end_seconds"] - f["end_seconds"]) <= 0.1
+
+
 def test_a_segment_comes_out_as_soon_as_its_play_has_ended(engine, broadcast):
     b, path = broadcast
     scanner = Scanner(engine)
@@ -361,9 +377,11 @@ def test_a_play_a_little_fast_is_one_segment(engine, corpus, tmp_path):
     path = tmp_path / "fast.wav"
     path.write_bytes(wav_bytes(np.concatenate([noise, signal.resample(song, round(song.size / 1.015)), noise])))
     pieces = {}
-    for drift in (0.0, ScanParams().drift):
-        found = [s for s in scan(engine, path, ScanParams(drift=drift)) if isinstance(s, Segment)]
+    for drift in (0.0, ScanParams().drift):  # (searching every window: following tracks the drift too)
+        found = [s for s in scan(engine, path, ScanParams(drift=drift, follow=False)) if isinstance(s, Segment)]
         pieces[drift] = [s for s in found if s.song_name == "drascula-track1"]
     assert len(pieces[ScanParams().drift]) == 1 < len(pieces[0.0])
     (play,) = pieces[ScanParams().drift]
     assert play.start_seconds < 7.0 and play.end_seconds > 5.0 + 90 / 1.015 - 3.0
+    followed = [s for s in scan(engine, path) if isinstance(s, Segment) and s.song_name == "drascula-track1"]
+    assert len(followed) == 1 and abs(followed[0].end_seconds - play.end_seconds) < 1.0

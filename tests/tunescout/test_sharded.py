@@ -418,6 +418,10 @@ def test_rows_are_concatenated_over_instances_and_an_unanswered_one_is_counted(t
     answer = sharded.rows(values)
     assert answer.unanswered == 0 and answer.hashes.size == 6
     assert (answer.hashes[answer.song_ids == 3].tolist(), answer.offsets[answer.song_ids == 3].tolist()) == ([9], [7])
+    # one song's rows are asked of its instance alone
+    answer = sharded.rows(values, 2)
+    assert sorted(zip(answer.hashes.tolist(), answer.song_ids.tolist())) == [(5, 2), (ROBUST + 5, 2), (ROBUST + 6, 2)]
+    assert answer.unanswered == 0
 
 
 def test_rows_of_no_instance_that_answers(three):

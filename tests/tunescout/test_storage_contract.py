@@ -441,6 +441,15 @@ def test_rows_are_exactly_the_rows_stored_for_the_values(store, rng):
     )
     assert row_set(store.rows(np.array(absent, np.uint32))) == []
     assert row_set(store.rows(np.zeros(0, np.uint32))) == []
+    # one song's rows only (a scan's boundaries)
+    assert row_set(store.rows(asked, b)) == sorted(
+        [(7, b, 0), (ROBUST + 7, b, 2**31 - 1), (ROBUST + 1, b, 2**30 + 12345), (ROBUST + 1, b, 2**31 - 2)]
+        + [(ROBUST + 2**29, b, 99), (2**31 - 1, b, 2**31 - 1)]
+    )
+    assert row_set(store.rows(asked, a)) == sorted(
+        [(7, a, 5), (ROBUST + 7, a, 6), (11, a, 0), (11, a, 40), (2**24 - 1, a, 9)]
+    )
+    assert row_set(store.rows(asked, max(a, b) + 100)) == []
 
 
 def test_rows_leave_out_a_deleted_song_at_once(store, rng):

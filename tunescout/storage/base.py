@@ -141,10 +141,11 @@ class FingerprintStore(Protocol):
         of an instance that records THIRD_POINT_FEATURE (a backend that keeps no third points raises
         StorageError)."""
 
-    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every index row whose hash is one of the distinct ``values`` (uint32), of songs that are
         stored (not of one deleted or half ingested), in any order: (hashes uint32, song_ids int64,
-        offsets int64). Offsets come back as stored (0 <= offset < 2**31)."""
+        offsets int64). Offsets come back as stored (0 <= offset < 2**31). With ``song_id``, that
+        song's rows only (a scan's boundaries, where one song's alignment is measured)."""
 
     def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every index row whose hash is in ``[lo, hi)``, of stored songs, as rows() gives them: a
@@ -233,8 +234,8 @@ class StoreLayer:
     ) -> list[Histogram]:
         return self.store.triplet_alignments(hashes, thirds, offsets, top_k)
 
-    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.store.rows(values)
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.store.rows(values, song_id)
 
     def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.store.rows_between(lo, hi)

@@ -113,14 +113,14 @@ class CachedStore(StoreLayer):
             tally=False,
         )
 
-    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cached like hash counts, keyed on the distinct values (not tallied: hits and misses
-        count lookups)."""
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cached like hash counts, keyed on the distinct values and the song (not tallied: hits
+        and misses count lookups)."""
         values = distinct(values)
         digest = hashlib.sha1(np.ascontiguousarray(values, "<u4").tobytes()).hexdigest()
         return self._cached(
-            f"{self.store.generation()}:rows:{digest}",
-            lambda: self.store.rows(values),
+            f"{self.store.generation()}:rows:{digest}" + ("" if song_id is None else f":{int(song_id)}"),
+            lambda: self.store.rows(values, song_id),
             encode_rows,
             decode_rows,
             tally=False,

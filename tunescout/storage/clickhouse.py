@@ -388,13 +388,14 @@ class ClickHouseStore(_ClickHouseBase):
             for song_id, deltas, counts, _ in rows
         ]
 
-    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of the values (an external table, PREWHERE as in _COUNTS) of stored songs."""
         values = distinct(values)
         if values.size == 0:
             return arrays_of_rows([])
         query = {"name": "q", "structure": [("hash", "UInt32")], "data": [{"hash": h} for h in values.tolist()]}
-        columns = self._run(_ROWS, external_tables=[query], columnar=True)
+        sql, params = (_ROWS, None) if song_id is None else (_ROWS + " AND song_id = %(song)s", {"song": int(song_id)})
+        columns = self._run(sql, params, external_tables=[query], columnar=True)
         if not columns:
             return arrays_of_rows([])
         hashes, song_ids, offsets = columns

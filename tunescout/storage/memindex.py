@@ -154,16 +154,19 @@ class MemoryIndex(StoreLayer):
         histograms = histograms_of_rows(*held.join(hashes, offsets), top_k)
         return [Histogram(int(held.song_ids[h.song_id]), h.deltas, h.counts) for h in histograms]
 
-    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         held = self._current()
         if held is None:
-            return self.store.rows(values)
+            return self.store.rows(values, song_id)
         values = distinct(np.asarray(values, np.int64))
         parts = [s.rows(values) for s in held.segments]
         hashes, songs, offsets = (np.concatenate([p[i] for p in parts] or [np.zeros(0)]) for i in range(3))
         songs = songs.astype(np.int64)
         if not held.all_alive:
             keep = held.alive[songs]
+            hashes, songs, offsets = hashes[keep], songs[keep], offsets[keep]
+        if song_id is not None:
+            keep = held.song_ids[songs] == song_id
             hashes, songs, offsets = hashes[keep], songs[keep], offsets[keep]
         return hashes.astype(np.uint32), held.song_ids[songs], offsets.astype(np.int64)
 

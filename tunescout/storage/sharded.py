@@ -123,9 +123,16 @@ class ShardedStore:
         histograms = [h for answer in answers if answer is not None for h in answer]
         return Lookup(histograms, sum(answer is None for answer in answers))
 
-    def rows(self, values: np.ndarray) -> RowsAnswer:
-        """Every usable instance's raw rows of the hash values (FingerprintStore.rows), in parallel."""
-        answers = self._fan_out(lambda s: s.rows(values))
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> RowsAnswer:
+        """Every usable instance's raw rows of the hash values (FingerprintStore.rows), in parallel;
+        with ``song_id``, that song's from its own instance."""
+        if song_id is None:
+            answers = self._fan_out(lambda s: s.rows(values))
+        else:
+            mine = instance_of(song_id, len(self.stores))
+            answers = [
+                a for i, a in enumerate(self._fan_out_each({mine: lambda s: s.rows(values, song_id)})) if i == mine
+            ]
         got = [a for a in answers if a is not None]
         empty = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))
         hashes, song_ids, offsets = (np.concatenate(parts) for parts in zip(empty, *got))

@@ -325,10 +325,16 @@ class SQLStore(SQLBase):
         postings = self.query(*self._over(self.postings, distinct(hashes)))
         return histograms_of_postings(hashes, offsets, postings, top_k)
 
-    def rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The lookups' query of raw rows (a delete removes a song's rows with it)."""
+    def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lookups' query of raw rows (a delete removes a song's rows with it); one song's by the
+        primary key (hash, song_id, offset)."""
         values = distinct(values)
-        return arrays_of_rows(self.query(*self._over(self.postings, values)) if values.size else [])
+        if not values.size:
+            return arrays_of_rows([])
+        if song_id is None:
+            return arrays_of_rows(self.query(*self._over(self.postings, values)))
+        sql, args = self._over(self.postings + f" AND song_id = {self.p}", values)
+        return arrays_of_rows(self.query(sql, (*args, int(song_id))))
 
     def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A range of the (hash, song_id, offset) primary key."""
