@@ -36,6 +36,10 @@ class ScanParams:
     # ... plus this share of the time since the play's first window: a play 2-3 % fast or slow, whose
     # time scale the hashes report as 1.0, puts the song's start a little later or earlier each window
     drift: float = 0.03
+    # A song found again while its play is open, at another offset, is the same play (a passage that
+    # repeats, answered at another repeat; a looping track): its segment is not cut in pieces. Plays
+    # whose time scale was fitted keep to their offset (the fit's is rougher)
+    one_play_per_song: bool = True
     shortest_window_seconds: float = 1.0  # a shorter tail of the recording is not recognised
     # Following: a window whose new audio an open play should fill is first checked against that
     # song's peaks where the play puts it (dejavu.verify); this many deviations over the song's
@@ -104,15 +108,21 @@ class _Play:
     confidence: float
     windows: int = 1
     reported_seconds: float = -math.inf  # recording time of its last report while playing
-    follow_zero: float = math.nan  # where the song's start falls by the last window that confirmed it
+    # where the song's start falls by the latest window that found or confirmed it (a play that
+    # drifts, a passage answered at another repeat); the end is measured there
+    last_zero: float = math.nan
     peaks: tuple[np.ndarray, np.ndarray] | None = None  # the song's, once read for following
 
     @property
     def time_scale(self) -> float:
         return self.match.time_scale
 
-    def at_song(self, recording_seconds: float) -> float:
-        return (recording_seconds - self.zero_seconds) / self.time_scale
+    @property
+    def latest_zero(self) -> float:
+        return self.zero_seconds if math.isnan(self.last_zero) else self.last_zero
+
+    def at_song(self, recording_seconds: float, zero: float | None = None) -> float:
+        return (recording_seconds - (self.zero_seconds if zero is None else zero)) / self.time_scale
 
 
 class Scanner:
@@ -181,10 +191,15 @@ class Scanner:
             allowed = self.params.same_play_seconds + self.params.drift * max(
                 window.start_seconds - play.start_seconds, 0.0
             )
-            if play.match.song_id == match.song_id and abs(play.zero_seconds - zero) <= allowed:
+            if play.match.song_id != match.song_id:
+                continue
+            unscaled = play.time_scale == match.time_scale == 1.0  # (a scaled answer's offset is rougher)
+            if (self.params.one_play_per_song and unscaled) or abs(play.zero_seconds - zero) <= allowed:
                 if play.last_index != self.index:
                     play.last_index, play.windows = self.index, play.windows + 1
                     play.confidence = max(play.confidence, match.confidence)
+                if unscaled:
+                    play.last_zero = zero
                 return
         songs, _ = self.engine.store.get_songs([match.song_id])
         length = songs[match.song_id].duration_seconds if match.song_id in songs else float("inf")
@@ -204,7 +219,7 @@ class Scanner:
         for play in self.plays:
             if abs(play.time_scale - 1.0) > 1e-3 or abs(play.match.frequency_scale - 1.0) > 1e-3:
                 continue
-            zero = play.zero_seconds if math.isnan(play.follow_zero) else play.follow_zero
+            zero = play.latest_zero
             if begin - zero < 0 or window.end_seconds - zero > play.song_seconds:
                 continue  # the song does not fill the new audio
             if play.peaks is None:
@@ -220,7 +235,7 @@ class Scanner:
             )
             if verified and verified[0].z >= self.params.follow_z:
                 play.last_index, play.windows = self.index, play.windows + 1
-                play.follow_zero = begin - verified[0].offset_frames * frame_s
+                play.last_zero = begin - verified[0].offset_frames * frame_s
                 self.followed += 1
                 return True
         return False
@@ -260,7 +275,7 @@ class Scanner:
         else:
             end = self._window_end(play.last_index)
         start = max(play.start_seconds, play.zero_seconds)
-        end = min(end, play.zero_seconds + play.song_seconds * play.time_scale, self.analysed_seconds)
+        end = min(end, play.latest_zero + play.song_seconds * play.time_scale, self.analysed_seconds)
         end = max(end, start)
         return Segment(
             play.match.song_id,
@@ -268,7 +283,7 @@ class Scanner:
             round(float(start), 2),
             round(float(end), 2),
             round(float(max(play.at_song(start), 0.0)), 2),
-            round(float(play.at_song(end)), 2),
+            round(float(play.at_song(end, play.latest_zero)), 2),
             play.confidence,
             play.time_scale,
             play.windows,
@@ -281,7 +296,7 @@ class Scanner:
         fallback = self._window_start(play.first_index) if is_start else self._window_end(play.last_index)
         if not self.params.refine or abs(play.time_scale * play.match.frequency_scale - 1.0) > 0.01:
             return fallback  # tempo or pitch changed alone: no resampling brings the pair hashes back
-        times = self._aligned_times(play, max(begin, 0.0), end)
+        times = self._aligned_times(play, max(begin, 0.0), end, play.zero_seconds if is_start else play.latest_zero)
         p = self.params
         if is_start:
             dense = [t for i, t in enumerate(times) if np.sum(times[i:] <= t + p.edge_span_seconds) >= p.edge_hashes]
@@ -289,8 +304,9 @@ class Scanner:
         dense = [t for i, t in enumerate(times) if np.sum(times[: i + 1] >= t - p.edge_span_seconds) >= p.edge_hashes]
         return dense[-1] + p.end_lag_seconds if dense else fallback
 
-    def _aligned_times(self, play: _Play, begin: float, end: float) -> np.ndarray:
-        """Recording times (sorted) of the anchors of the song's hashes that align at the play's offset."""
+    def _aligned_times(self, play: _Play, begin: float, end: float, zero: float) -> np.ndarray:
+        """Recording times (sorted) of the anchors of the song's hashes that align where the song's
+        start falls at ``zero`` (recording seconds)."""
         samples, begin = self._audio(begin, end)
         params, scale = self.engine.params, play.time_scale
         if abs(scale - 1.0) > 1e-3 and samples.size:
@@ -309,7 +325,7 @@ class Scanner:
         hashes, frames = np.concatenate(hashes).astype(np.int64), np.concatenate(frames)
         rows = self.engine.store.rows(dejavu.distinct(hashes), play.match.song_id)
         keys = np.sort((rows.hashes.astype(np.int64) << 32) | rows.offsets)
-        expected = np.round((begin + frames * frame_s - play.zero_seconds) / frame_s).astype(np.int64)
+        expected = np.round((begin + frames * frame_s - zero) / frame_s).astype(np.int64)
         low = (hashes << 32) | np.maximum(expected - self.params.tolerance_frames, 0)
         high = (hashes << 32) | np.maximum(expected + self.params.tolerance_frames, 0)
         hit = np.searchsorted(keys, high, "right") > np.searchsorted(keys, low, "left")

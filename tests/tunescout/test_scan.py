@@ -377,11 +377,31 @@ def test_a_play_a_little_fast_is_one_segment(engine, corpus, tmp_path):
     path = tmp_path / "fast.wav"
     path.write_bytes(wav_bytes(np.concatenate([noise, signal.resample(song, round(song.size / 1.015)), noise])))
     pieces = {}
-    for drift in (0.0, ScanParams().drift):  # (searching every window: following tracks the drift too)
-        found = [s for s in scan(engine, path, ScanParams(drift=drift, follow=False)) if isinstance(s, Segment)]
+    # (searching every window, each at its own offset: following, and one play per song, keep it whole too)
+    for drift in (0.0, ScanParams().drift):
+        alone = ScanParams(drift=drift, follow=False, one_play_per_song=False)
+        found = [s for s in scan(engine, path, alone) if isinstance(s, Segment)]
         pieces[drift] = [s for s in found if s.song_name == "drascula-track1"]
     assert len(pieces[ScanParams().drift]) == 1 < len(pieces[0.0])
     (play,) = pieces[ScanParams().drift]
     assert play.start_seconds < 7.0 and play.end_seconds > 5.0 + 90 / 1.015 - 3.0
     followed = [s for s in scan(engine, path) if isinstance(s, Segment) and s.song_name == "drascula-track1"]
     assert len(followed) == 1 and abs(followed[0].end_seconds - play.end_seconds) < 1.0
+
+
+def test_a_passage_played_twice_in_a_row_is_one_play(engine, corpus, tmp_path):
+    """A loop (a passage repeated at once) finds the song at another offset in each repeat: with
+    ScanParams.one_play_per_song the open play goes on, and the segment is not cut in two."""
+    song = decode_audio(str(corpus / "tracks" / "drascula-track10.ogg"), SR).samples[10 * SR : 40 * SR]
+    noise = 0.05 * np.random.default_rng(3).standard_normal(5 * SR).astype(np.float32)
+    path = tmp_path / "loop.wav"
+    path.write_bytes(wav_bytes(np.concatenate([noise, song, song, noise])))
+    runs = {}
+    for merge in (False, True):
+        found = scan(engine, path, ScanParams(one_play_per_song=merge))
+        runs[merge] = [s for s in found if isinstance(s, Segment) and s.song_name == "drascula-track10"]
+    assert len(runs[False]) == 2
+    (play,) = runs[True]
+    assert abs(play.start_seconds - 5.0) <= BOUNDARY_SECONDS and abs(play.end_seconds - 65.0) <= BOUNDARY_SECONDS
+    assert abs(play.song_start_seconds - 10.0) <= BOUNDARY_SECONDS
+    assert abs(play.song_end_seconds - 40.0) <= BOUNDARY_SECONDS
