@@ -63,7 +63,10 @@ def _engine(config_path):
 @click.version_option(__version__, prog_name="tunescout")
 def main():
     """TuneScout: recognise songs from short clips."""
-    keep_freed_memory()
+    if click.get_current_context().invoked_subcommand != "scan":
+        # (a scan of hours meets ever larger lookups: with the allocator's defaults what they took
+        # goes back to the system, and its memory stays nearly flat; docs/SCALE.md, "Scans")
+        keep_freed_memory()
 
 
 @main.command()

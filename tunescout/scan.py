@@ -37,8 +37,8 @@ class ScanParams:
     # time scale the hashes report as 1.0, puts the song's start a little later or earlier each window
     drift: float = 0.03
     # A song found again while its play is open, at another offset, is the same play (a passage that
-    # repeats, answered at another repeat; a looping track): its segment is not cut in pieces. Plays
-    # whose time scale was fitted keep to their offset (the fit's is rougher)
+    # repeats, answered at another repeat; a looping track; a play a little fast, answered now by the
+    # hashes at 1.0, now by the robust path at its own scale): its segment is not cut in pieces
     one_play_per_song: bool = True
     shortest_window_seconds: float = 1.0  # a shorter tail of the recording is not recognised
     # Following: a window whose new audio an open play should fill is first checked against that
@@ -193,12 +193,11 @@ class Scanner:
             )
             if play.match.song_id != match.song_id:
                 continue
-            unscaled = play.time_scale == match.time_scale == 1.0  # (a scaled answer's offset is rougher)
-            if (self.params.one_play_per_song and unscaled) or abs(play.zero_seconds - zero) <= allowed:
+            if self.params.one_play_per_song or abs(play.zero_seconds - zero) <= allowed:
                 if play.last_index != self.index:
                     play.last_index, play.windows = self.index, play.windows + 1
                     play.confidence = max(play.confidence, match.confidence)
-                if unscaled:
+                if play.time_scale == match.time_scale == 1.0:  # (a scaled answer's offset is rougher)
                     play.last_zero = zero
                 return
         songs, _ = self.engine.store.get_songs([match.song_id])

@@ -113,7 +113,8 @@ def test_histograms_of_postings_count_distinct_hashes_per_song_and_offset(rng):
             if h == qh:
                 want[(s, o - qo)].add(h)
     got = {}
-    for hist in histograms_of_postings(q_hashes, q_offsets, postings, top_k=100):
+    as_arrays = tuple(np.array(column, np.int64) for column in zip(*postings))
+    for hist in histograms_of_postings(q_hashes, q_offsets, as_arrays, top_k=100):
         for d, c in zip(hist.deltas.tolist(), hist.counts.tolist()):
             got[(hist.song_id, d)] = c
     assert got == {k: len(v) for k, v in want.items()}

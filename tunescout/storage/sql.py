@@ -54,6 +54,7 @@ from .base import (
 )
 
 log = logging.getLogger(__name__)
+FETCH_ROWS = 50_000  # index rows fetched and converted at a time (query_rows)
 SONG_COLUMNS = "song_id, song_name, blob_sha1, total_hashes, duration_seconds, created"
 
 
@@ -96,6 +97,23 @@ class SQLBase:
         """The StorageError a client sees for a driver error (the log keeps what and where)."""
         log.warning("%s: %s: %s", self.name, message, exc)
         return StorageError(message)
+
+    def query_rows(self, sql: str, args: Any = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hash, song_id, offset) rows of one read as arrays_of_rows gives them, fetched and
+        converted FETCH_ROWS at a time: a lookup of a million rows never holds them all as Python
+        tuples (about 150 bytes a row against 16, and the small-object heap they leave fragmented
+        keeps a long scan's memory growing)."""
+        try:
+            cur = self._db.get().cursor()
+            cur.execute(sql, args)
+            parts = [arrays_of_rows([])]
+            while chunk := cur.fetchmany(FETCH_ROWS):
+                parts.append(arrays_of_rows(chunk))
+        except self.driver_errors as exc:
+            self._db.drop()
+            raise self.failed("Storage query failed", exc) from exc
+        hashes, song_ids, offsets = (np.concatenate(columns) for columns in zip(*parts))
+        return hashes, song_ids, offsets
 
     def query(self, sql: str, args: Any = ()) -> list[tuple]:
         """Rows of one read (or single-statement write) on this thread's connection; a failure
@@ -322,7 +340,7 @@ class SQLStore(SQLBase):
         (25 %) and MariaDB (3x, with the pairs in a temporary table), and the gap grows with the rows."""
         if hashes.size == 0:
             return []
-        postings = self.query(*self._over(self.postings, distinct(hashes)))
+        postings = self.query_rows(*self._over(self.postings, distinct(hashes)))
         return histograms_of_postings(hashes, offsets, postings, top_k)
 
     def rows(self, values: np.ndarray, song_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -332,19 +350,17 @@ class SQLStore(SQLBase):
         if not values.size:
             return arrays_of_rows([])
         if song_id is None:
-            return arrays_of_rows(self.query(*self._over(self.postings, values)))
+            return self.query_rows(*self._over(self.postings, values))
         sql, args = self._over(self.postings + f" AND song_id = {self.p}", values)
-        return arrays_of_rows(self.query(sql, (*args, int(song_id))))
+        return self.query_rows(sql, (*args, int(song_id)))
 
     def rows_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A range of the (hash, song_id, offset) primary key."""
         p = self.p
-        return arrays_of_rows(
-            self.query(
-                f"SELECT f.hash, f.song_id, f.{self.offset} FROM fingerprints f WHERE f.hash >= {p} AND f.hash < {p}"
-                " AND f.song_id IN (SELECT song_id FROM songs)",
-                (int(lo), int(hi)),
-            )
+        return self.query_rows(
+            f"SELECT f.hash, f.song_id, f.{self.offset} FROM fingerprints f WHERE f.hash >= {p} AND f.hash < {p}"
+            " AND f.song_id IN (SELECT song_id FROM songs)",
+            (int(lo), int(hi)),
         )
 
     def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
@@ -375,12 +391,12 @@ class SQLStore(SQLBase):
         if not song_ids:
             return {}
         marks = ",".join([self.p] * len(song_ids))
-        rows = self.query(
+        rows = self.query_rows(
             f"SELECT f.hash, f.song_id, f.{self.offset} FROM fingerprints f"
             f" WHERE f.song_id IN ({marks}) AND f.song_id IN (SELECT song_id FROM songs)",
             tuple(song_ids),
         )
-        return rows_by_song(*arrays_of_rows(rows))
+        return rows_by_song(*rows)
 
     def add_peaks(self, peaks: dict[int, bytes]) -> int:
         p, stored = self.p, 0
