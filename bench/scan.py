@@ -12,8 +12,9 @@ The catalogue: the real tracks of ingest.txt, then synthetic distractors up to -
 bench/shards.py makes them). Memory (--memory-minutes): `tunescout scan` run on the first minutes of
 the broadcast and on the broadcast looped, its peak RSS for each. --plot draws the true and the found
 timeline of the first hour. --hops 5,10 scans the same broadcast with each window step in turn, and
---variants default,follow=false with each set of scan rules (ScanParams fields) at every hop; the first
-is the one reported at the top. --keep DIR keeps the catalogue and the broadcast in DIR and reuses them
+--variants default,follow=false with each set of scan rules (ScanParams fields) at every hop, and
+memory_index (alone or joined with +) with the lookups answered from memory; the first is the one
+reported at the top. --keep DIR keeps the catalogue and the broadcast in DIR and reuses them
 on the next run with the same options.
 """
 
@@ -33,7 +34,13 @@ from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.shards import add_distractors, add_distractors_in_clickhouse, engine_config, load_real  # noqa: E402
+from bench.shards import (  # noqa: E402
+    add_distractors,
+    add_distractors_in_clickhouse,
+    engine_config,
+    load_real,
+    memory_engine,
+)
 from tests import servers  # noqa: E402
 from tests.conftest import wav_bytes  # noqa: E402
 from tunescout.audio import decode_audio  # noqa: E402
@@ -195,11 +202,16 @@ def plot(segments: list[Segment], plays: list[dict], minutes: float, path: Path)
     fig.savefig(path, dpi=110)
 
 
+MEMORY = "memory_index"  # a --variants item: the scan's lookups from memory (recognizing.memory_index)
+
+
 def _scan_params(variant: str, hop: float) -> ScanParams:
     """ScanParams of a --variants entry at this hop."""
     fields = {f.name: f.type for f in dataclasses.fields(ScanParams)}
     changes = {}
     for item in variant.split("+") if variant != "default" else []:
+        if item == MEMORY:
+            continue
         name, value = item.split("=")
         kind = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float}[fields[name]]
         changes[name] = kind(value)
@@ -272,11 +284,15 @@ def main() -> None:
             del samples
             if args.keep:
                 kept.write_text(json.dumps(plays))
-        runs = {}
+        runs, in_memory = {}, None
         for variant in args.variants.split(","):
+            if MEMORY in variant.split("+") and in_memory is None:
+                in_memory, loaded = memory_engine(engine)
+                print(f"memory copies loaded: {loaded}", flush=True)
             for hop in (float(h) for h in args.hops.split(",")):
                 params = _scan_params(variant, hop)
-                *found, summary = scan(engine, recording, params)
+                chosen = in_memory if MEMORY in variant.split("+") else engine
+                *found, summary = scan(chosen, recording, params)
                 runs[variant, hop] = (found, summary)
                 print(
                     f"{variant}, hop {hop:g} s: {summary.realtime_factor:.1f}x realtime, {evaluate(found, plays)}",
@@ -284,6 +300,8 @@ def main() -> None:
                 )
         segments, summary = next(iter(runs.values()))
         engine.close()
+        if in_memory is not None:
+            in_memory.close()
         memory = {
             f"{m}_min": round(peak_rss_mb(config, recording, float(m), tmp), 1)
             for m in args.memory_minutes.split(",")
