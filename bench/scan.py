@@ -95,10 +95,14 @@ def _speech(text: str, tmp: Path) -> np.ndarray:
 
 def evaluate(segments: list[Segment], plays: list[dict]) -> dict:
     """Event recall (plays of 20 s or more found by a segment of the song overlapping half of them),
-    segment precision (segments overlapping a play of their song) and boundary errors."""
+    segment precision (segments overlapping a play of their song) and boundary errors (a boundary
+    anywhere within a crossfade is right: the distance to the fade)."""
 
     def overlap(s, p):
         return max(0.0, min(s.end_seconds, p["end"]) - max(s.start_seconds, p["start"]))
+
+    def off(t, lo, hi):
+        return max(lo - t, t - hi, 0.0)
 
     long_plays = [p for p in plays if p["end"] - p["start"] >= 20]
     found, starts, ends = 0, [], []
@@ -106,9 +110,9 @@ def evaluate(segments: list[Segment], plays: list[dict]) -> dict:
         best = max((s for s in segments if s.song_name == p["song"]), key=lambda s: overlap(s, p), default=None)
         if best is not None and overlap(best, p) >= 0.5 * (p["end"] - p["start"]):
             found += 1
-            if not p["fade_in"]:
-                starts.append(abs(best.start_seconds - p["start"]))
-            ends.append(abs(best.end_seconds - p["end"]))
+            fade_out = next((q["fade_in"] for q in plays if abs(q["start"] + q["fade_in"] - p["end"]) < 0.01), 0.0)
+            starts.append(off(best.start_seconds, p["start"], p["start"] + p["fade_in"]))
+            ends.append(off(best.end_seconds, p["end"] - fade_out, p["end"]))
     right = sum(any(s.song_name == p["song"] and overlap(s, p) > 0 for p in plays) for s in segments)
 
     def pct(v, q):
