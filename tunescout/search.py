@@ -16,7 +16,7 @@ from dejavu.verify import DEFAULT_VERIFY, Verified, VerifyParams
 
 from . import metrics
 from .records import Match
-from .storage.base import THIRD_POINT_FEATURE, THIRD_POINT_VERSION, Song, instance_of
+from .storage.base import EXACT_COUNTS_FROM, THIRD_POINT_FEATURE, THIRD_POINT_VERSION, Song, instance_of
 from .storage.sharded import ShardedStore
 
 TOP_RESULTS = 3
@@ -218,6 +218,10 @@ class Searcher:
         counts = self.store.hash_counts(distinct) if distinct.size else None
         if counts is None:
             return [], 0
+        # Values under EXACT_COUNTS_FROM rows count 1, as the databases report them: the budget and
+        # the rarest-first choice were fitted so, and a memory copy's exact counts chose other values
+        # (a scan from memory lost plays 2 % fast; docs/SCALE.md, "Scanning long recordings")
+        counts = np.where(counts < EXACT_COUNTS_FROM, 1, counts)
         budget = max(rp.q_row_budget, int(rp.q_row_share * counts.sum()))  # grows with the catalogue
         steps = triplets.lookup_steps(distinct, counts, budget, rp.q_first_share)
         answer = None

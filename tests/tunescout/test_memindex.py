@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,39 @@ def test_a_first_load_in_many_reads_holds_each_song_once(tmp_path, rng, monkeypa
     assert same_histograms(memory.best_alignments(hashes, offsets, 20), store.best_alignments(hashes, offsets, 20))
     assert sorted(memory.held.alive_ids()) == sorted(ids + [ids[-1] + 1, WriteDuringLoad.written[0]])
     memory.close()
+
+
+def test_the_robust_path_reads_the_same_values_from_memory_as_from_the_databases(tmp_path):
+    """The copy counts rare values exactly, the databases count values under EXACT_COUNTS_FROM rows
+    as 1; the robust path's budget and rarest-first choice were fitted on the latter, and read other
+    values from memory (a scan from memory lost plays 2 % fast). A budget that binds shows it."""
+    import io
+
+    from scipy import signal
+
+    from tests.conftest import music_like, wav_bytes
+    from tunescout.engine import Engine
+
+    rng = np.random.default_rng(11)
+    song = music_like(rng, 30)
+    memory = Engine.from_config(engine_config(tmp_path, memory=True))
+    for store in memory.store.stores:
+        store.refresh()
+    for gain in (1.0, 0.9, 0.8):  # three copies (other PCM, the same hashes): values of 3 rows beside 1
+        memory.fingerprint(io.BytesIO(wav_bytes(gain * song)), f"copy{gain}")
+    memory.fingerprint(io.BytesIO(wav_bytes(music_like(rng, 30))), "other")
+    plain = Engine.from_config(engine_config(tmp_path, memory=False))
+    fast = signal.resample(song[5 * 11025 : 12 * 11025], round(7 * 11025 / 1.05)).astype(np.float32)
+    asked = {}
+    for name, engine in (("memory", memory), ("plain", plain)):
+        engine.searcher.robust = dataclasses.replace(engine.searcher.robust, q_row_budget=14_000, q_row_share=0.0)
+        reads, rows = [], engine.store.rows
+        engine.store.rows = lambda values, song_id=None, rows=rows, reads=reads: (
+            reads.append(np.sort(np.asarray(values))) or rows(values, song_id)
+        )
+        engine.recognize(wav_bytes(fast))
+        asked[name] = reads
+    assert asked["memory"] and len(asked["memory"]) == len(asked["plain"])
+    assert all(np.array_equal(a, b) for a, b in zip(asked["memory"], asked["plain"]))
+    memory.close()
+    plain.close()
