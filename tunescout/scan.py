@@ -52,6 +52,9 @@ class ScanParams:
     edge_hashes: int = 3  # an edge is where this many aligned hashes fall within edge_span_seconds
     edge_span_seconds: float = 2.0
     tolerance_frames: int = 2  # an aligned hash's song frame is within this of where the play puts it
+    # ... or, for a play whose time scale was fitted, of where most of its hashes there put it, up to
+    # this many frames off (a scale a little off drifts along a long play)
+    scale_drift_frames: int = 43
     end_lag_seconds: float = 0.3  # audio of a pair after its anchor: the last anchor is this before the end
 
 
@@ -325,10 +328,29 @@ class Scanner:
         rows = self.engine.store.rows(dejavu.distinct(hashes), play.match.song_id)
         keys = np.sort((rows.hashes.astype(np.int64) << 32) | rows.offsets)
         expected = np.round((begin + frames * frame_s - zero) / frame_s).astype(np.int64)
+        if abs(scale - 1.0) > 1e-3:
+            expected += self._drift_frames(keys, hashes, expected)
         low = (hashes << 32) | np.maximum(expected - self.params.tolerance_frames, 0)
         high = (hashes << 32) | np.maximum(expected + self.params.tolerance_frames, 0)
         hit = np.searchsorted(keys, high, "right") > np.searchsorted(keys, low, "left")
         return np.unique(begin + frames[hit & (expected >= -self.params.tolerance_frames)] * frame_s)
+
+    def _drift_frames(self, keys: np.ndarray, hashes: np.ndarray, expected: np.ndarray) -> int:
+        """How many frames the song's hashes here sit from where a fitted time scale puts them: a
+        scale 0.05 % off is 4 frames off after two minutes. The most common difference within
+        ``scale_drift_frames``, counted within ``tolerance_frames``; 0 unless ``edge_hashes`` agree."""
+        reach, tolerance = self.params.scale_drift_frames, self.params.tolerance_frames
+        lo = np.searchsorted(keys, (hashes << 32) | np.maximum(expected - reach, 0), "left")
+        hi = np.searchsorted(keys, (hashes << 32) | np.maximum(expected + reach, 0), "right")
+        n = hi - lo
+        if not n.sum():
+            return 0
+        at = np.repeat(lo, n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+        deltas = (keys[at] & 0xFFFFFFFF) - np.repeat(expected, n)
+        counts = np.bincount(deltas + reach, minlength=2 * reach + 1)
+        near = np.convolve(counts, np.ones(2 * tolerance + 1, np.int64), "same")
+        best = int(np.argmax(near))
+        return best - reach if near[best] >= self.params.edge_hashes else 0
 
     def _audio(self, begin: float, end: float) -> tuple[np.ndarray, float]:
         """The recording's samples from begin to end, as far as the windows held still cover them,
