@@ -64,8 +64,8 @@ def _engine(config_path):
 def main():
     """TuneScout: recognise songs from short clips."""
     if click.get_current_context().invoked_subcommand != "scan":
-        # (a scan of hours meets ever larger lookups: with the allocator's defaults what they took
-        # goes back to the system, and its memory stays nearly flat; docs/SCALE.md, "Scans")
+        # (a scan of hours meets ever larger lookups: with the allocator's defaults more of what
+        # they took goes back to the system; docs/SCALE.md, "Scanning long recordings")
         keep_freed_memory()
 
 

@@ -16,6 +16,7 @@ from scipy import signal
 import dejavu
 from dejavu import verify as verification
 from dejavu.fingerprint import query_peaks
+from dejavu.hashing import ragged_arange
 
 from .audio import Decoded, Window, read_ahead, stream_windows
 from .records import Match
@@ -191,11 +192,11 @@ class Scanner:
         """Extend the play the match belongs to, or open a new one."""
         zero = window.start_seconds - match.offset_seconds * match.time_scale
         for play in self.plays:
+            if play.match.song_id != match.song_id:
+                continue
             allowed = self.params.same_play_seconds + self.params.drift * max(
                 window.start_seconds - play.start_seconds, 0.0
             )
-            if play.match.song_id != match.song_id:
-                continue
             if self.params.one_play_per_song or abs(play.zero_seconds - zero) <= allowed:
                 if play.last_index != self.index:
                     play.last_index, play.windows = self.index, play.windows + 1
@@ -218,6 +219,7 @@ class Scanner:
             return False
         frame_s = self.engine.params.frame_seconds
         begin = max(window.start_seconds, window.end_seconds - self.params.hop_seconds)
+        clip = None  # the new audio's peaks, once a play needs them
         for play in self.plays:
             if abs(play.time_scale - 1.0) > 1e-3 or abs(play.match.frequency_scale - 1.0) > 1e-3:
                 continue
@@ -226,11 +228,14 @@ class Scanner:
                 continue  # the song does not fill the new audio
             if play.peaks is None:
                 packed, _ = self.engine.store.song_peaks([play.match.song_id])
-                if play.match.song_id not in packed:
-                    continue  # stored without peaks
-                play.peaks = verification.unpack_peaks(packed[play.match.song_id])
-            first = round((begin - window.start_seconds) * window.sample_rate_hz)
-            clip = query_peaks(window.samples[first:], self.engine.params)
+                data = packed.get(play.match.song_id)
+                no_peaks = (np.zeros(0, np.int32), np.zeros(0, np.int32))  # stored without (an earlier release)
+                play.peaks = no_peaks if data is None else verification.unpack_peaks(data)
+            if not play.peaks[0].size:
+                continue
+            if clip is None:
+                first = round((begin - window.start_seconds) * window.sample_rate_hz)
+                clip = query_peaks(window.samples[first:], self.engine.params)
             expected = round((begin - zero) / frame_s)
             verified = verification.verify(
                 clip, [(play.match.song_id, expected, play.peaks)], self.engine.searcher.verify
@@ -345,7 +350,7 @@ class Scanner:
         n = hi - lo
         if not n.sum():
             return 0
-        at = np.repeat(lo, n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+        at = np.repeat(lo, n) + ragged_arange(n)
         deltas = (keys[at] & 0xFFFFFFFF) - np.repeat(expected, n)
         counts = np.bincount(deltas + reach, minlength=2 * reach + 1)
         near = np.convolve(counts, np.ones(2 * tolerance + 1, np.int64), "same")

@@ -130,9 +130,7 @@ class ShardedStore:
             answers = self._fan_out(lambda s: s.rows(values))
         else:
             mine = instance_of(song_id, len(self.stores))
-            answers = [
-                a for i, a in enumerate(self._fan_out_each({mine: lambda s: s.rows(values, song_id)})) if i == mine
-            ]
+            answers = [self._fan_out_each({mine: lambda s: s.rows(values, song_id)})[mine]]
         got = [a for a in answers if a is not None]
         empty = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))
         hashes, song_ids, offsets = (np.concatenate(parts) for parts in zip(empty, *got))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -101,27 +101,29 @@ class SQLBase:
     def query_rows(self, sql: str, args: Any = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hash, song_id, offset) rows of one read as arrays_of_rows gives them, fetched and
         converted FETCH_ROWS at a time: a lookup of a million rows never holds them all as Python
-        tuples (about 150 bytes a row against 16, and the small-object heap they leave fragmented
-        keeps a long scan's memory growing)."""
-        try:
-            cur = self._db.get().cursor()
-            cur.execute(sql, args)
+        tuples (about 150 bytes a row against 16)."""
+
+        def fetch(cur) -> list:
             parts = [arrays_of_rows([])]
             while chunk := cur.fetchmany(FETCH_ROWS):
                 parts.append(arrays_of_rows(chunk))
-        except self.driver_errors as exc:
-            self._db.drop()
-            raise self.failed("Storage query failed", exc) from exc
-        hashes, song_ids, offsets = (np.concatenate(columns) for columns in zip(*parts))
+            return parts
+
+        hashes, song_ids, offsets = (np.concatenate(columns) for columns in zip(*self._read(sql, args, fetch)))
         return hashes, song_ids, offsets
 
     def query(self, sql: str, args: Any = ()) -> list[tuple]:
         """Rows of one read (or single-statement write) on this thread's connection; a failure
         drops the connection and raises StorageError."""
+        return self._read(sql, args, lambda cur: list(cur.fetchall()) if cur.description else [])
+
+    def _read(self, sql: str, args: Any, fetch: Callable[[Any], Any]) -> Any:
+        """fetch(cursor) after executing one statement on this thread's connection; a failure
+        drops the connection and raises StorageError."""
         try:
             cur = self._db.get().cursor()
             cur.execute(sql, args)
-            return list(cur.fetchall()) if cur.description else []
+            return fetch(cur)
         except self.driver_errors as exc:
             self._db.drop()
             raise self.failed("Storage query failed", exc) from exc
